@@ -9,6 +9,7 @@ building at once share one result.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -19,8 +20,18 @@ _CSRC = Path(__file__).with_name("csrc")
 _SOURCES_CPU = ["ops_cpu.cpp"]
 _SOURCES_CUDA = ["ops_cuda.cu"]
 _HEADERS = ["ops_math.h"]
-_CXX_FLAGS = ["-O3", "-std=c++17", "-fopenmp"]
-_LD_FLAGS = ["-fopenmp"]
+def _simd_flags() -> list[str]:
+    """AVX2/FMA when this CPU has them (the build cache is keyed by flags, so it stays safe)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return []
+    return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= set(flags) else []
+
+
+_CXX_FLAGS = ["-O3", "-fno-trapping-math", *_simd_flags()]  # lets selects vectorise
+_LD_FLAGS: list[str] = []
 _CUDA_FLAGS = ["-O3", "--use_fast_math"]
 
 _state: dict = {"ext": None, "error": None, "warned": False, "cuda": False}
@@ -29,6 +40,7 @@ _state: dict = {"ext": None, "error": None, "warned": False, "cuda": False}
 def _want_cuda() -> bool:
     if not torch.cuda.is_available():
         return False
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import cpp_extension
 
     return cpp_extension.CUDA_HOME is not None and Path(cpp_extension.CUDA_HOME, "bin", "nvcc").exists()
@@ -48,11 +60,14 @@ def _cache_dir(with_cuda: bool) -> Path:
 
 def load_extension():
     """Build (once) and return the compiled module; raise RuntimeError if it cannot build."""
+    if os.path.exists("/usr/local/cuda/bin/nvcc"):  # else torch guesses a CUDA home without lib64
+        os.environ.setdefault("CUDA_HOME", "/usr/local/cuda")
     if _state["ext"] is not None:
         return _state["ext"]
     if _state["error"] is not None:
         raise RuntimeError(_state["error"])
     try:
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # CUDA-home guess
         from torch.utils import cpp_extension
 
         with_cuda = _want_cuda()
@@ -74,7 +89,8 @@ def load_extension():
         _state["ext"], _state["cuda"] = ext, with_cuda
         return ext
     except Exception as e:  # noqa: BLE001 - any build failure means: use the reference path
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        first = next((ln for ln in lines if "error" in ln.lower() and ":" in ln), lines[0])[:300]
         _state["error"] = f"stylegan2_ops: compiled ops unavailable ({first})"
         raise RuntimeError(_state["error"]) from e
 

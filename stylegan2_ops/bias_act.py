@@ -93,8 +93,8 @@ def _bias_act_ref(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=N
 def _bias_act_compiled(x, b, dim, act, alpha, gain, clamp):
     spec, alpha, gain, clamp = _resolve(act, alpha, gain, clamp)
     dim = dim % x.ndim
-    if b is None:
-        b = torch.empty([0], dtype=x.dtype, device=x.device)
+    b = torch.empty([0], device=x.device) if b is None else b
+    b = b.to(dtype=x.dtype)
     return _BiasAct.apply(x, b, (dim, spec.cuda_idx, alpha, gain, clamp))
 
 

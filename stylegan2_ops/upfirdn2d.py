@@ -148,7 +148,7 @@ def _upfirdn2d_compiled(x, f, up, down, padding, flip_filter, gain):
     upx, upy = _parse_scaling(up)
     downx, downy = _parse_scaling(down)
     pad = _parse_padding(padding)
-    f = f.to(device=x.device, dtype=x.dtype)
+    f = f.to(device=x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
     if f.ndim == 1:  # separable: two 1-D passes, each a 2-D kernel call with a [1,k] filter
         g = f * (gain ** 0.5)
         x = _UpFirDn2d.apply(x, g[None, :], (upx, 1, downx, 1, pad[0], pad[1], 0, 0, flip_filter))
