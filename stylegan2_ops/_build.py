@@ -58,6 +58,16 @@ def _cache_dir(with_cuda: bool) -> Path:
     return Path(root) / h.hexdigest()[:16]
 
 
+def cuda_library_includes() -> list[str]:
+    """Headers of pip's nvidia-* wheels (cuSPARSE, cuBLAS...), which ATen's CUDA headers include
+    and a minimal CUDA toolkit may lack."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia")
+    roots = list(spec.submodule_search_locations) if spec and spec.submodule_search_locations else []
+    return sorted(str(p) for r in roots for p in Path(r).glob("*/include") if (p / "cusparse.h").exists())
+
+
 def load_extension():
     """Build (once) and return the compiled module; raise RuntimeError if it cannot build."""
     if os.path.exists("/usr/local/cuda/bin/nvcc"):  # else torch guesses a CUDA home without lib64
@@ -81,7 +91,7 @@ def load_extension():
                 extra_cflags=_CXX_FLAGS + (["-DWITH_CUDA"] if with_cuda else []),
                 extra_cuda_cflags=_CUDA_FLAGS,
                 extra_ldflags=_LD_FLAGS,
-                extra_include_paths=[str(_CSRC)],
+                extra_include_paths=[str(_CSRC)] + (cuda_library_includes() if with_cuda else []),
                 build_directory=str(build_dir),
                 with_cuda=with_cuda,
                 verbose=False,

@@ -95,7 +95,12 @@ def _bias_act_compiled(x, b, dim, act, alpha, gain, clamp):
     dim = dim % x.ndim
     b = torch.empty([0], device=x.device) if b is None else b
     b = b.to(dtype=x.dtype)
-    return _BiasAct.apply(x, b, (dim, spec.cuda_idx, alpha, gain, clamp))
+    cfg = (dim, spec.cuda_idx, alpha, gain, clamp)
+    if not (torch.is_grad_enabled() and (x.requires_grad or b.requires_grad)):
+        x = x.contiguous(memory_format=_memory_format(x))
+        empty = x.new_empty([0])
+        return _kernel(0, x, b.contiguous(), empty, empty, cfg)
+    return _BiasAct.apply(x, b, cfg)
 
 
 def _kernel(mode, x, b, dy, y, cfg):

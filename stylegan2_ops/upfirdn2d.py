@@ -149,12 +149,35 @@ def _upfirdn2d_compiled(x, f, up, down, padding, flip_filter, gain):
     downx, downy = _parse_scaling(down)
     pad = _parse_padding(padding)
     f = f.to(device=x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
-    if f.ndim == 1:  # separable: two 1-D passes, each a 2-D kernel call with a [1,k] filter
-        g = f * (gain ** 0.5)
-        x = _UpFirDn2d.apply(x, g[None, :], (upx, 1, downx, 1, pad[0], pad[1], 0, 0, flip_filter))
-        return _UpFirDn2d.apply(x, g[:, None], (1, upy, 1, downy, 0, 0, pad[2], pad[3],
-                                                flip_filter))
-    return _UpFirDn2d.apply(x, f * gain, (upx, upy, downx, downy, *pad, flip_filter))
+    if f.ndim == 2:
+        f = _as_separable(f)
+    if isinstance(f, tuple) or f.ndim == 1:  # separable: a horizontal pass, then a vertical one
+        fy, fx = f if isinstance(f, tuple) else (f, f)
+        g = gain ** 0.5
+        x = _apply(x, fx[None, :] * g, (upx, 1, downx, 1, pad[0], pad[1], 0, 0, flip_filter))
+        return _apply(x, fy[:, None] * g, (1, upy, 1, downy, 0, 0, pad[2], pad[3], flip_filter))
+    return _apply(x, f * gain, (upx, upy, downx, downy, *pad, flip_filter))
+
+
+def _as_separable(f: torch.Tensor):
+    """(column, row) if the 2-D filter is an outer product (as [1,3,3,1] from setup_filter is),
+    else f. Two 1-D passes cost fh + fw taps per output instead of fh * fw."""
+    if min(f.shape) == 1:
+        return f
+    f64 = f.double()
+    i, j = divmod(int(f64.abs().argmax()), f.shape[1])
+    col, row = f64[:, j], f64[i, :] / f64[i, j]
+    if torch.equal(torch.outer(col, row).to(f.dtype), f):
+        return col.to(f.dtype), row.to(f.dtype)
+    return f
+
+
+def _apply(x, f, cfg):
+    """The kernel directly when no gradient is wanted, else through the autograd Function."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _UpFirDn2d.apply(x, f, cfg)
+    ext = _build.load_extension()
+    return ext.upfirdn2d(x, f, *cfg)
 
 
 class _UpFirDn2d(torch.autograd.Function):

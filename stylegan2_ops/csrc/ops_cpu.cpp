@@ -57,8 +57,54 @@ inline void axpy_strided(T* y, const T* x, T c, int m_lo, int m_hi, int p_rt, in
   for (int m = m_lo; m <= m_hi; ++m) y[P_ * m] += c * x[Q_ * m];
 }
 
+// A vertical-only filter (fw == 1, no horizontal resampling or padding, up == 1) over whole
+// planes: each tap is one long unit-stride pass over all interior rows at once.
+template <typename T>
+bool vertical_flat(const T* x, const T* f, T* y, const sg2::UpFirDnParams& p, int64_t planes) {
+  if (p.fw != 1 || p.upx != 1 || p.downx != 1 || p.px0 != 0 || p.in_w != p.out_w || p.upy != 1)
+    return false;
+  const int W = p.out_w;
+  // interior output rows: the whole window [oy*down - py0, +fh) lies inside the input
+  const int oy_lo = std::max(0, sg2::ceil_div(p.py0, p.downy));
+  const int oy_hi = std::min(p.out_h - 1, sg2::floor_div(p.in_h - p.fh + p.py0, p.downy));
+  at::parallel_for(0, planes, 1, [&](int64_t pl0, int64_t pl1) {
+    for (int64_t pl = pl0; pl < pl1; ++pl) {
+      const T* xp = x + pl * p.in_h * W;
+      T* yp = y + pl * p.out_h * W;
+      std::fill(yp, yp + (int64_t)p.out_h * W, T(0));
+      if (oy_lo <= oy_hi) {
+        for (int k = 0; k < p.fh; ++k) {
+          const T c = f[sg2::filter_index(k, p.fh, p.flip)];
+          if (p.downy == 1) {
+            const T* xs = xp + (int64_t)(oy_lo - p.py0 + k) * W;
+            T* ys = yp + (int64_t)oy_lo * W;
+            const int64_t n = (int64_t)(oy_hi - oy_lo + 1) * W;
+            for (int64_t i = 0; i < n; ++i) ys[i] += c * xs[i];
+          } else {
+            for (int oy = oy_lo; oy <= oy_hi; ++oy) {
+              const T* xs = xp + (int64_t)(oy * p.downy - p.py0 + k) * W;
+              T* ys = yp + (int64_t)oy * W;
+              for (int j = 0; j < W; ++j) ys[j] += c * xs[j];
+            }
+          }
+        }
+      }
+      for (int oy = 0; oy < p.out_h; ++oy) {
+        if (oy >= oy_lo && oy <= oy_hi) continue;
+        const sg2::Window wy = sg2::make_window(oy, p.downy, p.py0, p.upy, p.fh, p.in_h);
+        for (int ox = 0; ox < W; ++ox) {
+          const sg2::Window wx{ox, ox, 0};
+          yp[(int64_t)oy * W + ox] = sg2::upfirdn2d_pixel<T, T>(xp, f, p, wy, wx);
+        }
+      }
+    }
+  });
+  return true;
+}
+
 template <typename T>
 void upfirdn2d_loop(const T* x, const T* f, T* y, const sg2::UpFirDnParams p, int64_t planes) {
+  if (vertical_flat(x, f, y, p, planes)) return;
   const int g = std::gcd(p.upx, p.downx), P = p.upx / g, Q = p.downx / g;
   std::vector<PhaseClass> classes;
   std::vector<char> interior(p.out_w, 0);
@@ -96,17 +142,21 @@ void upfirdn2d_loop(const T* x, const T* f, T* y, const sg2::UpFirDnParams p, in
       const sg2::Window wy = sg2::make_window(oy, p.downy, p.py0, p.upy, p.fh, p.in_h);
       const T* xplane = x + pl * p.in_h * p.in_w;
       T* yrow = y + row * p.out_w;
-      acc.assign((size_t)classes.size() * class_len, T(0));
+      // One class (P == 1): accumulate straight into the output row.
+      T* const direct = P == 1 ? yrow : nullptr;
+      if (direct) std::fill(yrow, yrow + p.out_w, T(0));
+      else acc.assign((size_t)classes.size() * class_len, T(0));
       for (int iy = wy.i0, ky = wy.k0; iy <= wy.i1; ++iy, ky += p.upy) {
         const T* xrow = xplane + (int64_t)iy * p.in_w;
         const T* frow = f + (int64_t)sg2::filter_index(ky, p.fh, p.flip) * p.fw;
         for (size_t ci = 0; ci < classes.size(); ++ci) {
           const PhaseClass& pc = classes[ci];
+          T* dst = direct ? direct : acc.data() + ci * class_len;
           for (int t = 0; t < pc.taps; ++t)
-            pass(acc.data() + ci * class_len, xrow, frow[sg2::filter_index(pc.k0 + t * p.upx, p.fw, p.flip)], pc, t);
+            pass(dst, xrow, frow[sg2::filter_index(pc.k0 + t * p.upx, p.fw, p.flip)], pc, t);
         }
       }
-      for (size_t ci = 0; ci < classes.size(); ++ci) {
+      for (size_t ci = 0; !direct && ci < classes.size(); ++ci) {
         const PhaseClass& pc = classes[ci];
         const T* a = acc.data() + ci * class_len;
         for (int m = pc.m_lo; m <= pc.m_hi; ++m) yrow[pc.r + P * m] = a[m];

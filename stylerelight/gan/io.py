@@ -14,6 +14,7 @@ import io
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -172,7 +173,11 @@ def _storage_dtype(storage):
 
 
 def _untyped(storage):
-    return storage.untyped() if hasattr(storage, "untyped") else storage
+    if isinstance(storage, torch.UntypedStorage):
+        return storage
+    with warnings.catch_warnings():  # TypedStorage, as old pickles hold it, is deprecated
+        warnings.simplefilter("ignore")
+        return storage.untyped()
 
 
 _ALLOWED = {
