@@ -1,0 +1,38 @@
+"""Linear HDR -> display: exposure (fixed or automatic from a region), sRGB, 8 bit. The only
+place in the package where linear light becomes display pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def srgb_encode(linear: np.ndarray) -> np.ndarray:
+    x = np.clip(linear, 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+
+
+def srgb_decode(encoded: np.ndarray) -> np.ndarray:
+    x = np.clip(encoded, 0.0, 1.0)
+    return np.where(x <= 0.04045, x / 12.92, np.power((x + 0.055) / 1.055, 2.4))
+
+
+def auto_exposure(linear: np.ndarray, mask: np.ndarray | None = None, target: float = 0.18,
+                  percentile: float = 50.0) -> float:
+    """Exposure that maps the `percentile` luminance inside `mask` (the face) to `target`."""
+    lum = linear[..., :3] @ np.array([0.2126, 0.7152, 0.0722])
+    vals = lum[mask > 0.5] if mask is not None and (mask > 0.5).any() else lum.ravel()
+    ref = np.percentile(vals, percentile) if vals.size else 0.0
+    return float(target / ref) if ref > 1e-12 else 1.0
+
+
+def to_display(linear: np.ndarray, exposure: float | None = None, mask: np.ndarray | None = None,
+               background: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [H, W, 3]: exposure (auto from `mask` when None), sRGB, 8 bit; `background`
+    (display-referred, [3] in 0..1) fills where mask is 0, blended by the mask."""
+    if exposure is None:
+        exposure = auto_exposure(linear, mask)
+    rgb = srgb_encode(np.asarray(linear, np.float64) * exposure)
+    if background is not None and mask is not None:
+        m = np.clip(mask, 0, 1)[..., None]
+        rgb = rgb * m + np.asarray(background, np.float64) * (1 - m)
+    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
