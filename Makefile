@@ -33,6 +33,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(VPY) benchmarks/bench_generator.py
 	$(VPY) benchmarks/bench_ops.py
+	$(VPY) benchmarks/bench_lightstage.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

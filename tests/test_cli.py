@@ -75,3 +75,51 @@ def test_doctor_reports_every_component():
     assert r.exit_code == 0
     for name in ("torch", "compiled ops", "mitsuba", "dlib landmarks", "lpips backbone"):
         assert name in r.output
+
+
+def test_lightstage_render_relight_and_dataset(tmp_path, monkeypatch):
+    import json
+
+    from stylerelight.lighting import LightStage, OLATCapture, save_envmap
+    from stylerelight.synth import sample_envmap
+
+    # a small stage keeps this quick; the default 150-light rig is covered in test_synth
+    LightStage.default(24).save(tmp_path / "stage.json")
+    r = _run("lightstage", "render", "--subjects", "1", "--out", tmp_path / "caps", "--resolution", "16",
+             "--spp", "1", "--stage", tmp_path / "stage.json")
+    assert r.exit_code == 0, r.output
+    cap_dir = tmp_path / "caps" / "subject_0000"
+    cap = OLATCapture.load(cap_dir)
+    assert cap.olat.shape == (8, 24, 16, 16, 3) and len(cap.meta["landmarks"]) == 8
+    r = _run("lightstage", "render", "--subjects", "1", "--out", tmp_path / "caps", "--resolution", "16",
+             "--stage", tmp_path / "stage.json")
+    assert "skip" in r.output  # resumable
+    save_envmap(sample_envmap(0), tmp_path / "env.hdr")
+    out = tmp_path / "relit.png"
+    r = _run("lightstage", "relight", cap_dir, "--light", tmp_path / "env.hdr", "--camera", "3", "-o", out)
+    assert r.exit_code == 0, r.output
+    assert np.asarray(Image.open(out)).shape == (16, 16, 3)
+    _one_line_error(_run("lightstage", "relight", cap_dir, "--light", tmp_path / "nope.hdr", "-o", tmp_path / "x.png"))
+    _one_line_error(_run("lightstage", "relight", cap_dir, "--light", tmp_path / "env.hdr", "--camera", "9",
+                         "-o", tmp_path / "y.png"))
+    # dataset: deterministic, resumable, with a manifest
+    args = ["lightstage", "build-dataset", "--images", "3", "--resolution", "16", "--spp", "4", "--seed", "5"]
+    assert _run(*args, "--out", tmp_path / "d1").exit_code == 0
+    (tmp_path / "d1" / "params" / "0000001.json").unlink()
+    (tmp_path / "d1" / "images" / "0000001.png").unlink()
+    assert _run(*args, "--out", tmp_path / "d1").exit_code == 0
+    assert _run(*args, "--out", tmp_path / "d2").exit_code == 0
+    for i in range(3):
+        a = np.asarray(Image.open(tmp_path / "d1" / "images" / f"{i:07d}.png"))
+        b = np.asarray(Image.open(tmp_path / "d2" / "images" / f"{i:07d}.png"))
+        assert a.shape == (16, 16, 3) and np.abs(a.astype(int) - b).max() <= 1
+    rows = [json.loads(ln) for ln in (tmp_path / "d1" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2]
+    assert all(abs(r["yaw"]) <= 45 and abs(r["pitch"]) <= 20 for r in rows)
+
+
+def test_demo_writes_contact_sheet(tmp_path):
+    r = _run("demo", "--out", tmp_path / "demo", "--resolution", "24")
+    assert r.exit_code == 0, r.output
+    sheet = np.asarray(Image.open(tmp_path / "demo" / "lightstage_contact_sheet.png"))
+    assert sheet.shape[1] == 2 + 6 * 26

@@ -58,10 +58,11 @@ def set_variant(prefer: str | None = None) -> str:
             continue
         try:
             mi.set_variant(v)
+            mi.set_log_level(mi.LogLevel.Error)  # e.g. samplers rounding sample counts
             if v == "scalar_rgb" and last_err:
                 warnings.warn(f"Mitsuba falls back to scalar_rgb (slow): {last_err}", stacklevel=2)
             _chosen = v
             return v
         except Exception as e:  # noqa: BLE001 - try the next variant
             last_err = str(e).splitlines()[0] if str(e) else type(e).__name__
-    raise RuntimeError(f"no Mitsuba variant works here ({last_err})")
+    raise ValueError(f"no Mitsuba variant works here ({last_err}); run `stylerelight doctor`")

@@ -1,0 +1,96 @@
+"""The dataset builder: random subjects, env maps and views rendered as FFHQ-aligned portraits.
+
+Image i depends only on (seed, i), so a build can be stopped and resumed, split over workers,
+and repeated with identical files. Each image gets a JSON sidecar with its parameters; the
+manifest (manifest.jsonl) is assembled from the sidecars when a build completes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .camera import Camera
+from .envmaps import sample_envmap
+from .render import render_portrait
+from .subject import sample_subject
+
+YAW_RANGE, PITCH_RANGE = 45.0, 20.0
+
+
+def image_params(seed: int, index: int, num_subjects: int | None = None) -> dict:
+    """The random choices for image `index` of a dataset with `seed`."""
+    rng = np.random.default_rng([seed, index])
+    subject = int(rng.integers(num_subjects)) if num_subjects else int(rng.integers(2**31))
+    return {"index": index, "subject_seed": subject, "env_seed": int(rng.integers(2**31)),
+            "yaw": float(rng.uniform(-YAW_RANGE, YAW_RANGE)), "pitch": float(rng.uniform(-PITCH_RANGE, PITCH_RANGE)),
+            "render_seed": int(rng.integers(2**31))}
+
+
+def render_one(out: Path, params: dict, resolution: int, spp: int) -> dict:
+    from PIL import Image
+
+    subj = sample_subject(params["subject_seed"])
+    env = sample_envmap(params["env_seed"])
+    cam = Camera(yaw=params["yaw"], pitch=params["pitch"])
+    img, info = render_portrait(subj, env, cam, resolution, spp=spp, seed=params["render_seed"], return_info=True)
+    name = f"{params['index']:07d}"
+    tmp = out / "images" / f".{name}.tmp.png"
+    Image.fromarray(img).save(tmp)
+    os.replace(tmp, out / "images" / f"{name}.png")
+    rec = {**params, "file": f"images/{name}.png", "subject": subj.to_json(), "exposure": info["exposure"],
+           "landmarks_raw": info["landmarks"], "resolution": resolution}
+    (out / "params" / f"{name}.json").write_text(json.dumps(rec))
+    return rec
+
+
+def _worker(args):
+    out, params, resolution, spp = args
+    render_one(Path(out), params, resolution, spp)
+    return params["index"]
+
+
+def build_dataset(out: str | Path, images: int, resolution: int = 64, seed: int = 0, spp: int = 32,
+                  workers: int = 1, num_subjects: int | None = None, progress: bool = True) -> Path:
+    """Render `images` portraits into out/images (resumable: finished images are skipped)."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "params").mkdir(exist_ok=True)
+    config = {"images": images, "resolution": resolution, "seed": seed, "spp": spp, "num_subjects": num_subjects}
+    cfg_path = out / "dataset.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        if {k: old.get(k) for k in ("resolution", "seed", "spp", "num_subjects")} != \
+                {k: config[k] for k in ("resolution", "seed", "spp", "num_subjects")}:
+            raise FileExistsError(f"{out} holds a dataset with other settings ({old}); use another --out or --force")
+    cfg_path.write_text(json.dumps(config, indent=1))
+    todo = [i for i in range(images) if not (out / "params" / f"{i:07d}.json").exists()]
+    jobs = [(str(out), image_params(seed, i, num_subjects), resolution, spp) for i in todo]
+    bar = tqdm(total=images, initial=images - len(todo), desc="build-dataset", unit="img", disable=not progress)
+    if workers > 1 and jobs:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            for _ in pool.imap_unordered(_worker, jobs, chunksize=4):
+                bar.update(1)
+    else:
+        for job in jobs:
+            _worker(job)
+            bar.update(1)
+    bar.close()
+    with open(out / "manifest.jsonl.tmp", "w") as f:
+        for i in range(images):
+            f.write((out / "params" / f"{i:07d}.json").read_text().strip() + "\n")
+    os.replace(out / "manifest.jsonl.tmp", out / "manifest.jsonl")
+    return out
+
+
+def _init_worker():
+    import torch
+
+    torch.set_num_threads(1)

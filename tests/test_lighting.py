@@ -1,0 +1,203 @@
+"""Env maps, light stage, OLAT captures, display: conventions, energy, formats, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stylerelight.lighting import (
+    EnvMap,
+    EnvMapError,
+    LightStage,
+    OLATCapture,
+    direction_to_pixel,
+    latlong_solid_angles,
+    load_envmap,
+    save_envmap,
+    srgb_decode,
+    srgb_encode,
+    to_display,
+)
+from stylerelight.lighting.hdr_io import _rgbe_to_float
+
+
+def test_orientation_convention():
+    env = EnvMap(np.zeros((32, 64, 3), np.float32))
+    d = env.directions()
+    assert np.allclose(d[16, 32], [0, 0, -1], atol=0.1)  # centre column: behind the head (-z)
+    assert np.allclose(d[16, 48], [1, 0, 0], atol=0.1)  # 3/4 across: +x, the subject's left
+    assert np.allclose(d[16, 16], [-1, 0, 0], atol=0.1)
+    assert np.allclose(d[16, 0], [0, 0, 1], atol=0.1)  # the seam: towards the frontal camera
+    assert d[0, 10, 1] > 0.99 and d[-1, 10, 1] < -0.99  # top row up
+    r, c = direction_to_pixel(d, 32, 64)
+    assert np.allclose(r, np.arange(32)[:, None], atol=1e-4)
+    assert np.allclose(c, np.arange(64)[None, :], atol=1e-4)
+
+
+def test_solid_angles_sum_to_4pi():
+    for h in (4, 31, 64):
+        assert latlong_solid_angles(h, 2 * h).sum() == pytest.approx(4 * np.pi, rel=1e-12)
+
+
+def test_rotate_and_resize():
+    rng = np.random.default_rng(0)
+    env = EnvMap(rng.random((16, 32, 3)).astype(np.float32))
+    rot = env.rotate(90.0)  # a quarter turn = a shift of W/4 columns
+    assert np.allclose(rot.data, np.roll(env.data, 8, axis=1), atol=1e-6)
+    assert np.allclose(env.rotate(360.0).data, env.data, atol=1e-6)
+    small = env.resize(8)
+    assert small.data.shape == (8, 16, 3)
+    assert np.allclose(small.mean_radiance(), env.mean_radiance(), rtol=1e-5)  # energy kept
+    assert env.resize(32).data.shape == (32, 64, 3)
+
+
+def test_stage_default_and_energy():
+    stage = LightStage.default()
+    assert stage.num_lights == 150
+    assert np.allclose(np.linalg.norm(stage.directions, axis=1), 1)
+    assert stage.solid_angles.sum() == pytest.approx(4 * np.pi, rel=1e-9)
+    assert np.array_equal(stage.cell_of(stage.directions), np.arange(150))
+    for h in (32, 128):
+        c = stage.project(EnvMap(np.full((h, 2 * h, 3), 2.5, np.float32)))
+        assert c.sum(0) == pytest.approx([2.5 * 4 * np.pi] * 3, rel=1e-6)
+        assert np.allclose(c[:, 0], 2.5 * stage.solid_angles, rtol=0.01)
+
+
+def test_project_point_light_lands_in_its_cell():
+    stage = LightStage.default()
+    env = np.zeros((64, 128, 3), np.float32)
+    r, c = direction_to_pixel(stage.directions[17], 64, 128)
+    env[int(round(r)), int(round(c))] = [1.0, 2.0, 3.0]
+    coeffs = stage.project(EnvMap(env))
+    sa = latlong_solid_angles(64, 128)[int(round(r)), int(round(c))]
+    assert np.argmax(coeffs[:, 0]) == 17
+    assert np.allclose(coeffs.sum(0), np.array([1, 2, 3]) * sa)
+
+
+def test_stage_json_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    d = rng.normal(size=(20, 3))
+    stage = LightStage(d, colors=rng.uniform(0.8, 1.2, (20, 3)), name="mine")
+    stage.save(tmp_path / "s.json")
+    back = LightStage.load(tmp_path / "s.json")
+    assert np.allclose(back.directions, stage.directions) and np.allclose(back.colors, stage.colors)
+    assert np.allclose(back.solid_angles, stage.solid_angles)
+    (tmp_path / "bad.json").write_text(json.dumps({"lights": []}))
+    with pytest.raises(EnvMapError):
+        LightStage.load(tmp_path / "bad.json")
+
+
+def _hand_written_rle_hdr(path, rgbe):
+    """An RLE .hdr written byte by byte, independently of the package's writer."""
+    h, w, _ = rgbe.shape
+    out = bytearray(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\nEXPOSURE=1.0\n\n-Y %d +X %d\n" % (h, w))
+    for y in range(h):
+        out += bytes([2, 2, w >> 8, w & 255])
+        for c in range(4):
+            row = rgbe[y, :, c]
+            half = w // 2  # first half as one literal run, second half as repeat runs of one value
+            out += bytes([half]) + bytes(row[:half].tolist())
+            out += bytes([128 + (w - half), row[half]])
+    path.write_bytes(bytes(out))
+
+
+def test_rle_hdr_loads_exactly(tmp_path):
+    rng = np.random.default_rng(2)
+    h, w = 8, 16
+    rgbe = rng.integers(0, 256, (h, w, 4)).astype(np.uint8)
+    rgbe[..., 3] = rng.integers(120, 140, (h, w))
+    rgbe[..., 0] |= 128  # canonical RGBE (the largest mantissa >= 128), as writers produce
+    rgbe[:, w // 2:] = rgbe[:, w // 2: w // 2 + 1]  # constant second half (repeat runs)
+    _hand_written_rle_hdr(tmp_path / "a.hdr", rgbe)
+    data = load_envmap(tmp_path / "a.hdr").data
+    m = rgbe[..., :3].astype(np.float64) + 0.5
+    expect = m * np.ldexp(1.0, rgbe[..., 3:4].astype(int) - 136)
+    assert np.array_equal(data, expect.astype(np.float32))
+    # our writer's RLE output decodes to the same RGBE values
+    save_envmap(EnvMap(data), tmp_path / "b.hdr")
+    assert np.array_equal(load_envmap(tmp_path / "b.hdr").data, data)
+    assert np.array_equal(_rgbe_to_float(rgbe), data)
+
+
+def test_flat_and_flipped_hdr(tmp_path):
+    rgbe = np.zeros((4, 8, 4), np.uint8)
+    rgbe[..., 0] = np.arange(8)[None] * 20
+    rgbe[..., 3] = 128
+    rgbe[0, 0, 1] = 200
+    head = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n"
+    (tmp_path / "flat.hdr").write_bytes(head + b"-Y 4 +X 8\n" + rgbe.tobytes())
+    (tmp_path / "flip.hdr").write_bytes(head + b"+Y 4 +X 8\n" + rgbe.tobytes())
+    a, b = load_envmap(tmp_path / "flat.hdr").data, load_envmap(tmp_path / "flip.hdr").data
+    assert np.array_equal(a, b[::-1]) and a[0, 0, 1] > 0
+
+
+@pytest.mark.parametrize("compression", ["none", "zip", "piz", "dwaa", "dwab"])
+def test_exr_compressions(tmp_path, compression):
+    import OpenEXR
+
+    rng = np.random.default_rng(3)
+    a = (rng.random((16, 32, 3)) * 4).astype(np.float32)
+    path = tmp_path / f"x_{compression}.exr"
+    save_envmap(EnvMap(a), path, compression=compression)
+    b = load_envmap(path).data
+    with OpenEXR.File(str(path)) as f:  # the library's own decode, RGB interleaved
+        ref = np.asarray(f.channels()["RGB"].pixels, np.float32)
+    assert np.array_equal(b, np.maximum(ref, 0))
+    if compression in ("none", "zip", "piz"):
+        assert np.array_equal(a, b)
+    else:  # DWA is lossy by design
+        assert np.abs(a - b).mean() < 0.02 * a.mean()
+
+
+def test_bad_envmaps(tmp_path):
+    with pytest.raises(EnvMapError, match="width = 2 x height"):
+        EnvMap(np.zeros((10, 10, 3)))
+    with pytest.raises(EnvMapError, match="RGB"):
+        EnvMap(np.zeros((10, 20, 5)))
+    with pytest.warns(UserWarning, match="non-finite or negative"):
+        env = EnvMap(np.array([[[np.nan, -1, 2]] * 4] * 2, np.float32))
+    assert np.isfinite(env.data).all() and (env.data >= 0).all()
+    (tmp_path / "junk.hdr").write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 4 +X 8\n\x02\x02")
+    (tmp_path / "junk.exr").write_bytes(b"not an exr")
+    (tmp_path / "x.png").write_bytes(b"\x89PNG")
+    for name, match in [("junk.hdr", "truncated"), ("junk.exr", "unreadable"), ("x.png", "unknown env map format"),
+                        ("missing.hdr", "no such file")]:
+        with pytest.raises(EnvMapError, match=match) as e:
+            load_envmap(tmp_path / name)
+        assert "\n" not in str(e.value)
+
+
+def test_olat_relight_and_round_trip(tmp_path):
+    rng = np.random.default_rng(4)
+    stage = LightStage.default(20)
+    olat = rng.random((2, 20, 6, 6, 3)).astype(np.float32)
+    cap = OLATCapture(olat, rng.random((2, 6, 6)).astype(np.float32), [{"yaw": 0.0}, {"yaw": 10.0}], stage)
+    one_hot = np.zeros((20, 3))
+    one_hot[5] = [1, 2, 3]
+    assert np.allclose(cap.relight(one_hot, camera=1), olat[1, 5] * [1, 2, 3], atol=1e-6)
+    c1, c2 = rng.random((20, 3)), rng.random((20, 3))
+    assert np.allclose(cap.relight(c1 + c2), cap.relight(c1) + cap.relight(c2), atol=1e-5)
+    cap.save(tmp_path / "cap")
+    back = OLATCapture.load(tmp_path / "cap")
+    assert np.allclose(back.olat, olat, rtol=1e-3, atol=1e-3)  # float16 on disk
+    assert np.allclose(back.mask, cap.mask, atol=1 / 255)
+    assert back.cameras == cap.cameras
+    with pytest.raises(FileExistsError):
+        cap.save(tmp_path / "cap")
+    with pytest.raises(ValueError):
+        cap.relight(np.zeros((19, 3)))
+    with pytest.raises(EnvMapError, match="not an OLAT capture"):
+        OLATCapture.load(tmp_path)
+
+
+def test_display_transform():
+    x = np.linspace(0, 1, 101)
+    assert np.allclose(srgb_decode(srgb_encode(x)), x, atol=1e-12)
+    assert np.allclose(srgb_encode(np.array([0.0, 1.0])), [0.0, 1.0], atol=1e-12)
+    img = np.full((4, 4, 3), 0.5)
+    u8 = to_display(img, exposure=0.36)  # 0.18 linear -> about 118 in sRGB
+    assert abs(int(u8[0, 0, 0]) - 118) <= 1
+    auto = to_display(img * 7, mask=np.ones((4, 4)))  # auto exposure maps the face median to 0.18
+    assert np.array_equal(auto, u8)
