@@ -8,6 +8,7 @@ both live in exactly the same crop.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -109,3 +110,126 @@ def _homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     _, _, vt = np.linalg.svd(np.asarray(A))
     Hm = vt[-1].reshape(3, 3)
     return Hm / Hm[2, 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# photos: reading, detection, landmarks, and the way back
+
+
+def load_image(image) -> np.ndarray:
+    """Path, PIL image or array -> uint8 RGB [H, W, 3]; honours EXIF orientation and converts
+    grayscale, RGBA (over white), 16-bit, palette and CMYK inputs."""
+    from PIL import ImageOps, UnidentifiedImageError
+
+    if isinstance(image, np.ndarray):
+        a = image
+        if a.dtype == np.uint16:
+            a = (a / 257.0).round().astype(np.uint8)
+        elif a.dtype != np.uint8:
+            a = np.clip(np.asarray(a, np.float64) * (255 if a.max() <= 1.0 else 1), 0, 255).round().astype(np.uint8)
+        if a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=2)
+        if a.ndim != 3 or a.shape[2] not in (3, 4):
+            raise AlignError(f"image must be [H, W, 3] (or gray/RGBA), got shape {list(image.shape)}")
+        if a.shape[2] == 4:
+            alpha = a[..., 3:4].astype(np.float64) / 255
+            a = (a[..., :3] * alpha + 255 * (1 - alpha)).round().astype(np.uint8)
+        return np.ascontiguousarray(a)
+    try:
+        img = image if isinstance(image, Image.Image) else Image.open(image)
+        img = ImageOps.exif_transpose(img)
+    except (FileNotFoundError, IsADirectoryError):
+        raise AlignError(f"{image}: no such image file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise AlignError(f"{image}: unreadable image ({type(e).__name__}); use a JPEG or PNG photo") from None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return load_image(np.asarray(img).astype(np.uint16) if img.mode != "I" else
+                          (np.asarray(img, np.float64) / max(1, np.asarray(img).max()) * 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        return load_image(np.asarray(img.convert("RGBA")))
+    return np.ascontiguousarray(np.asarray(img.convert("RGB")))
+
+
+@lru_cache(maxsize=2)
+def _dlib_models(detector: str):
+    import dlib
+
+    from .doctor import landmark_model_path
+
+    path = landmark_model_path()
+    if path is None:
+        raise AlignError("dlib's 68-landmark model not found: pip install face-recognition-models")
+    if detector == "cnn":
+        det = dlib.cnn_face_detection_model_v1(str(path.with_name("mmod_human_face_detector.dat")))
+    elif detector == "hog":
+        det = dlib.get_frontal_face_detector()
+    else:
+        raise AlignError(f"unknown detector {detector!r}; use 'hog' or 'cnn'")
+    return det, dlib.shape_predictor(str(path))
+
+
+def detect_landmarks(image: np.ndarray, face_index: int | None = None, detector: str = "hog") -> np.ndarray:
+    """68 iBUG landmarks [68, 2] of one face: the largest (ties: the most confident) unless face_index."""
+    import dlib
+
+    det, predictor = _dlib_models(detector)
+    if detector == "cnn":
+        found = det(image, 1)
+        boxes = [(d.rect, float(d.confidence)) for d in found]
+    else:
+        rects, scores, _ = det.run(image, 1, 0.0)
+        boxes = list(zip(rects, scores, strict=True))
+    if not boxes:
+        raise AlignError("no face found in the image; use a photo with a clearly visible frontal face")
+    if face_index is not None:
+        if not 0 <= face_index < len(boxes):
+            raise AlignError(f"face_index {face_index} out of range: {len(boxes)} face(s) found")
+        boxes.sort(key=lambda b: (b[0].left(), b[0].top()))  # a stable left-to-right order
+        rect = boxes[face_index][0]
+    else:
+        def area(b):
+            return b[0].width() * b[0].height()
+
+        biggest = max(area(b) for b in boxes)
+        rect = max((b for b in boxes if area(b) >= 0.8 * biggest), key=lambda b: b[1])[0]
+    shape = predictor(image, dlib.rectangle(rect.left(), rect.top(), rect.right(), rect.bottom()))
+    return np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], np.float64)
+
+
+def align_face(image, output_size: int = 256, face_index: int | None = None, detector: str = "hog") -> AlignedFace:
+    """Detect a face (dlib), find its 68 landmarks, and crop it as FFHQ was cropped."""
+    img = load_image(image)
+    return align_from_landmarks(img, detect_landmarks(img, face_index, detector), output_size)
+
+
+def face_mask(size: int, feather: float = 0.12) -> np.ndarray:
+    """Soft mask [S, S] in aligned coordinates: 1 over the central face, 0 at the crop's border."""
+    y, x = (np.mgrid[0:size, 0:size] + 0.5) / size - 0.5
+    r = np.sqrt((x / 0.40) ** 2 + (y / 0.46) ** 2)  # an ellipse a little inside the crop
+    t = np.clip((1.0 - r) / feather + 0.5, 0, 1)
+    return (t * t * (3 - 2 * t)).astype(np.float32)
+
+
+def paste_back(photo, aligned: AlignedFace, edited_face: np.ndarray, feather: float = 0.12) -> np.ndarray:
+    """Warp `edited_face` (aligned coordinates, any size) back into `photo` through the inverse
+    of the crop and blend it with a feathered face mask; pixels outside the mask are untouched."""
+    import cv2
+
+    photo = load_image(photo)
+    face = load_image(edited_face)
+    s = face.shape[0]
+    h, w = photo.shape[:2]
+    # The crop maps the quad + 0.5 (continuous coordinates of the landmarks' pixel indices) to
+    # the output square [0, S]; so photo pixel index p lands at continuous face coordinate
+    # to_face(p), i.e. at face pixel index to_face(p) - 0.5.
+    to_face = np.diag([s / aligned.size, s / aligned.size, 1.0]) @ aligned.quad_to_output()
+    unshift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1.0]])
+    m = unshift @ to_face  # photo pixel index -> face pixel index
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpPerspective(face.astype(np.float32), m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    mask = cv2.warpPerspective(face_mask(s, feather), m, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=0)[..., None]
+    out = photo.astype(np.float32) * (1 - mask) + warped * mask
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out[mask[..., 0] <= 0] = photo[mask[..., 0] <= 0]  # exactly the photo outside the mask
+    return out

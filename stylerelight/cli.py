@@ -23,7 +23,7 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except click.ClickException:
             raise
-        except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
+        except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:  # incl. AlignError
             raise click.ClickException(str(e).splitlines()[0]) from None
 
     return wrapper
@@ -71,6 +71,10 @@ def cli():
     Examples:
       stylerelight generate --seeds 0-15 --trunc 0.7 -o grid.png
       stylerelight convert ffhq.pkl ffhq_stylerelight.pt
+      stylerelight align photo.jpg -o aligned.png
+      stylerelight invert photo.jpg -c ffhq.pkl -o latent.pt
+      stylerelight lightstage render --subjects 2 --out captures/
+      stylerelight demo
       stylerelight doctor
     """
 
@@ -137,6 +141,80 @@ def convert(src, dst, force):
     save_generator(G, dst)
     click.echo(f"wrote {dst}: {G.img_resolution}x{G.img_resolution}, num_ws={G.num_ws}, "
                f"w_dim={G.w_dim}")
+
+
+@cli.command()
+@click.argument("photo", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Aligned PNG.")
+@click.option("--size", type=click.IntRange(min=16), default=256, show_default=True)
+@click.option("--face-index", type=int, default=None, help="Pick a face (left to right) instead of the largest.")
+@click.option("--detector", type=click.Choice(["hog", "cnn"]), default="hog", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@user_errors
+def align(photo, out, size, face_index, detector, force):
+    """Crop a photo's face exactly as FFHQ was cropped (dlib 68 landmarks).
+
+    \b
+    Example:
+      stylerelight align photo.jpg -o aligned.png --size 1024
+    """
+    from . import imageio
+    from .align import align_face
+
+    imageio.check_writable(out, force)
+    a = align_face(photo, output_size=size, face_index=face_index, detector=detector)
+    imageio.save_image(a.image, out, force=force)
+    click.echo(f"wrote {out} ({size}x{size}); quad {a.quad.round(1).tolist()}")
+
+
+@cli.command()
+@click.argument("photo", type=click.Path(dir_okay=False))
+@_checkpoint_option
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Latent file (.pt).")
+@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--aligned", is_flag=True, help="PHOTO is already FFHQ-aligned (skip detection).")
+@click.option("--loss", type=click.Choice(["auto", "lpips", "msssim"]), default="auto", show_default=True)
+@click.option("--save-reconstruction", type=click.Path(dir_okay=False), default=None, help="Also write the "
+              "generator's reconstruction as PNG.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite outputs if they exist.")
+@user_errors
+def invert(photo, checkpoint, out, steps, seed, aligned, loss, save_reconstruction, device, force):
+    """Invert a photo into the generator's W+ space (align, then optimise).
+
+    Writes {"ws": [1, num_ws, w_dim], "noise": {...}, ...} loadable with
+    torch.load(weights_only=True).
+
+    \b
+    Example:
+      stylerelight invert photo.jpg -c ffhq.pkl -o latent.pt --steps 500 --save-reconstruction rec.png
+    """
+    import numpy as np
+    from PIL import Image
+
+    from . import imageio, load_generator
+    from .align import align_face, load_image
+    from .invert import invert as run_invert
+    from .invert import psnr
+
+    imageio.check_writable(out, force)
+    if save_reconstruction:
+        imageio.check_writable(save_reconstruction, force)
+    G = load_generator(_resolve_checkpoint(checkpoint), device=device)
+    img = load_image(photo) if aligned else align_face(photo, output_size=G.img_resolution).image
+    if img.shape[0] != G.img_resolution or img.shape[1] != G.img_resolution:
+        img = np.asarray(Image.fromarray(img).resize((G.img_resolution,) * 2, Image.LANCZOS))
+    target = imageio.uint8_to_gan(img).to(device)
+    ws, info = run_invert(G, target, steps=steps, seed=seed, loss=loss, return_info=True)
+    p = float(psnr(info["reconstruction"], target.cpu())[0])
+    from .gan.io import atomic_torch_save
+
+    atomic_torch_save({"ws": ws.cpu(), "noise": info["noise"], "psnr": p, "steps": steps,
+                       "loss_kind": info["loss_kind"], "source": str(photo)}, out)
+    if save_reconstruction:
+        imageio.save_image(imageio.gan_to_uint8(info["reconstruction"])[0], save_reconstruction, force=force)
+    click.echo(f"wrote {out}: ws {list(ws.shape)}, PSNR {p:.2f} dB after {steps} steps ({info['loss_kind']} loss)")
 
 
 @cli.group()

@@ -123,3 +123,27 @@ def test_demo_writes_contact_sheet(tmp_path):
     assert r.exit_code == 0, r.output
     sheet = np.asarray(Image.open(tmp_path / "demo" / "lightstage_contact_sheet.png"))
     assert sheet.shape[1] == 2 + 6 * 26
+
+
+def test_align_and_invert_commands(tmp_path):
+    import skimage.data
+
+    Image.fromarray(skimage.data.astronaut()).save(tmp_path / "astro.png")
+    r = _run("align", tmp_path / "astro.png", "-o", tmp_path / "al.png", "--size", "64")
+    assert r.exit_code == 0, r.output
+    assert np.asarray(Image.open(tmp_path / "al.png")).shape == (64, 64, 3)
+    G = make_generator(res=32)
+    sr.save_generator(G, tmp_path / "g.pt")
+    r = _run("invert", tmp_path / "astro.png", "-c", tmp_path / "g.pt", "-o", tmp_path / "lat.pt", "--steps", "3",
+             "--save-reconstruction", tmp_path / "rec.png")
+    assert r.exit_code == 0, r.output
+    lat = torch.load(tmp_path / "lat.pt", weights_only=True)
+    assert lat["ws"].shape == (1, G.num_ws, G.w_dim)
+    assert np.asarray(Image.open(tmp_path / "rec.png")).shape == (32, 32, 3)
+    # no face / unreadable: one line, nothing written
+    Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(tmp_path / "blank.png")
+    _one_line_error(_run("align", tmp_path / "blank.png", "-o", tmp_path / "none.png"))
+    _one_line_error(_run("invert", tmp_path / "blank.png", "-c", tmp_path / "g.pt", "-o", tmp_path / "none.pt"))
+    (tmp_path / "bad.jpg").write_bytes(b"garbage")
+    _one_line_error(_run("align", tmp_path / "bad.jpg", "-o", tmp_path / "none.png"))
+    assert not (tmp_path / "none.png").exists() and not (tmp_path / "none.pt").exists()

@@ -111,10 +111,13 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn([resolution, resolution]))
         self.noise_strength = nn.Parameter(torch.zeros([]))
 
-    def forward(self, x, w, noise_mode="const", gain=1.0):
+    def forward(self, x, w, noise_mode="const", gain=1.0, noise_input=None):
+        """noise_input [N, 1, res, res], when given, replaces the noise that noise_mode picks."""
         styles = self.affine(w)
         noise = None
-        if noise_mode == "random":
+        if noise_input is not None:
+            noise = noise_input * self.noise_strength
+        elif noise_mode == "random":
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution],
                                 device=x.device, dtype=x.dtype) * self.noise_strength
         elif noise_mode == "const":

@@ -101,14 +101,15 @@ class SynthesisBlock(nn.Module):
         self.torgb = ToRGB(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp)
         self.num_conv = 1 if in_channels == 0 else 2
 
-    def forward(self, x, img, ws, noise_mode="const"):
+    def forward(self, x, img, ws, noise_mode="const", noise=None):
         w = ws.unbind(dim=1)
+        noise = noise or {}
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
-            x = self.conv1(x, w[0], noise_mode=noise_mode)
+            x = self.conv1(x, w[0], noise_mode=noise_mode, noise_input=noise.get("conv1"))
         else:
-            x = self.conv0(x, w[0], noise_mode=noise_mode)
-            x = self.conv1(x, w[1], noise_mode=noise_mode)
+            x = self.conv0(x, w[0], noise_mode=noise_mode, noise_input=noise.get("conv0"))
+            x = self.conv1(x, w[1], noise_mode=noise_mode, noise_input=noise.get("conv1"))
         if img is not None:
             img = ops.upsample2d(img, self.resample_filter)
         y = self.torgb(x, w[self.num_conv])
@@ -132,7 +133,16 @@ class SynthesisNetwork(nn.Module):
             setattr(self, f"b{res}", block)
         self.num_ws += 1  # the last block's ToRGB
 
-    def forward(self, ws, noise_mode="const"):
+    def noise_shapes(self) -> dict[str, tuple[int, int]]:
+        """{'b8.conv0': (8, 8), ...}: the per-layer noise inputs `forward(noise=...)` accepts."""
+        out = {}
+        for res in self.block_resolutions:
+            for name in ("conv0", "conv1") if res > 4 else ("conv1",):
+                out[f"b{res}.{name}"] = (res, res)
+        return out
+
+    def forward(self, ws, noise_mode="const", noise: dict | None = None):
+        """noise: optional {'b<res>.conv<k>': [N, 1, res, res]} overriding noise_mode per layer."""
         if noise_mode not in ("const", "random", "none"):
             raise ValueError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}")
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
@@ -142,7 +152,8 @@ class SynthesisNetwork(nn.Module):
         idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
-            x, img = block(x, img, ws.narrow(1, idx, block.num_conv + 1), noise_mode=noise_mode)
+            block_noise = {k.split(".")[1]: v for k, v in (noise or {}).items() if k.startswith(f"b{res}.")}
+            x, img = block(x, img, ws.narrow(1, idx, block.num_conv + 1), noise_mode=noise_mode, noise=block_noise)
             idx += block.num_conv
         return img
 

@@ -1,0 +1,103 @@
+"""W+ inversion by optimisation, after the StyleGAN2 projector (Karras et al. 2020) adapted to
+W+: one w per layer, Adam with a learning-rate ramp, w noise that fades out, per-layer noise
+maps optimised under the projector's multi-scale autocorrelation penalty and renormalised."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .losses import PerceptualLoss
+
+
+@torch.no_grad()
+def w_stats(G, num: int = 10000, seed: int = 123) -> tuple[torch.Tensor, float]:
+    """(w_avg [w_dim], w_std scalar) from `num` mapped z, as the projector computes them."""
+    z = torch.from_numpy(np.random.RandomState(seed).randn(num, G.z_dim)).float()
+    dev = next(G.parameters()).device
+    w = G.mapping(z.to(dev))[:, 0]
+    return w.mean(0), float(((w - w.mean(0)).square().sum() / num) ** 0.5)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """PSNR in dB per image for tensors in [-1, 1] (range 2)."""
+    mse = (a.float() - b.float()).square().mean(dim=[1, 2, 3]).clamp_min(1e-12)
+    return 10 * torch.log10(data_range**2 / mse)
+
+
+def _noise_regularizer(noise: dict) -> torch.Tensor:
+    reg = 0.0
+    for v in noise.values():
+        while True:
+            reg = reg + (v * torch.roll(v, 1, dims=3)).mean(dim=[1, 2, 3]).square()
+            reg = reg + (v * torch.roll(v, 1, dims=2)).mean(dim=[1, 2, 3]).square()
+            if v.shape[2] <= 8:
+                break
+            v = F.avg_pool2d(v, 2)
+    return reg
+
+
+def invert(G, images: torch.Tensor, steps: int = 500, init: torch.Tensor | None = None, seed: int = 0,
+           lr: float = 0.1, loss: str = "auto", pixel_weight: float = 10.0, noise_weight: float = 1e5,
+           w_noise: float = 0.05, optimize_noise: bool = True, return_info: bool = False,
+           progress: bool = True, psnr_every: int = 0):
+    """Invert images [N, 3, H, W] in [-1, 1] into ws [N, num_ws, w_dim].
+
+    loss: "auto" (LPIPS if its weights are found offline, else MS-SSIM + L1), "lpips", "msssim".
+    Returns ws, or (ws, info) with info = {"loss": [steps, N], "psnr": [(step, [N])...],
+    "reconstruction": [N, 3, H, W], "loss_kind": str} when return_info.
+    """
+    from tqdm import tqdm
+
+    dev = next(G.parameters()).device
+    target = images.to(dev, torch.float32)
+    if target.ndim != 4 or target.shape[1:] != (3, G.img_resolution, G.img_resolution):
+        raise ValueError(f"images must be [N, 3, {G.img_resolution}, {G.img_resolution}], got {list(target.shape)}")
+    n = target.shape[0]
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    w_avg, w_std = w_stats(G)
+    ws = (init.detach().clone().to(dev) if init is not None else
+          w_avg.to(dev).expand(n, G.num_ws, -1).clone()).requires_grad_(True)
+    # noise maps start at the generator's constant noise (what noise_mode="const" uses)
+    noise = {k: G.synthesis.get_submodule(k).noise_const.detach().to(dev).expand(n, 1, -1, -1).clone()
+             .requires_grad_(optimize_noise) for k in G.synthesis.noise_shapes()}
+    params = [ws] + (list(noise.values()) if optimize_noise else [])
+    opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=lr)
+    dist_fn = PerceptualLoss(loss).to(dev)
+    history, psnrs = [], []
+    bar = tqdm(range(steps), desc="invert", unit="step", disable=not progress)
+    for step in bar:
+        t = step / max(steps, 1)
+        w_noise_scale = w_std * w_noise * max(0.0, 1.0 - t / 0.75) ** 2
+        ramp = min(1.0, (1.0 - t) / 0.25)
+        ramp = (0.5 - 0.5 * math.cos(ramp * math.pi)) * min(1.0, t / 0.05)
+        for g in opt.param_groups:
+            g["lr"] = lr * ramp
+        w_in = ws + torch.randn(ws.shape, generator=gen).to(dev) * w_noise_scale
+        synth = G.synthesis(w_in, noise=noise)
+        dist = dist_fn(synth, target) + pixel_weight * (synth - target).square().mean(dim=[1, 2, 3])
+        reg = _noise_regularizer(noise) if optimize_noise else torch.zeros(n, device=dev)
+        total = (dist + noise_weight * reg).sum()
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        with torch.no_grad():
+            for v in noise.values():  # renormalise each map to zero mean, unit variance
+                v -= v.mean(dim=[1, 2, 3], keepdim=True)
+                v *= v.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+        history.append(dist.detach().cpu())
+        if psnr_every and (step % psnr_every == 0 or step == steps - 1):
+            with torch.no_grad():
+                psnrs.append((step + 1, psnr(G.synthesis(ws, noise=noise), target).cpu()))
+        bar.set_postfix(loss=f"{float(dist.detach().mean()):.4f}")
+    ws = ws.detach()
+    if not return_info:
+        return ws
+    with torch.no_grad():
+        rec = G.synthesis(ws, noise=noise)
+    return ws, {"loss": torch.stack(history) if history else torch.zeros(0, n), "psnr": psnrs,
+                "reconstruction": rec.cpu(), "noise": {k: v.detach().cpu() for k, v in noise.items()},
+                "loss_kind": dist_fn.kind}
