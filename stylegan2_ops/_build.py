@@ -30,8 +30,8 @@ def _simd_flags() -> list[str]:
     return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= set(flags) else []
 
 
-_CXX_FLAGS = ["-O3", "-fno-trapping-math", *_simd_flags()]  # lets selects vectorise
-_LD_FLAGS: list[str] = []
+_CXX_FLAGS = ["-O3", "-fopenmp", "-fno-trapping-math", *_simd_flags()]  # lets selects vectorise
+_LD_FLAGS = ["-fopenmp"]
 _CUDA_FLAGS = ["-O3", "--use_fast_math"]
 
 _state: dict = {"ext": None, "error": None, "warned": False, "cuda": False}

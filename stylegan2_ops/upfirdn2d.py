@@ -159,11 +159,27 @@ def _upfirdn2d_compiled(x, f, up, down, padding, flip_filter, gain):
     return _apply(x, f * gain, (upx, upy, downx, downy, *pad, flip_filter))
 
 
+_separable_cache: dict = {}
+
+
 def _as_separable(f: torch.Tensor):
     """(column, row) if the 2-D filter is an outer product (as [1,3,3,1] from setup_filter is),
-    else f. Two 1-D passes cost fh + fw taps per output instead of fh * fw."""
+    else f. Two 1-D passes cost fh + fw taps per output instead of fh * fw. Cached per tensor
+    version, since networks pass the same filter buffer on every call."""
     if min(f.shape) == 1:
         return f
+    key = (f.data_ptr(), f._version, tuple(f.shape), f.dtype, f.device)
+    hit = _separable_cache.get(key)
+    if hit is not None and hit[0] is f:
+        return hit[1]
+    out = _split(f)
+    if len(_separable_cache) > 256:
+        _separable_cache.clear()
+    _separable_cache[key] = (f, out)
+    return out
+
+
+def _split(f: torch.Tensor):
     f64 = f.double()
     i, j = divmod(int(f64.abs().argmax()), f.shape[1])
     col, row = f64[:, j], f64[i, :] / f64[i, j]

@@ -57,44 +57,46 @@ inline void axpy_strided(T* y, const T* x, T c, int m_lo, int m_hi, int p_rt, in
   for (int m = m_lo; m <= m_hi; ++m) y[P_ * m] += c * x[Q_ * m];
 }
 
-// A vertical-only filter (fw == 1, no horizontal resampling or padding, up == 1) over whole
-// planes: each tap is one long unit-stride pass over all interior rows at once.
+// No resampling (up = down = 1): the plane is one long signal. Each filter tap is a single
+// unit-stride pass over the whole plane; interior outputs are then read off with their row
+// stride, and the few border outputs (where the window leaves the input) use the shared
+// per-pixel function.
 template <typename T>
-bool vertical_flat(const T* x, const T* f, T* y, const sg2::UpFirDnParams& p, int64_t planes) {
-  if (p.fw != 1 || p.upx != 1 || p.downx != 1 || p.px0 != 0 || p.in_w != p.out_w || p.upy != 1)
-    return false;
-  const int W = p.out_w;
-  // interior output rows: the whole window [oy*down - py0, +fh) lies inside the input
-  const int oy_lo = std::max(0, sg2::ceil_div(p.py0, p.downy));
-  const int oy_hi = std::min(p.out_h - 1, sg2::floor_div(p.in_h - p.fh + p.py0, p.downy));
+bool same_rate_flat(const T* x, const T* f, T* y, const sg2::UpFirDnParams& p, int64_t planes) {
+  if (p.upx != 1 || p.upy != 1 || p.downx != 1 || p.downy != 1) return false;
+  const int Hi = p.in_h, Wi = p.in_w, Ho = p.out_h, Wo = p.out_w;
+  const int64_t span = (int64_t)(p.fh - 1) * Wi + (p.fw - 1);
+  const int64_t n = (int64_t)Hi * Wi - span;  // bases whose whole window lies in the plane
+  const int oy_lo = std::max(0, p.py0), oy_hi = std::min(Ho - 1, Hi - p.fh + p.py0);
+  const int ox_lo = std::max(0, p.px0), ox_hi = std::min(Wo - 1, Wi - p.fw + p.px0);
+  std::vector<sg2::Window> wxs(Wo);
+  for (int ox = 0; ox < Wo; ++ox) wxs[ox] = sg2::make_window(ox, 1, p.px0, 1, p.fw, Wi);
   at::parallel_for(0, planes, 1, [&](int64_t pl0, int64_t pl1) {
+    std::vector<T> tmp(std::max<int64_t>(n, 0));
     for (int64_t pl = pl0; pl < pl1; ++pl) {
-      const T* xp = x + pl * p.in_h * W;
-      T* yp = y + pl * p.out_h * W;
-      std::fill(yp, yp + (int64_t)p.out_h * W, T(0));
-      if (oy_lo <= oy_hi) {
-        for (int k = 0; k < p.fh; ++k) {
-          const T c = f[sg2::filter_index(k, p.fh, p.flip)];
-          if (p.downy == 1) {
-            const T* xs = xp + (int64_t)(oy_lo - p.py0 + k) * W;
-            T* ys = yp + (int64_t)oy_lo * W;
-            const int64_t n = (int64_t)(oy_hi - oy_lo + 1) * W;
-            for (int64_t i = 0; i < n; ++i) ys[i] += c * xs[i];
-          } else {
-            for (int oy = oy_lo; oy <= oy_hi; ++oy) {
-              const T* xs = xp + (int64_t)(oy * p.downy - p.py0 + k) * W;
-              T* ys = yp + (int64_t)oy * W;
-              for (int j = 0; j < W; ++j) ys[j] += c * xs[j];
-            }
+      const T* xp = x + pl * Hi * Wi;
+      T* yp = y + pl * Ho * Wo;
+      if (n > 0) {
+        std::fill(tmp.begin(), tmp.end(), T(0));
+        for (int ky = 0; ky < p.fh; ++ky) {
+          for (int kx = 0; kx < p.fw; ++kx) {
+            const T c = f[sg2::filter_index(ky, p.fh, p.flip) * p.fw + sg2::filter_index(kx, p.fw, p.flip)];
+            const T* xs = xp + (int64_t)ky * Wi + kx;
+            T* t = tmp.data();
+            for (int64_t j = 0; j < n; ++j) t[j] += c * xs[j];
           }
         }
       }
-      for (int oy = 0; oy < p.out_h; ++oy) {
-        if (oy >= oy_lo && oy <= oy_hi) continue;
-        const sg2::Window wy = sg2::make_window(oy, p.downy, p.py0, p.upy, p.fh, p.in_h);
-        for (int ox = 0; ox < W; ++ox) {
-          const sg2::Window wx{ox, ox, 0};
-          yp[(int64_t)oy * W + ox] = sg2::upfirdn2d_pixel<T, T>(xp, f, p, wy, wx);
+      for (int oy = 0; oy < Ho; ++oy) {
+        T* yrow = yp + (int64_t)oy * Wo;
+        const bool row_inside = oy >= oy_lo && oy <= oy_hi && n > 0;
+        if (row_inside && ox_lo <= ox_hi)
+          std::copy(tmp.data() + (int64_t)(oy - p.py0) * Wi + (ox_lo - p.px0),
+                    tmp.data() + (int64_t)(oy - p.py0) * Wi + (ox_hi - p.px0) + 1, yrow + ox_lo);
+        const sg2::Window wy = sg2::make_window(oy, 1, p.py0, 1, p.fh, Hi);
+        for (int ox = 0; ox < Wo; ++ox) {
+          if (row_inside && ox >= ox_lo && ox <= ox_hi) continue;
+          yrow[ox] = sg2::upfirdn2d_pixel<T, T>(xp, f, p, wy, wxs[ox]);
         }
       }
     }
@@ -104,7 +106,7 @@ bool vertical_flat(const T* x, const T* f, T* y, const sg2::UpFirDnParams& p, in
 
 template <typename T>
 void upfirdn2d_loop(const T* x, const T* f, T* y, const sg2::UpFirDnParams p, int64_t planes) {
-  if (vertical_flat(x, f, y, p, planes)) return;
+  if (same_rate_flat(x, f, y, p, planes)) return;
   const int g = std::gcd(p.upx, p.downx), P = p.upx / g, Q = p.downx / g;
   std::vector<PhaseClass> classes;
   std::vector<char> interior(p.out_w, 0);
