@@ -159,3 +159,29 @@ def test_render_determinism_and_portrait(subject):
     assert p1.dtype == np.uint8 and p1.shape == (32, 32, 3) and np.array_equal(p1, p2)
     corner = p1[:3, :3].reshape(-1, 3).astype(int)
     assert np.abs(corner - 128).max() <= 2  # the neutral background
+
+
+def test_scalar_fallback_without_llvm(tmp_path):
+    """No usable libLLVM: forward renders fall back to scalar_rgb with one warning; OLAT says why not."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings\n"
+        "warnings.simplefilter('always')\n"
+        "from stylerelight.synth import *\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    img = render_envmap(sample_subject(1), sample_envmap(1), Camera(), 8, spp=2)\n"
+        "    img2 = render_envmap(sample_subject(1), sample_envmap(1), Camera(), 8, spp=2)\n"
+        "msgs = [str(x.message) for x in w if 'scalar_rgb' in str(x.message)]\n"
+        "assert len(msgs) == 1 and img.shape == (8, 8, 3) and img.max() > 0, msgs\n"
+        "try:\n"
+        "    render_olat(sample_subject(1), resolution=8)\n"
+        "except ValueError as e:\n"
+        "    print('OLAT:', e)\n"
+    )
+    env = dict(os.environ, DRJIT_LIBLLVM_PATH=str(tmp_path / "no-llvm.so"))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "OLAT: OLAT rendering needs" in r.stdout

@@ -47,12 +47,14 @@ def head_mesh(subject: Subject):
     f = subject.model.triangles.astype(np.uint32)
     mesh = mi.Mesh("head", len(v), len(f), has_vertex_normals=True, has_vertex_texcoords=False)
     params = mi.traverse(mesh)
-    params["vertex_positions"] = mi.Float(v.ravel())
-    params["faces"] = mi.UInt32(f.ravel())
+    # buffer types differ between vectorised (mi.Float) and scalar (dr.scalar.ArrayXf) variants
+    fbuf, ubuf = type(params["vertex_positions"]), type(params["faces"])
+    params["vertex_positions"] = fbuf(v.ravel())
+    params["faces"] = ubuf(f.ravel())
     params.update()
-    mesh.add_attribute("vertex_albedo", 3, mi.Float(subject.albedo.astype(np.float32).ravel()))
-    mesh.add_attribute("vertex_specular", 1, mi.Float(subject.specular.astype(np.float32)))
-    mesh.add_attribute("vertex_roughness", 1, mi.Float(subject.roughness.astype(np.float32)))
+    mesh.add_attribute("vertex_albedo", 3, fbuf(subject.albedo.astype(np.float32).ravel()))
+    mesh.add_attribute("vertex_specular", 1, fbuf(subject.specular.astype(np.float32)))
+    mesh.add_attribute("vertex_roughness", 1, fbuf(subject.roughness.astype(np.float32)))
     mesh.recompute_vertex_normals()
     mesh.set_bsdf(mi.load_dict(head_bsdf_dict()))
     return mesh
@@ -91,6 +93,9 @@ def render_olat(subject: Subject, stage: LightStage | None = None, cameras: list
                 progress=None) -> OLATCapture:
     """OLAT images [C, L, H, W, 3] of one subject (direct light, self-shadows, diffuse + specular)."""
     mi, dr = _mi()
+    if mi.variant().startswith("scalar"):
+        raise ValueError("OLAT rendering needs Mitsuba's vectorised llvm_ad_rgb (or cuda_ad_rgb) variant; "
+                         "install Debian's libllvm19 (see `stylerelight doctor`)")
     stage = stage or LightStage.default()
     cameras = cameras or default_rig()
     scene = mi.load_dict({"type": "scene", "head": head_mesh(subject)})
