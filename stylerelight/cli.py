@@ -307,6 +307,36 @@ def lightstage_build_dataset(out, images, resolution, seed, num_subjects, spp, w
     click.echo(f"wrote {images} images to {out}")
 
 
+@cli.group()
+def train():
+    """Train the package's models (recipes and configs live in train/)."""
+
+
+@train.command("gan")
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset folder (images/*.png).")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="YAML config, e.g. train/configs/lightstage64.yaml.")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: snapshots, G_ema.pt, tensorboard logs. An existing run resumes.")
+@click.option("--kimg", type=float, default=None, help="Stop at this many thousand images (default: config).")
+@user_errors
+def train_gan(data, config_path, run_dir, kimg):
+    """Train StyleGAN2 on a folder of aligned images; resumes from RUN/snapshot.pt if present.
+
+    \b
+    Example:
+      stylerelight train gan --data data/lightstage64 --config train/configs/lightstage64.yaml --run runs/ls64
+    """
+    from .gan.training import TrainConfig, Trainer, load_image_folder
+
+    cfg = TrainConfig.from_yaml(config_path)
+    trainer = Trainer(cfg, load_image_folder(data, cfg.resolution), run_dir)
+    if trainer.nimg:
+        click.echo(f"resuming {run_dir} at {trainer.nimg / 1000:.3f} kimg")
+    trainer.train(kimg)
+    click.echo(f"done at {trainer.nimg / 1000:.3f} kimg; generator: {Path(run_dir) / 'G_ema.pt'}")
+
+
 @cli.command()
 @click.option("--out", default="demo_out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--resolution", type=click.IntRange(min=16), default=64, show_default=True)
