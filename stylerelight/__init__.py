@@ -1,10 +1,24 @@
 """stylerelight: relight portraits and turn the head by editing StyleGAN2's W+ latent space.
 
-Public entry points (see README): `load_generator`, `save_generator`, and the stage
-sub-packages (`gan`, `lighting`, `synth`, `align`, `invert`, ...).
+    import stylerelight as sr
+    G = sr.load_generator(path); ws = sr.invert(G, images)
+    sr.lighting.load_envmap(...), sr.synth.render_olat(...), sr.align.align_face(...)
 """
 
+import importlib
+
 from .gan import CheckpointError, Generator, load_generator, save_generator
+from .invert import invert  # the function; the stage itself stays importable as stylerelight.invert
 
 __version__ = "0.1.0"
-__all__ = ["CheckpointError", "Generator", "load_generator", "save_generator"]
+__all__ = ["CheckpointError", "Generator", "align", "imageio", "invert", "lighting", "load_generator",
+           "save_generator", "synth"]
+
+_LAZY = {"align", "imageio", "lighting", "synth", "gan"}
+
+
+def __getattr__(name):
+    """Stages load on first use (`sr.synth` pulls in Mitsuba only when rendering)."""
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'stylerelight' has no attribute {name!r}")
