@@ -349,7 +349,7 @@ def demo(out, resolution):
     import numpy as np
 
     from . import imageio
-    from .lighting import LightStage, to_display
+    from .lighting import LightStage, auto_exposure, to_display
     from .synth import Camera, render_envmap, render_olat, sample_envmap, sample_subject
 
     t0 = time.time()
@@ -365,7 +365,7 @@ def demo(out, resolution):
             relit = cap.relight(coeffs, camera=ci)
             gt, alpha = render_envmap(subj, env, cam, resolution, spp=128, return_mask=True)
             m = alpha > 0.99
-            exp = imageio_exposure(gt, m)
+            exp = auto_exposure(gt, m, target=0.18, percentile=60)
             rmse = float(np.sqrt(((relit - gt)[m] ** 2).mean() / (gt[m] ** 2).mean()))
             lines.append(f"env {len(lines) // 2} camera {ci}: relative RMSE relit vs ground truth {rmse:.3f}")
             envimg = np.asarray(_env_tile(env, resolution))
@@ -376,12 +376,6 @@ def demo(out, resolution):
     for ln in lines:
         click.echo(ln)
     click.echo(f"wrote {path} (each triple: OLAT relit | Mitsuba ground truth | env map) in {time.time() - t0:.0f} s")
-
-
-def imageio_exposure(linear, mask):
-    from .lighting import auto_exposure
-
-    return auto_exposure(linear, mask, target=0.18, percentile=60)
 
 
 def _env_tile(env, size):
