@@ -96,6 +96,9 @@ def test_image_formats(tmp_path, astronaut):
     Image.fromarray(rgba).save(tmp_path / "a.png")
     assert np.array_equal(load_image(tmp_path / "a.png"), ref)
     assert np.array_equal(load_image(img.astype(np.uint16) * 257), ref)
+    Image.fromarray(img[..., 1].astype(np.uint16) * 257).save(tmp_path / "g16.png")  # 16-bit grey file
+    g16 = load_image(tmp_path / "g16.png")
+    assert g16.shape == img.shape and np.array_equal(g16[..., 0], img[..., 1])
     # EXIF orientation 6 (rotate 90 CW on display): the loader returns the upright image
     pil = Image.fromarray(np.ascontiguousarray(np.rot90(img, 1)))  # stored rotated
     exif = pil.getexif()

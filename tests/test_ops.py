@@ -211,6 +211,23 @@ def test_import_never_fails_without_compiler(tmp_path):
     assert "OK" in r.stdout and "reference" in r.stdout
 
 
+def test_two_processes_building_at_once(tmp_path):
+    """Two fresh processes build into one empty cache at the same time: both get working ops."""
+    code = ("import torch, stylegan2_ops as ops\n"
+            "x = torch.randn(2, 3, 8, 8, dtype=torch.float64)\n"
+            "f = ops.setup_filter([1, 3, 3, 1]).double()\n"
+            "d = (ops.upsample2d(x, f, impl='compiled') - ops.upsample2d(x, f, impl='ref')).abs().max()\n"
+            "assert d < 1e-12 and ops.status()['impl'] == 'compiled'\n"
+            "print('OK')\n")
+    env = dict(os.environ, STYLEGAN2_OPS_CACHE=str(tmp_path / "cache"))
+    env.pop("STYLEGAN2_OPS", None)
+    procs = [subprocess.Popen([os.sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0 and "OK" in out, err[-2000:]
+
+
 def test_cuda_sources_compile_with_nvcc():
     """The CUDA kernels compile (to an object file) wherever nvcc exists, GPU or not."""
     nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc")

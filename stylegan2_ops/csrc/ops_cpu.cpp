@@ -51,10 +51,11 @@ struct PhaseClass {
   int r, k0, taps, ib0, m_lo, m_hi;
 };
 
-template <int P, int Q, typename T>
-inline void axpy_strided(T* y, const T* x, T c, int m_lo, int m_hi, int p_rt, int q_rt) {
-  const int P_ = P ? P : p_rt, Q_ = Q ? Q : q_rt;
-  for (int m = m_lo; m <= m_hi; ++m) y[P_ * m] += c * x[Q_ * m];
+// y[m] += c * x[Q m] for m in [m_lo, m_hi]; Q fixed at compile time for the common cases.
+template <int Q, typename T>
+inline void axpy_strided(T* y, const T* x, T c, int m_lo, int m_hi, int q_rt) {
+  const int Q_ = Q ? Q : q_rt;
+  for (int m = m_lo; m <= m_hi; ++m) y[m] += c * x[Q_ * m];
 }
 
 // No resampling (up = down = 1): the plane is one long signal. Each filter tap is a single
@@ -130,9 +131,9 @@ void upfirdn2d_loop(const T* x, const T* f, T* y, const sg2::UpFirDnParams p, in
   // interleaved into the output row afterwards.
   auto pass = [&](T* acc, const T* xrow, T c, const PhaseClass& pc, int t) {
     const T* xb = xrow + pc.ib0 + t;
-    if (Q == 1) axpy_strided<1, 1>(acc, xb, c, pc.m_lo, pc.m_hi, 1, 1);
-    else if (Q == 2) axpy_strided<1, 2>(acc, xb, c, pc.m_lo, pc.m_hi, 1, 2);
-    else axpy_strided<1, 0>(acc, xb, c, pc.m_lo, pc.m_hi, 1, Q);
+    if (Q == 1) axpy_strided<1>(acc, xb, c, pc.m_lo, pc.m_hi, 1);
+    else if (Q == 2) axpy_strided<2>(acc, xb, c, pc.m_lo, pc.m_hi, 2);
+    else axpy_strided<0>(acc, xb, c, pc.m_lo, pc.m_hi, Q);
   };
   const int class_len = (p.out_w + P - 1) / P;
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max(p.out_w, 1));
