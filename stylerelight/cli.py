@@ -292,18 +292,28 @@ def lightstage_relight(capture, light, camera, rotate, exposure, out, force):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--subjects", "num_subjects", type=click.IntRange(min=1), default=None,
               help="Draw subjects from this many identities (default: a new one per image).")
+@click.option("--subject-offset", type=click.IntRange(min=0), default=0, show_default=True,
+              help="First subject seed; held-out sets use one no training set reaches (e.g. 1000000).")
+@click.option("--env-kinds", default=None, help="Comma-separated env map kinds (default: the five training kinds; "
+              "'hard' is held out).")
 @click.option("--spp", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @user_errors
-def lightstage_build_dataset(out, images, resolution, seed, num_subjects, spp, workers):
+def lightstage_build_dataset(out, images, resolution, seed, num_subjects, subject_offset, env_kinds, spp, workers):
     """Render FFHQ-aligned portraits of random subjects, env maps and views (yaw +-45, pitch +-20).
 
     Resumable and deterministic: image i depends only on (seed, i). Writes OUT/images/*.png,
     OUT/params/*.json and OUT/manifest.jsonl.
     """
     from .synth.dataset import build_dataset
+    from .synth.envmaps import HELD_OUT_KINDS, KINDS
 
-    build_dataset(out, images, resolution, seed, spp, workers, num_subjects)
+    kinds = tuple(k.strip() for k in env_kinds.split(",")) if env_kinds else None
+    bad = [k for k in kinds or () if k not in KINDS + HELD_OUT_KINDS]
+    if bad:
+        raise click.BadParameter(f"unknown env map kinds {bad}; choose from {', '.join(KINDS + HELD_OUT_KINDS)}")
+    build_dataset(out, images, resolution, seed, spp, workers, num_subjects, subject_offset=subject_offset,
+                  env_kinds=kinds)
     click.echo(f"wrote {images} images to {out}")
 
 

@@ -18,7 +18,7 @@ from stylerelight.synth import (
     sample_envmap,
     sample_subject,
 )
-from stylerelight.synth.envmaps import KINDS
+from stylerelight.synth.envmaps import HELD_OUT_KINDS, KINDS
 from stylerelight.synth.render import LIGHT_DISTANCE, head_mesh, light_disk
 
 
@@ -63,7 +63,7 @@ def test_subjects_are_seeded_and_varied():
     assert not np.allclose(sample_subject(6).vertices(), s1.vertices())
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + HELD_OUT_KINDS)
 def test_envmaps(kind):
     a, b = sample_envmap(9, kind=kind), sample_envmap(9, kind=kind)
     assert np.array_equal(a.data, b.data) and a.data.shape == (64, 128, 3)

@@ -21,11 +21,15 @@ from .subject import sample_subject
 YAW_RANGE, PITCH_RANGE = 45.0, 20.0
 
 
-def image_params(seed: int, index: int, num_subjects: int | None = None) -> dict:
-    """The random choices for image `index` of a dataset with `seed`."""
+def image_params(seed: int, index: int, num_subjects: int | None = None, subject_offset: int = 0,
+                 env_kinds: tuple[str, ...] | None = None) -> dict:
+    """The random choices for image `index` of a dataset with `seed`. Subjects are
+    subject_offset + [0, num_subjects): held-out sets use an offset no training set reaches."""
     rng = np.random.default_rng([seed, index])
     subject = int(rng.integers(num_subjects)) if num_subjects else int(rng.integers(2**31))
-    return {"index": index, "subject_seed": subject, "env_seed": int(rng.integers(2**31)),
+    env_kind = str(rng.choice(env_kinds)) if env_kinds else None
+    return {"index": index, "subject_seed": subject_offset + subject, "env_seed": int(rng.integers(2**31)),
+            "env_kind": env_kind,
             "yaw": float(rng.uniform(-YAW_RANGE, YAW_RANGE)), "pitch": float(rng.uniform(-PITCH_RANGE, PITCH_RANGE)),
             "render_seed": int(rng.integers(2**31))}
 
@@ -34,7 +38,7 @@ def render_one(out: Path, params: dict, resolution: int, spp: int) -> dict:
     from PIL import Image
 
     subj = sample_subject(params["subject_seed"])
-    env = sample_envmap(params["env_seed"])
+    env = sample_envmap(params["env_seed"], kind=params.get("env_kind"))
     cam = Camera(yaw=params["yaw"], pitch=params["pitch"])
     img, info = render_portrait(subj, env, cam, resolution, spp=spp, seed=params["render_seed"], return_info=True)
     name = f"{params['index']:07d}"
@@ -54,23 +58,26 @@ def _worker(args):
 
 
 def build_dataset(out: str | Path, images: int, resolution: int = 64, seed: int = 0, spp: int = 32,
-                  workers: int = 1, num_subjects: int | None = None, progress: bool = True) -> Path:
+                  workers: int = 1, num_subjects: int | None = None, progress: bool = True,
+                  subject_offset: int = 0, env_kinds: tuple[str, ...] | None = None) -> Path:
     """Render `images` portraits into out/images (resumable: finished images are skipped)."""
     from tqdm import tqdm
 
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "params").mkdir(exist_ok=True)
-    config = {"images": images, "resolution": resolution, "seed": seed, "spp": spp, "num_subjects": num_subjects}
+    config = {"images": images, "resolution": resolution, "seed": seed, "spp": spp, "num_subjects": num_subjects,
+              "subject_offset": subject_offset, "env_kinds": list(env_kinds) if env_kinds else None}
     cfg_path = out / "dataset.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        if {k: old.get(k) for k in ("resolution", "seed", "spp", "num_subjects")} != \
-                {k: config[k] for k in ("resolution", "seed", "spp", "num_subjects")}:
+        keys = ("resolution", "seed", "spp", "num_subjects", "subject_offset", "env_kinds")
+        defaults = {"subject_offset": 0}
+        if {k: old.get(k, defaults.get(k)) for k in keys} != {k: config[k] for k in keys}:
             raise FileExistsError(f"{out} holds a dataset with other settings ({old}); use another --out or --force")
     cfg_path.write_text(json.dumps(config, indent=1))
     todo = [i for i in range(images) if not (out / "params" / f"{i:07d}.json").exists()]
-    jobs = [(str(out), image_params(seed, i, num_subjects), resolution, spp) for i in todo]
+    jobs = [(str(out), image_params(seed, i, num_subjects, subject_offset, env_kinds), resolution, spp) for i in todo]
     bar = tqdm(total=images, initial=images - len(todo), desc="build-dataset", unit="img", disable=not progress)
     if workers > 1 and jobs:
         import multiprocessing as mp

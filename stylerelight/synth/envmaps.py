@@ -7,7 +7,8 @@ import numpy as np
 
 from ..lighting import EnvMap, latlong_directions
 
-KINDS = ("sun_sky", "overcast", "studio", "indoor", "colored")
+KINDS = ("sun_sky", "overcast", "studio", "indoor", "colored")  # drawn when no kind is asked for
+HELD_OUT_KINDS = ("hard",)  # never drawn by default: lighting unlike the training env maps
 
 
 def _lobe(dirs, axis, sharpness):
@@ -44,8 +45,8 @@ def sample_envmap(seed: int, height: int = 64, kind: str | None = None) -> EnvMa
     """A random procedural HDR env map (linear, lat-long, height x 2*height)."""
     rng = np.random.default_rng(seed)
     kind = kind or KINDS[rng.integers(len(KINDS))]
-    if kind not in KINDS:
-        raise ValueError(f"unknown env map kind {kind!r}; choose from {KINDS}")
+    if kind not in KINDS + HELD_OUT_KINDS:
+        raise ValueError(f"unknown env map kind {kind!r}; choose from {KINDS + HELD_OUT_KINDS}")
     d = latlong_directions(height, 2 * height).astype(np.float64)
     up = np.clip(d[..., 1], -1, 1)
     sky = up > 0
@@ -76,6 +77,11 @@ def sample_envmap(seed: int, height: int = 64, kind: str | None = None) -> EnvMa
             c = _random_dir(rng, (-5, 30))
             win = _rect(d, c, rng.uniform(20, 60), rng.uniform(20, 50))
             img = img + win[..., None] * rng.uniform(5, 25) * np.array([0.9, 0.95, 1.0])
+    elif kind == "hard":  # one or two tiny, very bright, saturated lights in the dark
+        img = np.full(d.shape, 0.002)
+        for _ in range(rng.integers(1, 3)):
+            col = rng.dirichlet([0.3, 0.3, 0.3]) * 3
+            img = img + _lobe(d, _random_dir(rng, (-60, 80)), 800.0)[..., None] * col * rng.uniform(100, 300)
     else:  # colored
         img = np.full(d.shape, rng.uniform(0.005, 0.03))
         for _ in range(rng.integers(2, 4)):
