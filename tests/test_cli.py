@@ -78,6 +78,12 @@ def test_doctor_reports_every_component():
 
 
 def test_lightstage_render_relight_and_dataset(tmp_path, monkeypatch):
+    import pytest
+
+    from stylerelight.synth.mitsuba_setup import find_libllvm
+
+    if find_libllvm() is None:
+        pytest.skip("OLAT rendering needs libLLVM >= 17 (apt-get install libllvm19)")
     import json
 
     from stylerelight.lighting import LightStage, OLATCapture, save_envmap
@@ -119,6 +125,12 @@ def test_lightstage_render_relight_and_dataset(tmp_path, monkeypatch):
 
 
 def test_demo_writes_contact_sheet(tmp_path):
+    import pytest
+
+    from stylerelight.synth.mitsuba_setup import find_libllvm
+
+    if find_libllvm() is None:
+        pytest.skip("the demo renders OLAT, which needs libLLVM >= 17 (apt-get install libllvm19)")
     r = _run("demo", "--out", tmp_path / "demo", "--resolution", "24")
     assert r.exit_code == 0, r.output
     sheet = np.asarray(Image.open(tmp_path / "demo" / "lightstage_contact_sheet.png"))
