@@ -7,8 +7,10 @@ both live in exactly the same crop.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -150,11 +152,21 @@ def load_image(image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB")))
 
 
+def landmark_model_path() -> Path | None:
+    """dlib's 68-landmark model inside face-recognition-models, found without importing it."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        p = Path(root, "models", "shape_predictor_68_face_landmarks.dat")
+        if p.is_file():
+            return p
+    return None
+
+
 @lru_cache(maxsize=2)
 def _dlib_models(detector: str):
     import dlib
-
-    from .doctor import landmark_model_path
 
     path = landmark_model_path()
     if path is None:

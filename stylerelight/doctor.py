@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from pathlib import Path
 
 
 def _check(name: str, fn) -> tuple[str, bool, str]:
@@ -48,19 +47,9 @@ def _mitsuba():
     return True, f"mitsuba {mi.__version__}, LLVM {lib}, variants {', '.join(variants)}"
 
 
-def landmark_model_path() -> Path | None:
-    """dlib's 68-landmark model inside face-recognition-models, found without importing it."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for root in spec.submodule_search_locations:
-        p = Path(root, "models", "shape_predictor_68_face_landmarks.dat")
-        if p.is_file():
-            return p
-    return None
-
-
 def _dlib():
+    from .align import landmark_model_path
+
     if importlib.util.find_spec("dlib") is None:
         return False, "dlib not installed: pip install dlib-bin"
     p = landmark_model_path()
@@ -69,16 +58,9 @@ def _dlib():
     return True, f"dlib landmark model {p}"
 
 
-def lpips_weights_path() -> Path | None:
-    """The VGG16 backbone that lpips needs, if it is in the torch hub cache."""
-    import torch
-
-    ckpt = Path(torch.hub.get_dir(), "checkpoints")
-    hits = sorted(ckpt.glob("vgg16-*.pth")) if ckpt.is_dir() else []
-    return hits[0] if hits else None
-
-
 def _lpips():
+    from .invert.losses import lpips_weights_path
+
     if importlib.util.find_spec("lpips") is None:
         return False, "lpips not installed: pip install lpips"
     p = lpips_weights_path()

@@ -3,12 +3,11 @@ else the documented fallback, multi-scale SSIM plus L1 (said once)."""
 
 from __future__ import annotations
 
-import logging
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-log = logging.getLogger("stylerelight.invert")
 _said: set[str] = set()
 
 
@@ -54,6 +53,15 @@ def ms_ssim_l1(a: torch.Tensor, b: torch.Tensor, scales: int = 3) -> torch.Tenso
     return loss + (a - b).abs().mean(dim=[1, 2, 3])
 
 
+def lpips_weights_path() -> Path | None:
+    """The VGG16 backbone that lpips needs, if it is in the torch hub cache."""
+    import torch
+
+    ckpt = Path(torch.hub.get_dir(), "checkpoints")
+    hits = sorted(ckpt.glob("vgg16-*.pth")) if ckpt.is_dir() else []
+    return hits[0] if hits else None
+
+
 class PerceptualLoss(torch.nn.Module):
     """LPIPS-VGG at up to 256^2 when the VGG16 weights are in the torch hub cache, else MS-SSIM + L1."""
 
@@ -62,8 +70,6 @@ class PerceptualLoss(torch.nn.Module):
         self.kind = kind
         self.lpips = None
         if kind in ("auto", "lpips"):
-            from ..doctor import lpips_weights_path
-
             if lpips_weights_path() is not None:
                 import lpips
 
