@@ -84,6 +84,11 @@ def load_extension():
         build_dir = _cache_dir(with_cuda)
         build_dir.mkdir(parents=True, exist_ok=True)
         sources = [str(_CSRC / s) for s in _SOURCES_CPU + (_SOURCES_CUDA if with_cuda else [])]
+        if not any(build_dir.glob("*.so")):
+            import sys
+
+            print(f"stylegan2_ops: compiling the {'CPU+CUDA' if with_cuda else 'CPU'} ops once "
+                  f"(about a minute); cached in {build_dir}", file=sys.stderr)
         with _FileLock(build_dir / "build.lock"):
             ext = cpp_extension.load(
                 name="stylegan2_ops_ext" + ("_cuda" if with_cuda else ""),
