@@ -60,24 +60,24 @@ def test_killed_run_resumes_without_loss(tmp_path):
     """Kill a run after its first snapshot, resume it, and compare with an uninterrupted run."""
     data = _dataset(tmp_path)
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    ref = subprocess.run(_train_cmd(data, tmp_path / "ref", 0.048), env=env, capture_output=True, text=True,
+    ref = subprocess.run(_train_cmd(data, tmp_path / "ref", 0.096), env=env, capture_output=True, text=True,
                          timeout=600)
     assert ref.returncode == 0, ref.stderr[-2000:]
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(data, run, 0.048), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_train_cmd(data, run, 0.096), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (run / "snapshot.pt").exists() and time.time() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = torch.load(run / "snapshot.pt", weights_only=True)
-    assert 16 <= first["nimg"] < 48  # killed part-way
-    r = subprocess.run(_train_cmd(data, run, 0.048), env=env, capture_output=True, text=True, timeout=600)
+    assert 16 <= first["nimg"] < 96  # killed part-way
+    r = subprocess.run(_train_cmd(data, run, 0.096), env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     a = torch.load(tmp_path / "ref" / "snapshot.pt", weights_only=True)
     b = torch.load(run / "snapshot.pt", weights_only=True)
-    assert a["nimg"] == b["nimg"] == 48
+    assert a["nimg"] == b["nimg"] == 96
     for key in ("G", "D", "G_ema"):
         for k, v in a[key].items():
             assert torch.allclose(v, b[key][k], rtol=1e-5, atol=1e-6), (key, k)
