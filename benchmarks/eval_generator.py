@@ -41,14 +41,18 @@ def main():
     ap.add_argument("--images", type=int, default=50)
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--swd-images", type=int, default=2000)
+    ap.add_argument("--fixed-noise", action="store_true",
+                    help="also invert with the noise maps fixed (noise can absorb image detail)")
     args = ap.parse_args()
     G = sr.load_generator(args.checkpoint)
     for folder in args.heldout:
         target = to_gan(load_image_folder(folder, G.img_resolution)[: args.images])
-        ws, info = sr.invert(G, target, steps=args.steps, return_info=True)
-        rec = info["reconstruction"]
-        print(f"inversion {folder}: {len(target)} images, {args.steps} steps, {info['loss_kind']} loss: "
-              f"PSNR {psnr(rec, target).mean():.2f} dB, SSIM {ssim(rec, target).mean():.4f}")
+        for fixed in (False, True) if args.fixed_noise else (False,):
+            ws, info = sr.invert(G, target, steps=args.steps, return_info=True, optimize_noise=not fixed)
+            rec = info["reconstruction"]
+            print(f"inversion {folder}: {len(target)} images, {args.steps} steps, {info['loss_kind']} loss, "
+                  f"noise {'fixed' if fixed else 'optimised'}: PSNR {psnr(rec, target).mean():.2f} dB, "
+                  f"SSIM {ssim(rec, target).mean():.4f}")
     real = to_gan(load_image_folder(args.train, G.img_resolution))
     n = min(args.swd_images, len(real) // 2)
     perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
