@@ -121,12 +121,9 @@ void upfirdn2d_loop(const T* x, const T* f, T* y, const sg2::UpFirDnParams p, in
     classes.push_back({r, k0, taps, ib0, m_lo, m_hi});
     for (int m = m_lo; m <= m_hi; ++m) interior[r + P * m] = 1;
   }
-  std::vector<int> edges;
-  std::vector<sg2::Window> wxs(p.out_w);
-  for (int ox = 0; ox < p.out_w; ++ox) {
-    wxs[ox] = sg2::make_window(ox, p.downx, p.px0, p.upx, p.fw, p.in_w);
-    if (!interior[ox]) edges.push_back(ox);
-  }
+  std::vector<std::pair<int, sg2::Window>> edges;  // columns whose window is clipped
+  for (int ox = 0; ox < p.out_w; ++ox)
+    if (!interior[ox]) edges.emplace_back(ox, sg2::make_window(ox, p.downx, p.px0, p.upx, p.fw, p.in_w));
   // Each class accumulates into its own contiguous buffer (unit-stride stores vectorise),
   // interleaved into the output row afterwards.
   auto pass = [&](T* acc, const T* xrow, T c, const PhaseClass& pc, int t) {
@@ -164,7 +161,7 @@ void upfirdn2d_loop(const T* x, const T* f, T* y, const sg2::UpFirDnParams p, in
         const T* a = acc.data() + ci * class_len;
         for (int m = pc.m_lo; m <= pc.m_hi; ++m) yrow[pc.r + P * m] = a[m];
       }
-      for (int ox : edges) yrow[ox] = sg2::upfirdn2d_pixel<T, T>(xplane, f, p, wy, wxs[ox]);
+      for (const auto& [ox, wx] : edges) yrow[ox] = sg2::upfirdn2d_pixel<T, T>(xplane, f, p, wy, wx);
     }
   });
 }

@@ -206,7 +206,7 @@ def _numpy_allowed(module: str, name: str):
     if module == "numpy" and name in ("ndarray", "dtype"):
         return getattr(np, name)
     if module.startswith("numpy") and name.endswith("DType") and name[0].isupper():
-        return type(np.dtype(name[:-5].lower().replace("dtype", "")))
+        return type(np.dtype(name[:-5].lower()))
     return None
 
 

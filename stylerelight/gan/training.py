@@ -231,14 +231,15 @@ class Trainer:
             img = self.G_ema(self.grid_z, truncation_psi=1.0, noise_mode="const")
         return make_grid(gan_to_uint8(img), cols=4)
 
-    def train(self, total_kimg: float | None = None, progress: bool = True, stop_after_steps: int | None = None):
+    def train(self, total_kimg: float | None = None, progress: bool = True):
         """Train until total_kimg (config's by default); snapshots every snapshot_kimg."""
         from tqdm import tqdm
 
         cfg = self.cfg
         total = int((total_kimg if total_kimg is not None else cfg.total_kimg) * 1000)
-        next_snap = (self.nimg // int(cfg.snapshot_kimg * 1000) + 1) * int(cfg.snapshot_kimg * 1000)
-        next_img = (self.nimg // int(cfg.image_kimg * 1000) + 1) * int(cfg.image_kimg * 1000)
+        snap_every, img_every = int(cfg.snapshot_kimg * 1000), int(cfg.image_kimg * 1000)
+        next_snap = (self.nimg // snap_every + 1) * snap_every
+        next_img = (self.nimg // img_every + 1) * img_every
         bar = tqdm(total=total, initial=min(self.nimg, total), unit="img", desc="train", disable=not progress)
         t0, steps = time.time(), 0
         while self.nimg < total:
@@ -250,15 +251,13 @@ class Trainer:
                     self.writer.add_scalar(k, v, self.nimg)
             if self.nimg >= next_snap or self.nimg >= total:
                 self.save_snapshot()
-                next_snap += int(cfg.snapshot_kimg * 1000)
+                next_snap += snap_every
                 if self.writer is not None:
                     self.writer.add_scalar("speed/kimg_per_hour", cfg.batch * steps / (time.time() - t0) * 3.6,
                                            self.nimg)
             if self.writer is not None and self.nimg >= next_img:
                 self.writer.add_image("samples", self.image_grid(), self.nimg, dataformats="HWC")
-                next_img += int(cfg.image_kimg * 1000)
-            if stop_after_steps is not None and steps >= stop_after_steps:
-                break
+                next_img += img_every
         bar.close()
         if self.writer is not None:
             self.writer.flush()

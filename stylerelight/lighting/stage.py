@@ -92,11 +92,6 @@ class LightStage:
             coeffs[:, c] = np.bincount(cells, weights=flat[pix, c] * sa, minlength=self.num_lights)
         return coeffs
 
-    def light_envmap(self, coeffs: np.ndarray, height: int = 64) -> EnvMap:
-        """The piecewise-constant env map each coefficient set stands for (for display)."""
-        cells = self.cell_of(latlong_directions(height, 2 * height))
-        return EnvMap((np.asarray(coeffs)[cells] / self.solid_angles[cells][..., None]).astype(np.float32))
-
     # -- JSON layout of a real stage -----------------------------------------------------------
 
     def to_json(self) -> dict:

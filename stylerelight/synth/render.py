@@ -148,7 +148,8 @@ def render_olat(subject: Subject, stage: LightStage | None = None, cameras: list
                 mask[ci] = hit.reshape(resolution, resolution)
             if progress is not None:
                 progress.update(nl)
-    lm = [cam.project(subject.landmarks3d(), resolution).tolist() for cam in cameras]
+    lm3 = subject.landmarks3d()
+    lm = [cam.project(lm3, resolution).tolist() for cam in cameras]
     cams = [cam.to_json(resolution) for cam in cameras]
     return OLATCapture(olat, mask, cams, stage, {"subject": subject.to_json(), "landmarks": lm,
                                                   "units": "unit solid-angle-integrated radiance per light",
