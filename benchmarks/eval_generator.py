@@ -6,18 +6,22 @@
    images and N training images, next to the real-vs-real SWD of two disjoint training samples
    (the floor a perfect generator reaches).
 
-    stylerelight lightstage build-dataset --out data/heldout --images 50 --seed 777 --subject-offset 1000000
-    stylerelight lightstage build-dataset --out data/heldout_hard --images 50 --seed 778 \\
+    stylerelight lightstage build-dataset --out data/heldout --images 50 --seed 777 --spp 8 \\
+        --subject-offset 1000000
+    stylerelight lightstage build-dataset --out data/heldout_hard --images 50 --seed 778 --spp 8 \\
         --subject-offset 2000000 --env-kinds hard
     python benchmarks/eval_generator.py -c checkpoints/lightstage_stylegan2.pt --train data/lightstage64 \\
-        --heldout data/heldout --heldout data/heldout_hard
+        --heldout data/heldout --heldout data/heldout_hard --fixed-noise --steps 300 \\
+        --json eval.json --examples examples.png
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 
 import torch
 
@@ -43,16 +47,28 @@ def main():
     ap.add_argument("--swd-images", type=int, default=2000)
     ap.add_argument("--fixed-noise", action="store_true",
                     help="also invert with the noise maps fixed (noise can absorb image detail)")
+    ap.add_argument("--json", help="write all numbers to this JSON file")
+    ap.add_argument("--examples", help="write a PNG of held-out targets above their reconstructions")
     args = ap.parse_args()
     G = sr.load_generator(args.checkpoint)
+    results = {"checkpoint": args.checkpoint, "steps": args.steps, "inversion": [], "swd": {}}
+    example_rows = []
     for folder in args.heldout:
         target = to_gan(load_image_folder(folder, G.img_resolution)[: args.images])
         for fixed in (False, True) if args.fixed_noise else (False,):
+            t0 = time.time()
             ws, info = sr.invert(G, target, steps=args.steps, return_info=True, optimize_noise=not fixed)
             rec = info["reconstruction"]
-            print(f"inversion {folder}: {len(target)} images, {args.steps} steps, {info['loss_kind']} loss, "
-                  f"noise {'fixed' if fixed else 'optimised'}: PSNR {psnr(rec, target).mean():.2f} dB, "
-                  f"SSIM {ssim(rec, target).mean():.4f}")
+            p, s = psnr(rec, target), ssim(rec, target)
+            r = {"heldout": folder, "images": len(target), "noise": "fixed" if fixed else "optimised",
+                 "loss": info["loss_kind"], "psnr_mean": float(p.mean()), "psnr_min": float(p.min()),
+                 "psnr_median": float(p.median()), "ssim_mean": float(s.mean()), "seconds": time.time() - t0}
+            results["inversion"].append(r)
+            print(f"inversion {folder}: {len(target)} images, {args.steps} steps, {r['loss']} loss, noise "
+                  f"{r['noise']}: PSNR mean {r['psnr_mean']:.2f} dB (min {r['psnr_min']:.2f}, median "
+                  f"{r['psnr_median']:.2f}), SSIM {r['ssim_mean']:.4f}", flush=True)
+            if fixed or not args.fixed_noise:
+                example_rows += [target[:8], rec[:8]]
     real = to_gan(load_image_folder(args.train, G.img_resolution))
     n = min(args.swd_images, len(real) // 2)
     perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
@@ -64,6 +80,15 @@ def main():
     print("SWD x1e3 per level (fine..coarse):")
     print(f"  real vs real: {[round(v, 1) for v in rr]} mean {sum(rr) / len(rr):.1f}")
     print(f"  real vs fake: {[round(v, 1) for v in rf]} mean {sum(rf) / len(rf):.1f}")
+    results["swd"] = {"images": n, "real_vs_real": rr, "real_vs_fake": rf}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    if args.examples and example_rows:
+        from stylerelight.imageio import gan_to_uint8, make_grid, save_image
+
+        rows = torch.cat(example_rows)
+        save_image(make_grid(gan_to_uint8(rows), cols=8), args.examples, force=True)
 
 
 if __name__ == "__main__":

@@ -349,56 +349,25 @@ def train_gan(data, config_path, run_dir, kimg):
 
 @cli.command()
 @click.option("--out", default="demo_out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--resolution", type=click.IntRange(min=16), default=64, show_default=True)
+@click.option("--resolution", type=click.IntRange(min=16), default=64, show_default=True,
+              help="Light-stage render size.")
+@_checkpoint_option
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Inversion steps for the generator part.")
 @user_errors
-def demo(out, resolution):
-    """Offline demo: render one subject's OLAT capture and relight it with two procedural env
-    maps at two views; writes a contact sheet (relit | ground truth | env map) to OUT."""
-    import time
+def demo(out, resolution, checkpoint, steps):
+    """Offline demo on the bundled data and model. Writes to OUT:
 
-    import numpy as np
+    \b
+      lightstage_contact_sheet.png  one subject's OLAT capture relit with two env maps at two
+                                    views (relit | Mitsuba ground truth | env map)
+      generator_samples.png         16 random heads from the bundled generator
+      inversion.png                 a held-out render and its W+ inversion
+    """
+    from .demo import run
 
-    from . import imageio
-    from .lighting import LightStage, auto_exposure, to_display
-    from .synth import Camera, render_envmap, render_olat, sample_envmap, sample_subject
-
-    t0 = time.time()
-    out = Path(out)
-    stage, subj = LightStage.default(), sample_subject(7)
-    cams = [Camera(yaw=-25.0), Camera(yaw=30.0, pitch=10.0)]
-    cap = render_olat(subj, stage, cams, resolution, spp=4)
-    envs = [sample_envmap(11, kind="sun_sky", height=64), sample_envmap(4, kind="colored", height=64)]
-    tiles, lines = [], []
-    for env in envs:
-        coeffs = stage.project(env)
-        for ci, cam in enumerate(cams):
-            relit = cap.relight(coeffs, camera=ci)
-            gt, alpha = render_envmap(subj, env, cam, resolution, spp=128, return_mask=True)
-            m = alpha > 0.99
-            exp = auto_exposure(gt, m, target=0.18, percentile=60)
-            rmse = float(np.sqrt(((relit - gt)[m] ** 2).mean() / (gt[m] ** 2).mean()))
-            lines.append(f"env {len(lines) // 2} camera {ci}: relative RMSE relit vs ground truth {rmse:.3f}")
-            envimg = np.asarray(_env_tile(env, resolution))
-            tiles += [to_display(relit, exp, m, background=[0.5] * 3), to_display(gt, exp, m, background=[0.5] * 3),
-                      envimg]
-    sheet = imageio.make_grid(np.stack(tiles), cols=6)
-    path = imageio.save_image(sheet, out / "lightstage_contact_sheet.png", force=True)
-    for ln in lines:
-        click.echo(ln)
-    click.echo(f"wrote {path} (each triple: OLAT relit | Mitsuba ground truth | env map) in {time.time() - t0:.0f} s")
-
-
-def _env_tile(env, size):
-    import numpy as np
-    from PIL import Image
-
-    from .lighting import to_display
-
-    disp = to_display(env.data / max(float(np.percentile(env.data, 99)), 1e-6) * 0.8, exposure=1.0)
-    tile = np.full((size, size, 3), 255, np.uint8)
-    strip = np.asarray(Image.fromarray(disp).resize((size, size // 2), Image.BILINEAR))
-    tile[size // 4: size // 4 + size // 2] = strip
-    return tile
+    ck = checkpoint or (str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.is_file() else None)
+    run(Path(out), resolution, ck, steps, echo=click.echo)
 
 
 @cli.command()

@@ -19,7 +19,7 @@ def gan_to_uint8(img: torch.Tensor) -> np.ndarray:
 
 def uint8_to_gan(img: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] or [N, H, W, 3] -> float32 [N, 3, H, W] in [-1, 1]."""
-    a = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32)
+    a = torch.from_numpy(np.array(img, dtype=np.float32))  # a copy: inputs may be read-only
     if a.ndim == 3:
         a = a[None]
     return (a.permute(0, 3, 1, 2) / 127.5) - 1

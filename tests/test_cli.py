@@ -131,10 +131,16 @@ def test_demo_writes_contact_sheet(tmp_path):
 
     if find_libllvm() is None:
         pytest.skip("the demo renders OLAT, which needs libLLVM >= 17 (apt-get install libllvm19)")
-    r = _run("demo", "--out", tmp_path / "demo", "--resolution", "24")
+    G = make_generator(res=32)
+    sr.save_generator(G, tmp_path / "g.pt")
+    r = _run("demo", "--out", tmp_path / "demo", "--resolution", "24", "-c", tmp_path / "g.pt", "--steps", "5")
     assert r.exit_code == 0, r.output
     sheet = np.asarray(Image.open(tmp_path / "demo" / "lightstage_contact_sheet.png"))
     assert sheet.shape[1] == 2 + 6 * 26
+    # the generator part: 16 samples in 2 rows of 8, and (held-out render | reconstruction)
+    assert np.asarray(Image.open(tmp_path / "demo" / "generator_samples.png")).shape == (2 + 2 * 34, 2 + 8 * 34, 3)
+    assert np.asarray(Image.open(tmp_path / "demo" / "inversion.png")).shape == (2 + 34, 2 + 2 * 34, 3)
+    assert "PSNR" in r.output
 
 
 def test_align_and_invert_commands(tmp_path):
