@@ -208,6 +208,22 @@ def detect_landmarks(image: np.ndarray, face_index: int | None = None, detector:
     return np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], np.float64)
 
 
+def face_found_rate(images: np.ndarray, detector: str = "hog", size: int = 256, threshold: float = -0.5) -> float:
+    """Fraction of uint8 images [N, H, W, 3] in which dlib finds a face after bicubic resizing
+    to size^2: a model-free 'does it look like a face' score for generated heads, read beside
+    the rate on real images (small, shaded or turned faces are missed even when real).
+    threshold applies to the HOG detector's score; the CNN detector uses its own."""
+    from PIL import Image
+
+    det, _ = _dlib_models(detector)
+    hits = 0
+    for im in images:
+        big = np.asarray(Image.fromarray(np.ascontiguousarray(im)).resize((size, size), Image.BICUBIC))
+        found = det(big, 0) if detector == "cnn" else det.run(big, 0, threshold)[0]
+        hits += len(found) > 0
+    return hits / max(len(images), 1)
+
+
 def align_face(image, output_size: int = 256, face_index: int | None = None, detector: str = "hog") -> AlignedFace:
     """Detect a face (dlib), find its 68 landmarks, and crop it as FFHQ was cropped."""
     img = load_image(image)

@@ -122,3 +122,12 @@ def test_face_index_and_largest():
     assert b.landmarks[:, 0].mean() > 650
     with pytest.raises(AlignError, match="out of range"):
         align_face(big, 64, face_index=5)
+
+
+def test_face_found_rate_separates_faces_from_blanks():
+    from stylerelight.align import face_found_rate
+
+    face = np.asarray(Image.fromarray(skimage.data.astronaut()[:300, 100:400]).resize((64, 64)))
+    blank = np.full((64, 64, 3), 128, np.uint8)
+    assert face_found_rate(np.stack([face, face])) == 1.0
+    assert face_found_rate(np.stack([blank, face, blank, blank])) == 0.25
