@@ -329,8 +329,11 @@ def train():
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: snapshots, G_ema.pt, tensorboard logs. An existing run resumes.")
 @click.option("--kimg", type=float, default=None, help="Stop at this many thousand images (default: config).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads (default: config, else torch's). Use fewer when other jobs share the CPU: "
+              "OpenMP threads that wait for a busy core slow every step down.")
 @user_errors
-def train_gan(data, config_path, run_dir, kimg):
+def train_gan(data, config_path, run_dir, kimg, threads):
     """Train StyleGAN2 on a folder of aligned images; resumes from RUN/snapshot.pt if present.
 
     \b
@@ -340,6 +343,8 @@ def train_gan(data, config_path, run_dir, kimg):
     from .gan.training import TrainConfig, Trainer, load_image_folder
 
     cfg = TrainConfig.from_yaml(config_path)
+    if threads:
+        cfg.threads = threads
     trainer = Trainer(cfg, load_image_folder(data, cfg.resolution), run_dir)
     if trainer.nimg:
         click.echo(f"resuming {run_dir} at {trainer.nimg / 1000:.3f} kimg")

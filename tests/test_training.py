@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -49,6 +51,11 @@ def test_training_steps_and_snapshot(tmp_path):
     assert G.img_resolution == 16
     snap = torch.load(t.snapshot_path, weights_only=True)
     assert snap["nimg"] == 16 and set(snap) >= {"G", "D", "G_ema", "opt_G", "opt_D", "rng", "data_rng"}
+    # run control (length, snapshot interval, threads) may change on resume; the model's config may not
+    t2 = Trainer(dataclasses.replace(cfg, total_kimg=5.0, threads=1), data, tmp_path / "run", log=False)
+    assert t2.nimg == 16 and torch.equal(t2.G_ema.mapping.fc0.weight, t.G_ema.mapping.fc0.weight)
+    with pytest.raises(ValueError, match="glr"):
+        Trainer(dataclasses.replace(cfg, glr=0.01), data, tmp_path / "run", log=False)
 
 
 def _train_cmd(data, run, kimg):

@@ -49,6 +49,13 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0: torch's default
 
+    # how long, how often and on how many threads: may change between resumes of one run
+    RUN_CONTROL = ("total_kimg", "snapshot_kimg", "image_kimg", "threads")
+
+    def defining(self) -> dict:
+        """The fields that define the trained model; a resume needs them unchanged."""
+        return {k: v for k, v in asdict(self).items() if k not in self.RUN_CONTROL}
+
     @classmethod
     def from_yaml(cls, path) -> TrainConfig:
         import yaml
@@ -138,8 +145,11 @@ class Trainer:
             (self.run_dir / "config.json").write_text(json.dumps(asdict(self.cfg), indent=1))
             return
         s = torch.load(self.snapshot_path, map_location="cpu", weights_only=True)
-        if s.get("config") != asdict(self.cfg):
-            raise ValueError(f"{self.snapshot_path} was made with another config; use a new run folder")
+        old = {k: v for k, v in s.get("config", {}).items() if k not in TrainConfig.RUN_CONTROL}
+        if old != self.cfg.defining():
+            changed = sorted(k for k in set(old) | set(self.cfg.defining()) if old.get(k) != self.cfg.defining().get(k))
+            raise ValueError(f"{self.snapshot_path} was made with another config ({', '.join(changed)} differ); "
+                             "use a new run folder")
         self.G.load_state_dict(s["G"])
         self.D.load_state_dict(s["D"])
         self.G_ema.load_state_dict(s["G_ema"])
