@@ -146,8 +146,9 @@ class Trainer:
             return
         s = torch.load(self.snapshot_path, map_location="cpu", weights_only=True)
         old = {k: v for k, v in s.get("config", {}).items() if k not in TrainConfig.RUN_CONTROL}
-        if old != self.cfg.defining():
-            changed = sorted(k for k in set(old) | set(self.cfg.defining()) if old.get(k) != self.cfg.defining().get(k))
+        new = self.cfg.defining()
+        if old != new:
+            changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             raise ValueError(f"{self.snapshot_path} was made with another config ({', '.join(changed)} differ); "
                              "use a new run folder")
         self.G.load_state_dict(s["G"])
