@@ -31,8 +31,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import stylerelight as sr  # noqa: E402
+from stylerelight.align import face_found_rate  # noqa: E402
 from stylerelight.gan.metrics import sliced_wasserstein  # noqa: E402
 from stylerelight.gan.training import load_image_folder  # noqa: E402
+from stylerelight.imageio import gan_to_uint8, make_grid, save_image  # noqa: E402
 from stylerelight.invert import psnr, ssim  # noqa: E402
 
 
@@ -85,9 +87,6 @@ def main():
     print(f"  real vs real: {[round(v, 1) for v in rr]} mean {sum(rr) / len(rr):.1f}")
     print(f"  real vs fake: {[round(v, 1) for v in rf]} mean {sum(rf) / len(rf):.1f}")
     results["swd"] = {"images": n, "real_vs_real": rr, "real_vs_fake": rf}
-    from stylerelight.align import face_found_rate
-    from stylerelight.imageio import gan_to_uint8
-
     m = min(args.detect_images, n)
     results["faces_found"] = {"images": m}
     for det, size in (("hog", 256), ("cnn", 160)):
@@ -98,8 +97,6 @@ def main():
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     if args.examples and example_rows:
-        from stylerelight.imageio import gan_to_uint8, make_grid, save_image
-
         rows = torch.cat(example_rows)
         save_image(make_grid(gan_to_uint8(rows), cols=8), args.examples, force=True)
 

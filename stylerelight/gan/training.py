@@ -54,7 +54,7 @@ class TrainConfig:
 
     def defining(self) -> dict:
         """The fields that define the trained model; a resume needs them unchanged."""
-        return {k: v for k, v in asdict(self).items() if k not in self.RUN_CONTROL}
+        return _without_run_control(asdict(self))
 
     @classmethod
     def from_yaml(cls, path) -> TrainConfig:
@@ -65,6 +65,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
         return cls(**data)
+
+
+def _without_run_control(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in TrainConfig.RUN_CONTROL}
 
 
 def load_image_folder(data_dir, resolution: int) -> torch.Tensor:
@@ -145,8 +149,7 @@ class Trainer:
             (self.run_dir / "config.json").write_text(json.dumps(asdict(self.cfg), indent=1))
             return
         s = torch.load(self.snapshot_path, map_location="cpu", weights_only=True)
-        old = {k: v for k, v in s.get("config", {}).items() if k not in TrainConfig.RUN_CONTROL}
-        new = self.cfg.defining()
+        old, new = _without_run_control(s.get("config", {})), self.cfg.defining()
         if old != new:
             changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             raise ValueError(f"{self.snapshot_path} was made with another config ({', '.join(changed)} differ); "

@@ -34,13 +34,19 @@ def image_params(seed: int, index: int, num_subjects: int | None = None, subject
             "render_seed": int(rng.integers(2**31))}
 
 
-def render_one(out: Path, params: dict, resolution: int, spp: int) -> dict:
-    from PIL import Image
-
+def portrait_from_params(params: dict, resolution: int, spp: int):
+    """(uint8 portrait, render info, subject) for one image's `image_params`, as the builder renders it."""
     subj = sample_subject(params["subject_seed"])
     env = sample_envmap(params["env_seed"], kind=params.get("env_kind"))
     cam = Camera(yaw=params["yaw"], pitch=params["pitch"])
     img, info = render_portrait(subj, env, cam, resolution, spp=spp, seed=params["render_seed"], return_info=True)
+    return img, info, subj
+
+
+def render_one(out: Path, params: dict, resolution: int, spp: int) -> dict:
+    from PIL import Image
+
+    img, info, subj = portrait_from_params(params, resolution, spp)
     name = f"{params['index']:07d}"
     tmp = out / "images" / f".{name}.tmp.png"
     Image.fromarray(img).save(tmp)
