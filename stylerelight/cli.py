@@ -332,22 +332,31 @@ def train():
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads (default: config, else torch's). Use fewer when other jobs share the CPU: "
               "OpenMP threads that wait for a busy core slow every step down.")
+@click.option("--init-generator", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Start a new run's G and G_ema from this generator checkpoint (same architecture; D and "
+              "optimisers start fresh). Ignored when RUN already holds a snapshot.")
 @user_errors
-def train_gan(data, config_path, run_dir, kimg, threads):
+def train_gan(data, config_path, run_dir, kimg, threads, init_generator):
     """Train StyleGAN2 on a folder of aligned images; resumes from RUN/snapshot.pt if present.
 
     \b
     Example:
       stylerelight train gan --data data/lightstage64 --config train/configs/lightstage64.yaml --run runs/ls64
+      # lost the run folder? continue from the shipped generator:
+      stylerelight train gan --data data/lightstage64 --config train/configs/lightstage64.yaml \\
+          --run runs/ls64b --init-generator checkpoints/lightstage_stylegan2.pt
     """
     from .gan.training import TrainConfig, Trainer, load_image_folder
 
     cfg = TrainConfig.from_yaml(config_path)
     if threads:
         cfg.threads = threads
-    trainer = Trainer(cfg, load_image_folder(data, cfg.resolution), run_dir)
+    trainer = Trainer(cfg, load_image_folder(data, cfg.resolution), run_dir, init_generator=init_generator)
     if trainer.nimg:
-        click.echo(f"resuming {run_dir} at {trainer.nimg / 1000:.3f} kimg")
+        click.echo(f"resuming {run_dir} at {trainer.nimg / 1000:.3f} kimg"
+                   + (" (--init-generator ignored)" if init_generator else ""))
+    elif init_generator:
+        click.echo(f"new run {run_dir}: G and G_ema start from {init_generator}")
     trainer.train(kimg)
     click.echo(f"done at {trainer.nimg / 1000:.3f} kimg; generator: {Path(run_dir) / 'G_ema.pt'}")
 

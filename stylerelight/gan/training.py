@@ -105,7 +105,10 @@ def _adam(params, lr, interval):
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, data: torch.Tensor, run_dir, log: bool = True):
+    def __init__(self, cfg: TrainConfig, data: torch.Tensor, run_dir, log: bool = True,
+                 init_generator: str | Path | None = None):
+        """`init_generator`: a generator checkpoint whose weights start G and G_ema of a *new* run
+        (D and the optimisers start fresh); ignored when the run folder already holds a snapshot."""
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
@@ -128,7 +131,8 @@ class Trainer:
             except ImportError:
                 self.writer = None
         self.grid_z = torch.randn([16, cfg.z_dim], generator=torch.Generator().manual_seed(123))
-        self._resume()
+        if not self._resume() and init_generator is not None:
+            self._init_generator(Path(init_generator))
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -144,10 +148,10 @@ class Trainer:
         atomic_torch_save(state, self.snapshot_path)
         save_generator(self.G_ema, self.run_dir / "G_ema.pt")
 
-    def _resume(self) -> None:
+    def _resume(self) -> bool:
         if not self.snapshot_path.exists():
             (self.run_dir / "config.json").write_text(json.dumps(asdict(self.cfg), indent=1))
-            return
+            return False
         s = torch.load(self.snapshot_path, map_location="cpu", weights_only=True)
         old, new = _without_run_control(s.get("config", {})), self.cfg.defining()
         if old != new:
@@ -162,6 +166,22 @@ class Trainer:
         torch.set_rng_state(s["rng"])
         self.data_gen.set_state(s["data_rng"])
         self.nimg, self.step, self.pl_mean = s["nimg"], s["step"], s["pl_mean"]
+        return True
+
+    def _init_generator(self, path: Path) -> None:
+        """Warm start from a shipped generator (e.g. when a run folder was lost): same architecture only."""
+        from .io import load_generator
+
+        src = load_generator(path)
+        want, got = self.G.cfg.to_dict(), src.cfg.to_dict()
+        if want != got:
+            changed = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+            raise ValueError(f"{path} has another architecture than the config ({', '.join(changed)} differ); "
+                             "pick a matching config")
+        state = src.state_dict()
+        self.G.load_state_dict(state)
+        self.G_ema.load_state_dict(state)
+        (self.run_dir / "init_generator.txt").write_text(f"{path.resolve()}\n")
 
     # -- one iteration --------------------------------------------------------------------------
 
