@@ -71,6 +71,11 @@ def _without_run_control(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in TrainConfig.RUN_CONTROL}
 
 
+def _differing(a: dict, b: dict) -> str:
+    """The keys whose values differ between two configs, for one-line errors."""
+    return ", ".join(sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)))
+
+
 def load_image_folder(data_dir, resolution: int) -> torch.Tensor:
     """All PNG/JPEG images under data_dir/images (or data_dir) as uint8 [N, 3, R, R]."""
     from PIL import Image
@@ -155,8 +160,7 @@ class Trainer:
         s = torch.load(self.snapshot_path, map_location="cpu", weights_only=True)
         old, new = _without_run_control(s.get("config", {})), self.cfg.defining()
         if old != new:
-            changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-            raise ValueError(f"{self.snapshot_path} was made with another config ({', '.join(changed)} differ); "
+            raise ValueError(f"{self.snapshot_path} was made with another config ({_differing(old, new)} differ); "
                              "use a new run folder")
         self.G.load_state_dict(s["G"])
         self.D.load_state_dict(s["D"])
@@ -175,8 +179,7 @@ class Trainer:
         src = load_generator(path)
         want, got = self.G.cfg.to_dict(), src.cfg.to_dict()
         if want != got:
-            changed = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
-            raise ValueError(f"{path} has another architecture than the config ({', '.join(changed)} differ); "
+            raise ValueError(f"{path} has another architecture than the config ({_differing(want, got)} differ); "
                              "pick a matching config")
         state = src.state_dict()
         self.G.load_state_dict(state)
