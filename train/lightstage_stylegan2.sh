@@ -21,7 +21,7 @@ $SR lightstage build-dataset --out data/heldout_hard --images 50 --seed 778 --sp
 $SR train gan --data data/lightstage64 --config train/configs/lightstage64.yaml --run runs/ls64 --kimg "$KIMG"
 # 4. evaluation and shipping
 $PY benchmarks/eval_generator.py -c runs/ls64/G_ema.pt --train data/lightstage64 \
-    --heldout data/heldout --heldout data/heldout_hard --fixed-noise --steps 300 \
-    --json runs/ls64/eval.json --examples runs/ls64/eval_examples.png
+    --heldout data/heldout --heldout data/heldout_hard --fixed-noise --steps 200 \
+    --json runs/ls64/eval.json --examples checkpoints/lightstage_stylegan2_inversions.png
 cp runs/ls64/G_ema.pt checkpoints/lightstage_stylegan2.pt
 $SR generate -c checkpoints/lightstage_stylegan2.pt --seeds 0-31 --cols 8 -o checkpoints/lightstage_stylegan2_samples.png --force
