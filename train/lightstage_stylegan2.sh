@@ -25,3 +25,4 @@ $PY benchmarks/eval_generator.py -c runs/ls64/G_ema.pt --train data/lightstage64
     --json runs/ls64/eval.json --examples checkpoints/lightstage_stylegan2_inversions.png
 cp runs/ls64/G_ema.pt checkpoints/lightstage_stylegan2.pt
 $SR generate -c checkpoints/lightstage_stylegan2.pt --seeds 0-31 --cols 8 -o checkpoints/lightstage_stylegan2_samples.png --force
+$PY train/progress_grid.py runs/ls64/tb -o checkpoints/lightstage_stylegan2_progress.png --kimg 20,60,100,140
