@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io import atomic_torch_save, save_generator
+from .io import atomic_torch_save, load_generator, save_generator
 from .networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, style_mix
 
 
@@ -174,8 +174,6 @@ class Trainer:
 
     def _init_generator(self, path: Path) -> None:
         """Warm start from a shipped generator (e.g. when a run folder was lost): same architecture only."""
-        from .io import load_generator
-
         src = load_generator(path)
         want, got = self.G.cfg.to_dict(), src.cfg.to_dict()
         if want != got:
