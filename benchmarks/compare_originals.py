@@ -5,7 +5,7 @@ Point it at your own checkouts of NVlabs/stylegan2-ada-pytorch and rosinality/st
 are used; NVlabs' dnnlib needs `requests` importable):
 
     python benchmarks/compare_originals.py --nvlabs ~/src/stylegan2-ada-pytorch \\
-        --rosinality ~/src/stylegan2-pytorch
+        --rosinality ~/src/stylegan2-pytorch --psp ~/src/pixel2style2pixel --e4e ~/src/encoder4editing
 
 Prints max |difference| of mapping, truncation, W+ synthesis and whole-G outputs for random
 weights (non-zero noise strengths, biases and w_avg) at 64^2, 256^2 and 1024^2, loading their
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
+import math
 import os
 import pickle
 import sys
@@ -137,10 +138,68 @@ def compare_rosinality(path, results, tmp):
             results.append((f"rosinality {size}^2 our export in their code, W+", d))
 
 
+def compare_psp_family(path, results, tmp, kind):
+    """pSp (eladrich/pixel2style2pixel) or e4e (omertov/encoder4editing): their encoder with random
+    weights and BN statistics, saved in their checkpoint layout, loaded with sr.load_encoder."""
+    import torch.utils.cpp_extension as ce
+
+    import stylerelight as sr
+    from stylerelight.gan.io import rosinality_state_dict
+
+    real_load = ce.load
+    ce.load = lambda *a, **k: types.SimpleNamespace()  # their stylegan2/op builds CUDA at import
+    for name in [m for m in sys.modules if m == "models" or m.startswith("models.")]:
+        del sys.modules[name]  # pSp and e4e both call their package `models`
+    sys.path.insert(0, path)
+    try:
+        from models.encoders import psp_encoders as pe  # noqa: E402  (their code, from the user's checkout)
+    finally:
+        sys.path.remove(path)
+        ce.load = real_load  # our own ops build through it
+    for size in (256, 1024):
+        n_styles = int(math.log2(size)) * 2 - 2
+        opts = types.SimpleNamespace(input_nc=3, n_styles=n_styles, stylegan_size=size)
+        enc = (pe.GradualStyleEncoder(50, "ir_se", opts) if kind == "psp" else
+               pe.Encoder4Editing(50, "ir_se", opts)).eval()
+        with torch.no_grad():
+            for m in enc.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.normal_(0, 0.1)
+                    m.running_var.uniform_(0.5, 1.5)
+                    m.weight.normal_(1, 0.1)
+                    m.bias.normal_(0, 0.1)
+                elif isinstance(m, torch.nn.PReLU):
+                    m.weight.uniform_(0.0, 0.5)
+        from tests.conftest import make_generator
+
+        G = make_generator(res=16, z_dim=512, w_dim=512, channel_max=16)
+        latent_avg = torch.randn(512).repeat(n_styles, 1)
+        sd = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
+        sd.update({f"decoder.{k}": v for k, v in rosinality_state_dict(G)["g_ema"].items()})
+        etype = "GradualStyleEncoder" if kind == "psp" else "Encoder4Editing"
+        ck = os.path.join(tmp, f"{kind}{size}.pt")
+        torch.save({"state_dict": sd, "latent_avg": latent_avg,
+                    "opts": {"encoder_type": etype, "output_size": size, "stylegan_size": size,
+                             "start_from_latent_avg": True, "input_nc": 3}}, ck)
+        E = sr.load_encoder(ck)
+        x = torch.rand(2, 3, 256, 256) * 2 - 1
+        with torch.no_grad():
+            theirs = enc(x) + latent_avg.repeat(2, 1, 1)
+            d = (theirs - E(x)).abs().max().item()
+        results.append((f"{kind} IR-SE-50 {n_styles} ws encoder output (+latent_avg)", d))
+        G2 = sr.load_generator(ck)
+        ws = torch.randn(1, G2.num_ws, 512)
+        with torch.no_grad():
+            d = (G2.synthesis(ws) - G.synthesis(ws)).abs().max().item()
+        results.append((f"{kind} checkpoint's decoder through load_generator", d))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nvlabs", help="path to a checkout of NVlabs/stylegan2-ada-pytorch")
     ap.add_argument("--rosinality", help="path to a checkout of rosinality/stylegan2-pytorch")
+    ap.add_argument("--psp", help="path to a checkout of eladrich/pixel2style2pixel")
+    ap.add_argument("--e4e", help="path to a checkout of omertov/encoder4editing")
     args = ap.parse_args()
     torch.manual_seed(0)
     results = []
@@ -149,6 +208,10 @@ def main():
             compare_nvlabs(args.nvlabs, results, tmp)
         if args.rosinality:
             compare_rosinality(args.rosinality, results, tmp)
+        if args.psp:
+            compare_psp_family(args.psp, results, tmp, "psp")
+        if args.e4e:
+            compare_psp_family(args.e4e, results, tmp, "e4e")
     for name, d in results:
         print(f"{name:60s} max|diff| {d:.2e}")
     if results:

@@ -2,16 +2,18 @@
 
     import stylerelight as sr
     G = sr.load_generator(path); ws = sr.invert(G, images)
+    E = sr.load_encoder(path); ws = sr.invert(G, images, encoder=E, steps=20)
     sr.lighting.load_envmap(...), sr.synth.render_olat(...), sr.align.align_face(...)
 """
 
 import importlib
 
+from . import invert  # the stage, callable as the function: sr.invert(G, images, ...)
 from .gan import CheckpointError, Generator, load_generator, save_generator
-from .invert import invert  # the function; the stage itself stays importable as stylerelight.invert
+from .invert import load_encoder
 
 __version__ = "0.1.0"
-__all__ = ["CheckpointError", "Generator", "align", "imageio", "invert", "lighting", "load_generator",
+__all__ = ["CheckpointError", "Generator", "align", "imageio", "invert", "lighting", "load_encoder", "load_generator",
            "save_generator", "synth"]
 
 _LAZY = {"align", "imageio", "lighting", "synth", "gan"}

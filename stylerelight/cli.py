@@ -361,6 +361,49 @@ def train_gan(data, config_path, run_dir, kimg, threads, init_generator):
     click.echo(f"done at {trainer.nimg / 1000:.3f} kimg; generator: {Path(run_dir) / 'G_ema.pt'}")
 
 
+@train.command("encoder")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="YAML config, e.g. train/configs/lightstage_encoder.yaml.")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: snapshots, encoder.pt, tensorboard logs. An existing run resumes.")
+@_checkpoint_option
+@click.option("--data", default=None, type=click.Path(file_okay=False),
+              help="Real aligned images (images/*.png) for the image losses (default: the config's).")
+@click.option("--kimg", type=float, default=None, help="Stop at this many thousand images (default: config).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads (default: config, else torch's).")
+@user_errors
+def train_encoder(config_path, run_dir, checkpoint, data, kimg, threads):
+    """Train a compact W+ encoder for a generator; resumes from RUN/snapshot.pt if present.
+
+    Batches mix generator samples (known ws: latent loss) and real renders (image losses).
+    The product is RUN/encoder.pt (own format, records the generator's hash).
+
+    \b
+    Example:
+      stylerelight train encoder --config train/configs/lightstage_encoder.yaml --run runs/enc64
+      tensorboard --logdir runs/enc64/tb
+    """
+    from . import load_generator
+    from .gan.training import load_image_folder
+    from .invert.encoder_training import EncoderTrainConfig, EncoderTrainer
+
+    cfg = EncoderTrainConfig.from_yaml(config_path)
+    if checkpoint:
+        cfg.generator = checkpoint
+    if data:
+        cfg.data = data
+    if threads:
+        cfg.threads = threads
+    G = load_generator(_resolve_checkpoint(cfg.generator or None))
+    images = load_image_folder(cfg.data, G.img_resolution) if cfg.data else None
+    trainer = EncoderTrainer(cfg, G, images, run_dir)
+    if trainer.nimg:
+        click.echo(f"resuming {run_dir} at {trainer.nimg / 1000:.3f} kimg")
+    trainer.train(kimg)
+    click.echo(f"done at {trainer.nimg / 1000:.3f} kimg; encoder: {Path(run_dir) / 'encoder.pt'}")
+
+
 @cli.command()
 @click.option("--out", default="demo_out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--resolution", type=click.IntRange(min=16), default=64, show_default=True,

@@ -114,3 +114,31 @@ def test_killed_run_resumes_without_loss(tmp_path):
     for key in ("G", "D", "G_ema"):
         for k, v in a[key].items():
             assert torch.allclose(v, b[key][k], rtol=1e-5, atol=1e-6), (key, k)
+
+
+def test_training_leaves_global_torch_state_alone(tmp_path):
+    """Trainers draw from their own RNG and thread count; the caller's are unchanged afterwards."""
+    from stylerelight.gan.training import load_image_folder
+
+    cfg = dataclasses.replace(TrainConfig.from_yaml(TINY), threads=1)
+    data = load_image_folder(_dataset(tmp_path), cfg.resolution)
+    torch.manual_seed(1234)
+    threads = torch.get_num_threads()
+    before = torch.get_rng_state()
+    t = Trainer(cfg, data, tmp_path / "run", log=False)
+    t.train(total_kimg=0.008, progress=False)
+    assert torch.equal(torch.get_rng_state(), before) and torch.get_num_threads() == threads
+    # and the run's own stream continues across the two calls as in one
+    t.train(total_kimg=0.016, progress=False)
+    ref = Trainer(cfg, data, tmp_path / "ref", log=False)
+    ref.train(total_kimg=0.016, progress=False)
+    for k, v in ref.G.state_dict().items():
+        assert torch.allclose(v, t.G.state_dict()[k], rtol=1e-5, atol=1e-6), k
+
+
+def test_config_resolution_must_match_the_dataset(tmp_path):
+    from stylerelight.gan.training import load_image_folder
+
+    with pytest.raises(ValueError, match="16x16 but the config says resolution 32"):
+        load_image_folder(_dataset(tmp_path), 32)
+    assert load_image_folder(tmp_path / "data", 32, resize=True).shape[-1] == 32

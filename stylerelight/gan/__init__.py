@@ -1,6 +1,6 @@
 """StyleGAN2 networks and checkpoint IO (own format, rosinality .pt, NVlabs .pkl)."""
 
-from .io import CheckpointError, load_generator, save_generator
+from .io import CheckpointError, generator_hash, load_generator, save_generator
 from .networks import (
     Discriminator,
     DiscriminatorConfig,
@@ -10,4 +10,4 @@ from .networks import (
 )
 
 __all__ = ["CheckpointError", "Discriminator", "DiscriminatorConfig", "Generator",
-           "GeneratorConfig", "load_generator", "save_generator", "style_mix"]
+           "GeneratorConfig", "generator_hash", "load_generator", "save_generator", "style_mix"]

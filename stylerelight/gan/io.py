@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..runs import atomic_torch_save
 from .networks import Generator, GeneratorConfig, block_resolutions
 
 OWN_FORMAT = "stylerelight-generator"
@@ -51,6 +52,8 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
             G = _from_own(obj, path)
         elif isinstance(obj, dict) and "g_ema" in obj:
             G = _from_rosinality(obj, path)
+        elif isinstance(obj, dict) and _psp_decoder(obj) is not None:
+            G = _from_rosinality(_psp_decoder(obj), path)
         else:
             raise CheckpointError(
                 f"{path}: holds no generator; expected a stylerelight, rosinality (g_ema) or "
@@ -58,19 +61,37 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     return G.to(device).eval().requires_grad_(False)
 
 
+def generator_hash(G: Generator) -> str:
+    """A short content hash of a generator's weights (not of its file): the same network read
+    from an NVlabs, rosinality or own file hashes alike. Encoders, latents and mappers record it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(G.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _psp_decoder(obj: dict) -> dict | None:
+    """pSp/e4e checkpoints hold a rosinality generator under state_dict['decoder.*']."""
+    sd = obj.get("state_dict")
+    if not isinstance(sd, dict):
+        return None
+    g = {k[len("decoder."):]: v for k, v in sd.items() if isinstance(k, str) and k.startswith("decoder.")}
+    if not g:
+        return None
+    avg = obj.get("latent_avg")
+    if isinstance(avg, torch.Tensor) and avg.ndim == 2:
+        avg = avg[0]  # pSp stores it repeated once per w
+    return {"g_ema": g, **({"latent_avg": avg} if isinstance(avg, torch.Tensor) else {})}
+
+
 def save_generator(G: Generator, path: str | os.PathLike) -> None:
     """Write the own format (config + state dict) atomically; loadable with weights_only=True."""
     state = {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}
     obj = {"format": OWN_FORMAT, "version": 1, "config": G.cfg.to_dict(), "state_dict": state}
     atomic_torch_save(obj, path)
-
-
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def rosinality_state_dict(G: Generator) -> dict:

@@ -8,9 +8,7 @@ count; it is written atomically, and a run started on a folder that holds one co
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io import atomic_torch_save, load_generator, save_generator
+from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, differing, without_run_control
+from .io import load_generator, save_generator
 from .networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, style_mix
 
 
@@ -50,34 +49,22 @@ class TrainConfig:
     threads: int = 0  # 0: torch's default
 
     # how long, how often and on how many threads: may change between resumes of one run
-    RUN_CONTROL = ("total_kimg", "snapshot_kimg", "image_kimg", "threads")
+    RUN_CONTROL = RUN_CONTROL
 
     def defining(self) -> dict:
         """The fields that define the trained model; a resume needs them unchanged."""
-        return _without_run_control(asdict(self))
+        return without_run_control(asdict(self))
 
     @classmethod
     def from_yaml(cls, path) -> TrainConfig:
-        import yaml
-
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
-        return cls(**data)
+        return config_from_yaml(cls, path)
 
 
-def _without_run_control(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in TrainConfig.RUN_CONTROL}
+def load_image_folder(data_dir, resolution: int, resize: bool = False) -> torch.Tensor:
+    """All PNG/JPEG images under data_dir/images (or data_dir) as uint8 [N, 3, R, R].
 
-
-def _differing(a: dict, b: dict) -> str:
-    """The keys whose values differ between two configs, for one-line errors."""
-    return ", ".join(sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)))
-
-
-def load_image_folder(data_dir, resolution: int) -> torch.Tensor:
-    """All PNG/JPEG images under data_dir/images (or data_dir) as uint8 [N, 3, R, R]."""
+    Images of another size are refused (naming both sizes) unless `resize`: a config that
+    disagrees with its dataset is a mistake to report, not to paper over."""
     from PIL import Image
 
     root = Path(data_dir)
@@ -90,6 +77,9 @@ def load_image_folder(data_dir, resolution: int) -> torch.Tensor:
     for i, p in enumerate(files):
         im = Image.open(p).convert("RGB")
         if im.size != (resolution, resolution):
+            if not resize:
+                raise ValueError(f"{p} is {im.size[0]}x{im.size[1]} but the config says resolution {resolution}; "
+                                 "use a matching config or dataset")
             im = im.resize((resolution, resolution), Image.LANCZOS)
         out[i] = np.asarray(im)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
@@ -109,75 +99,55 @@ def _adam(params, lr, interval):
     return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
 
 
-class Trainer:
+class Trainer(RunTrainer):
+    kind = "gan"
+
     def __init__(self, cfg: TrainConfig, data: torch.Tensor, run_dir, log: bool = True,
                  init_generator: str | Path | None = None):
         """`init_generator`: a generator checkpoint whose weights start G and G_ema of a *new* run
         (D and the optimisers start fresh); ignored when the run folder already holds a snapshot."""
-        self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        self.G, self.D, self.G_ema = _make_nets(cfg)
+        super().__init__(cfg, run_dir, log)
+        self.data = data
+        if data.shape[-1] != cfg.resolution:
+            raise ValueError(f"the dataset's images are {data.shape[-1]}^2 but the config says resolution "
+                             f"{cfg.resolution}; rebuild the data or fix the config")
+        with self.scope():
+            self.G, self.D, self.G_ema = _make_nets(cfg)
         self.G_ema.load_state_dict(self.G.state_dict())
         self.G_ema.requires_grad_(False).eval()
         self.opt_G = _adam(self.G.parameters(), cfg.glr, cfg.pl_interval)
         self.opt_D = _adam(self.D.parameters(), cfg.dlr, cfg.r1_interval)
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
-        self.nimg, self.step = 0, 0
         self.pl_mean = torch.zeros([])
-        self.writer = None
-        if log:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(self.run_dir / "tb"))
-            except ImportError:
-                self.writer = None
         self.grid_z = torch.randn([16, cfg.z_dim], generator=torch.Generator().manual_seed(123))
-        if not self._resume() and init_generator is not None:
+        if not self.resume() and init_generator is not None:
             self._init_generator(Path(init_generator))
 
     # -- snapshots ------------------------------------------------------------------------------
 
-    @property
-    def snapshot_path(self) -> Path:
-        return self.run_dir / "snapshot.pt"
+    def state(self) -> dict:
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+                "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+                "data_rng": self.data_gen.get_state(), "pl_mean": self.pl_mean}
 
-    def save_snapshot(self) -> None:
-        state = {"format": "stylerelight-train", "config": asdict(self.cfg), "nimg": self.nimg, "step": self.step,
-                 "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
-                 "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
-                 "rng": torch.get_rng_state(), "data_rng": self.data_gen.get_state(), "pl_mean": self.pl_mean}
-        atomic_torch_save(state, self.snapshot_path)
-        save_generator(self.G_ema, self.run_dir / "G_ema.pt")
-
-    def _resume(self) -> bool:
-        if not self.snapshot_path.exists():
-            (self.run_dir / "config.json").write_text(json.dumps(asdict(self.cfg), indent=1))
-            return False
-        s = torch.load(self.snapshot_path, map_location="cpu", weights_only=True)
-        old, new = _without_run_control(s.get("config", {})), self.cfg.defining()
-        if old != new:
-            raise ValueError(f"{self.snapshot_path} was made with another config ({_differing(old, new)} differ); "
-                             "use a new run folder")
+    def load_state(self, s: dict) -> None:
         self.G.load_state_dict(s["G"])
         self.D.load_state_dict(s["D"])
         self.G_ema.load_state_dict(s["G_ema"])
         self.opt_G.load_state_dict(s["opt_G"])
         self.opt_D.load_state_dict(s["opt_D"])
-        torch.set_rng_state(s["rng"])
         self.data_gen.set_state(s["data_rng"])
-        self.nimg, self.step, self.pl_mean = s["nimg"], s["step"], s["pl_mean"]
-        return True
+        self.pl_mean = s["pl_mean"]
+
+    def export(self) -> None:
+        save_generator(self.G_ema, self.run_dir / "G_ema.pt")
 
     def _init_generator(self, path: Path) -> None:
         """Warm start from a shipped generator (e.g. when a run folder was lost): same architecture only."""
         src = load_generator(path)
         want, got = self.G.cfg.to_dict(), src.cfg.to_dict()
         if want != got:
-            raise ValueError(f"{path} has another architecture than the config ({_differing(want, got)} differ); "
+            raise ValueError(f"{path} has another architecture than the config ({differing(want, got)} differ); "
                              "pick a matching config")
         state = src.state_dict()
         self.G.load_state_dict(state)
@@ -255,8 +225,6 @@ class Trainer:
                 pe.copy_(p.lerp(pe, beta))
             for be, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
                 be.copy_(b)
-        self.nimg += n
-        self.step += 1
         return stats
 
     def image_grid(self) -> np.ndarray:
@@ -265,35 +233,3 @@ class Trainer:
         with torch.no_grad():
             img = self.G_ema(self.grid_z, truncation_psi=1.0, noise_mode="const")
         return make_grid(gan_to_uint8(img), cols=4)
-
-    def train(self, total_kimg: float | None = None, progress: bool = True):
-        """Train until total_kimg (config's by default); snapshots every snapshot_kimg."""
-        from tqdm import tqdm
-
-        cfg = self.cfg
-        total = int((total_kimg if total_kimg is not None else cfg.total_kimg) * 1000)
-        snap_every, img_every = int(cfg.snapshot_kimg * 1000), int(cfg.image_kimg * 1000)
-        next_snap = (self.nimg // snap_every + 1) * snap_every
-        next_img = (self.nimg // img_every + 1) * img_every
-        bar = tqdm(total=total, initial=min(self.nimg, total), unit="img", desc="train", disable=not progress)
-        t0, steps = time.time(), 0
-        while self.nimg < total:
-            stats = self.train_step()
-            steps += 1
-            bar.update(cfg.batch)
-            if self.writer is not None:
-                for k, v in stats.items():
-                    self.writer.add_scalar(k, v, self.nimg)
-            if self.nimg >= next_snap or self.nimg >= total:
-                self.save_snapshot()
-                next_snap += snap_every
-                if self.writer is not None:
-                    self.writer.add_scalar("speed/kimg_per_hour", cfg.batch * steps / (time.time() - t0) * 3.6,
-                                           self.nimg)
-            if self.writer is not None and self.nimg >= next_img:
-                self.writer.add_image("samples", self.image_grid(), self.nimg, dataformats="HWC")
-                next_img += img_every
-        bar.close()
-        if self.writer is not None:
-            self.writer.flush()
-        return self

@@ -40,12 +40,19 @@ def _noise_regularizer(noise: dict) -> torch.Tensor:
     return reg
 
 
+# refinement from an encoder's start: a smaller step and no w noise, so the start is not thrown away
+REFINE_LR, REFINE_W_NOISE = 0.02, 0.0
+
+
 def invert(G, images: torch.Tensor, steps: int = 500, init: torch.Tensor | None = None, seed: int = 0,
-           lr: float = 0.1, loss: str = "auto", pixel_weight: float = 10.0, noise_weight: float = 1e5,
-           w_noise: float = 0.05, optimize_noise: bool = True, return_info: bool = False,
-           progress: bool = True, psnr_every: int = 0):
+           lr: float | None = None, loss: str = "auto", pixel_weight: float = 10.0, noise_weight: float = 1e5,
+           w_noise: float | None = None, optimize_noise: bool = True, return_info: bool = False,
+           progress: bool = True, psnr_every: int = 0, encoder=None):
     """Invert images [N, 3, H, W] in [-1, 1] into ws [N, num_ws, w_dim].
 
+    encoder: an `Encoder` for this generator; its ws are the start (`steps=0`: encoder only).
+    Without encoder or init the optimisation starts at w_avg with lr 0.1 and w noise 0.05 (the
+    projector's); from an encoder or init the defaults are REFINE_LR and REFINE_W_NOISE.
     loss: "auto" (LPIPS if its weights are found offline, else MS-SSIM + L1), "lpips", "msssim".
     Returns ws, or (ws, info) with info = {"loss": [steps, N], "psnr": [(step, [N])...],
     "reconstruction": [N, 3, H, W], "loss_kind": str} when return_info.
@@ -53,10 +60,29 @@ def invert(G, images: torch.Tensor, steps: int = 500, init: torch.Tensor | None 
     from tqdm import tqdm
 
     dev = next(G.parameters()).device
-    target = images.to(dev, torch.float32)
+    target = images.detach().to(dev, torch.float32)
     if target.ndim != 4 or target.shape[1:] != (3, G.img_resolution, G.img_resolution):
         raise ValueError(f"images must be [N, 3, {G.img_resolution}, {G.img_resolution}], got {list(target.shape)}")
     n = target.shape[0]
+    if encoder is not None:
+        from .encoder_io import check_encoder_for
+
+        check_encoder_for(encoder, G)
+        with torch.no_grad():
+            init = encoder.to(dev)(target)
+    warm = init is not None
+    lr = lr if lr is not None else (REFINE_LR if warm else 0.1)
+    w_noise = w_noise if w_noise is not None else (REFINE_W_NOISE if warm else 0.05)
+    if steps == 0 and warm:
+        ws = init.detach().to(dev)
+        if not return_info:
+            return ws
+        noise = {k: G.synthesis.get_submodule(k).noise_const.detach().cpu()[None, None].expand(n, 1, -1, -1)
+                 for k in G.synthesis.noise_shapes()}
+        with torch.no_grad():
+            rec = G.synthesis(ws, noise_mode="const")
+        return ws, {"loss": torch.zeros(0, n), "psnr": [], "reconstruction": rec.cpu(), "noise": noise,
+                    "loss_kind": "none"}
     gen = torch.Generator(device="cpu").manual_seed(seed)
     w_avg, w_std = w_stats(G)
     ws = (init.detach().clone().to(dev) if init is not None else

@@ -1,0 +1,174 @@
+"""Training a compact encoder for a given generator (`stylerelight train encoder`).
+
+Each batch mixes generator samples, whose ws are known (latent loss, as in e4e's and ReStyle's
+use of synthetic pairs), with real renders (image losses only): L2 plus multi-scale SSIM + L1,
+LPIPS when its VGG weights are on the machine, and e4e's delta regulariser that keeps the per-layer
+ws near the first one. The generator stays frozen; gradients reach the encoder through it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..gan.io import generator_hash
+from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml
+from .encoder_io import build_compact, save_encoder
+from .encoders import Encoder
+from .losses import PerceptualLoss, ms_ssim_l1
+from .optimize import w_stats
+
+
+@dataclass
+class EncoderTrainConfig:
+    generator: str = ""          # checkpoint path; empty: the bundled generator
+    data: str = ""               # folder of real aligned images (images/*.png); empty: generator samples only
+    width: int = 32
+    batch: int = 16
+    lr: float = 5e-4
+    lr_halflife_kimg: float = 40.0  # lr * 0.5 ** (kimg / halflife): resume-safe (depends on the image count only)
+    synth_fraction: float = 0.5  # share of each batch drawn from the generator
+    truncation_min: float = 0.7  # synthetic samples: psi uniform in [truncation_min, 1]
+    mixing_prob: float = 0.5     # synthetic samples: style mixing, so W+ (not only W) is covered
+    latent_weight: float = 1.0
+    l2_weight: float = 1.0
+    msssim_weight: float = 1.0
+    lpips_weight: float = 0.8    # used only when LPIPS' VGG weights are present offline
+    delta_weight: float = 1e-3   # e4e's delta regulariser (mean squared distance of w_i from w_0, in w_std units)
+    mirror: bool = True
+    total_kimg: float = 100.0
+    snapshot_kimg: float = 1.0
+    image_kimg: float = 4.0
+    seed: int = 0
+    threads: int = 0
+
+    @classmethod
+    def from_yaml(cls, path) -> EncoderTrainConfig:
+        return config_from_yaml(cls, path)
+
+
+class EncoderTrainer(RunTrainer):
+    kind = "encoder"
+    run_control = RUN_CONTROL + ("generator", "data")
+
+    def __init__(self, cfg: EncoderTrainConfig, G, data: torch.Tensor | None, run_dir, log: bool = True):
+        super().__init__(cfg, run_dir, log)
+        self.G = G.eval().requires_grad_(False)
+        self.data = data if data is not None and len(data) else None
+        if self.data is None and cfg.synth_fraction < 1:
+            raise ValueError("synth_fraction < 1 needs real images; pass --data or set synth_fraction: 1")
+        if self.data is not None and self.data.shape[-1] != G.img_resolution:
+            raise ValueError(f"the images are {self.data.shape[-1]}^2 but the generator makes "
+                             f"{G.img_resolution}^2; use data rendered for this generator")
+        self.gen_hash = generator_hash(G)
+        self.w_avg, self.w_std = w_stats(G)
+        net_cfg = {"n_styles": G.num_ws, "w_dim": G.w_dim, "resolution": G.img_resolution, "width": cfg.width}
+        with self.scope():
+            net = build_compact(net_cfg)
+        self.E = Encoder(net, self.w_avg.clone(), G.img_resolution, "compact",
+                         meta={"config": net_cfg, "generator": self._gen_info()})
+        self.opt = torch.optim.Adam(self.E.net.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+        self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.loss_fn = PerceptualLoss("auto")
+        grid_rng = torch.Generator().manual_seed(321)
+        with torch.no_grad():
+            z = torch.randn([4, G.z_dim], generator=grid_rng)
+            fakes = G.synthesis(G.mapping(z), noise_mode="const")
+        reals = (self.data[:4].float() / 127.5 - 1) if self.data is not None else fakes[:0]
+        self.grid_images = torch.cat([reals, fakes])
+        self.resume()
+
+    def _gen_info(self) -> dict:
+        G = self.G
+        return {"hash": self.gen_hash, "img_resolution": G.img_resolution, "num_ws": G.num_ws, "w_dim": G.w_dim}
+
+    # -- run hooks -------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {"E": self.E.net.state_dict(), "opt": self.opt.state_dict(), "data_rng": self.data_gen.get_state(),
+                "generator_hash": self.gen_hash}
+
+    def load_state(self, s: dict) -> None:
+        if s.get("generator_hash") != self.gen_hash:
+            raise ValueError(f"{self.snapshot_path} was trained for generator {s.get('generator_hash')}, not "
+                             f"{self.gen_hash}; use that generator or a new run folder")
+        self.E.net.load_state_dict(s["E"])
+        self.opt.load_state_dict(s["opt"])
+        self.data_gen.set_state(s["data_rng"])
+
+    def export(self) -> None:
+        save_encoder(self.E, self.run_dir / "encoder.pt")
+
+    # -- one step --------------------------------------------------------------------------------
+
+    def _synthetic(self, n: int):
+        G, cfg = self.G, self.cfg
+        with torch.no_grad():
+            z = torch.randn([n, G.z_dim])
+            psi = cfg.truncation_min + (1 - cfg.truncation_min) * torch.rand([n, 1, 1])
+            w = G.mapping(z, truncation_psi=1.0)
+            w2 = G.mapping(torch.randn([n, G.z_dim]), truncation_psi=1.0)
+            cut = torch.randint(1, G.num_ws, [n, 1, 1])
+            mix = (torch.rand([n, 1, 1]) < cfg.mixing_prob) & (torch.arange(G.num_ws)[None, :, None] >= cut)
+            ws = torch.where(mix, w2, w)
+            ws = self.w_avg + psi * (ws - self.w_avg)
+            img = G.synthesis(ws, noise_mode="const")
+        return img, ws
+
+    def _reals(self, n: int):
+        idx = torch.randint(len(self.data), [n], generator=self.data_gen)
+        x = self.data[idx].to(torch.float32) / 127.5 - 1
+        if self.cfg.mirror:
+            flip = torch.rand([n], generator=self.data_gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return x
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        n_syn = cfg.batch if self.data is None else int(round(cfg.batch * cfg.synth_fraction))
+        lr = cfg.lr * 0.5 ** (self.nimg / 1000 / cfg.lr_halflife_kimg)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        x_syn, ws_syn = self._synthetic(n_syn)
+        x = torch.cat([x_syn, self._reals(cfg.batch - n_syn)]) if n_syn < cfg.batch else x_syn
+        self.E.net.train()
+        ws = self.E(x)
+        rec = self.G.synthesis(ws, noise_mode="const")
+        var = self.w_std**2
+        stats = {}
+        loss = torch.zeros([])
+        if n_syn and cfg.latent_weight:
+            lat = (ws[:n_syn] - ws_syn).square().mean() / var
+            loss = loss + cfg.latent_weight * lat
+            stats["loss/latent"] = float(lat.detach())
+        l2 = (rec - x).square().mean()
+        msssim = ms_ssim_l1(rec, x).mean()
+        loss = loss + cfg.l2_weight * l2 + cfg.msssim_weight * msssim
+        if self.loss_fn.kind == "lpips" and cfg.lpips_weight:
+            lp = self.loss_fn(rec, x).mean()
+            loss = loss + cfg.lpips_weight * lp
+            stats["loss/lpips"] = float(lp.detach())
+        delta = (ws[:, 1:] - ws[:, :1]).square().mean() / var
+        loss = loss + cfg.delta_weight * delta
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.E.net.eval()
+        with torch.no_grad():
+            p = 10 * torch.log10(4 / (rec - x).square().mean(dim=[1, 2, 3]).clamp_min(1e-12))
+        stats.update({"loss": float(loss.detach()), "loss/l2": float(l2.detach()),
+                      "loss/msssim_l1": float(msssim.detach()), "loss/delta": float(delta.detach()),
+                      "psnr/synthetic": float(p[:n_syn].mean()) if n_syn else math.nan,
+                      "psnr/real": float(p[n_syn:].mean()) if n_syn < cfg.batch else math.nan, "lr": lr})
+        return {k: v for k, v in stats.items() if not (isinstance(v, float) and math.isnan(v))}
+
+    def image_grid(self) -> np.ndarray:
+        from ..imageio import gan_to_uint8, make_grid
+
+        with torch.no_grad():
+            rec = self.G.synthesis(self.E(self.grid_images), noise_mode="const")
+        pairs = torch.stack([self.grid_images, rec], 1).flatten(0, 1)  # target | encoder, per row pair
+        return make_grid(gan_to_uint8(pairs), cols=4)

@@ -1,0 +1,279 @@
+"""Encoders: official pSp/e4e checkpoint layout against an independent functional reference,
+the own format and its generator check, hybrid inversion, and `train encoder` resume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_generator
+
+import stylerelight as sr
+from stylerelight.gan.io import rosinality_state_dict
+
+COUNTS = (3, 4, 14, 3)  # IR-50 units per stage
+
+
+# ---------------------------------------------------------------------------------------------
+# an official-layout state dict and a forward pass written from the papers' description, with
+# torch.nn.functional only (it shares no code with stylerelight.invert.encoders)
+
+
+def _bn(sd, p, c, g):
+    sd[p + "weight"] = 1 + 0.1 * torch.randn(c, generator=g)
+    sd[p + "bias"] = 0.1 * torch.randn(c, generator=g)
+    sd[p + "running_mean"] = 0.1 * torch.randn(c, generator=g)
+    sd[p + "running_var"] = 0.5 + torch.rand(c, generator=g)
+    sd[p + "num_batches_tracked"] = torch.tensor(7)
+
+
+def _conv(sd, p, co, ci, k, g, bias=False):
+    sd[p + "weight"] = torch.randn(co, ci, k, k, generator=g) / math.sqrt(ci * k * k)
+    if bias:
+        sd[p + "bias"] = 0.1 * torch.randn(co, generator=g)
+
+
+def official_state(widths=(16, 16, 32, 32), n_styles=6, seed=0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    sd: dict = {}
+    _conv(sd, "input_layer.0.", widths[0], 3, 3, g)
+    _bn(sd, "input_layer.1.", widths[0], g)
+    sd["input_layer.2.weight"] = 0.25 * torch.rand(widths[0], generator=g)
+    i, c_in = 0, widths[0]
+    for n, d in zip(COUNTS, widths, strict=True):
+        for u in range(n):
+            p = f"body.{i}."
+            cin = c_in if u == 0 else d
+            if cin != d:
+                _conv(sd, p + "shortcut_layer.0.", d, cin, 1, g)
+                _bn(sd, p + "shortcut_layer.1.", d, g)
+            _bn(sd, p + "res_layer.0.", cin, g)
+            _conv(sd, p + "res_layer.1.", d, cin, 3, g)
+            sd[p + "res_layer.2.weight"] = 0.25 * torch.rand(d, generator=g)
+            _conv(sd, p + "res_layer.3.", d, d, 3, g)
+            _bn(sd, p + "res_layer.4.", d, g)
+            _conv(sd, p + "res_layer.5.fc1.", d // 16, d, 1, g)
+            _conv(sd, p + "res_layer.5.fc2.", d, d // 16, 1, g)
+            i += 1
+        c_in = d
+    top = widths[3]
+    for s in range(n_styles):
+        spatial = 16 if s < 3 else 32 if s < 7 else 64
+        for k in range(int(math.log2(spatial))):
+            _conv(sd, f"styles.{s}.convs.{2 * k}.", top, top, 3, g, bias=True)
+        sd[f"styles.{s}.linear.weight"] = torch.randn(top, top, generator=g)
+        sd[f"styles.{s}.linear.bias"] = 0.1 * torch.randn(top, generator=g)
+    _conv(sd, "latlayer1.", top, widths[2], 1, g, bias=True)
+    _conv(sd, "latlayer2.", top, widths[1], 1, g, bias=True)
+    return sd
+
+
+def reference_forward(sd: dict, x: torch.Tensor, kind: str, n_styles: int) -> torch.Tensor:
+    def bn(x, p):
+        return F.batch_norm(x, sd[p + "running_mean"], sd[p + "running_var"], sd[p + "weight"], sd[p + "bias"],
+                            False, 0.0, 1e-5)
+
+    x = F.prelu(bn(F.conv2d(x, sd["input_layer.0.weight"], padding=1), "input_layer.1."), sd["input_layer.2.weight"])
+    taps, i = [], 0
+    for n in COUNTS:
+        for u in range(n):
+            p, stride = f"body.{i}.", 2 if u == 0 else 1
+            if p + "shortcut_layer.0.weight" in sd:
+                short = bn(F.conv2d(x, sd[p + "shortcut_layer.0.weight"], stride=stride), p + "shortcut_layer.1.")
+            else:
+                short = F.max_pool2d(x, 1, stride)
+            r = F.conv2d(bn(x, p + "res_layer.0."), sd[p + "res_layer.1.weight"], padding=1)
+            r = F.conv2d(F.prelu(r, sd[p + "res_layer.2.weight"]), sd[p + "res_layer.3.weight"], stride=stride,
+                         padding=1)
+            r = bn(r, p + "res_layer.4.")
+            se = F.adaptive_avg_pool2d(r, 1)
+            se = torch.sigmoid(F.conv2d(F.relu(F.conv2d(se, sd[p + "res_layer.5.fc1.weight"])),
+                                        sd[p + "res_layer.5.fc2.weight"]))
+            x = r * se + short
+            i += 1
+        taps.append(x)
+    c1, c2, c3 = taps[1:]
+
+    def up_add(a, b):
+        return F.interpolate(a, size=b.shape[-2:], mode="bilinear", align_corners=True) + b
+
+    p2 = up_add(c3, F.conv2d(c2, sd["latlayer1.weight"], sd["latlayer1.bias"]))
+    p1 = up_add(p2, F.conv2d(c1, sd["latlayer2.weight"], sd["latlayer2.bias"]))
+
+    def style(s, f):
+        k = 0
+        while f"styles.{s}.convs.{2 * k}.weight" in sd:
+            f = F.leaky_relu(F.conv2d(f, sd[f"styles.{s}.convs.{2 * k}.weight"], sd[f"styles.{s}.convs.{2 * k}.bias"],
+                                      stride=2, padding=1), 0.01)
+            k += 1
+        w = sd[f"styles.{s}.linear.weight"]
+        return f.flatten(1) @ (w / math.sqrt(w.shape[1])).t() + sd[f"styles.{s}.linear.bias"]
+
+    level = [c3 if s < 3 else p2 if s < 7 else p1 for s in range(n_styles)]
+    out = [style(s, level[s]) for s in range(n_styles)]
+    if kind == "e4e":
+        out = [out[0]] + [out[0] + o for o in out[1:]]
+    return torch.stack(out, 1)
+
+
+def _write_official(path, kind, G, sd, n_styles, latent_avg):
+    full = {f"encoder.{k}": v for k, v in sd.items()}
+    full.update({f"decoder.{k}": v for k, v in rosinality_state_dict(G)["g_ema"].items()})
+    etype = "GradualStyleEncoder" if kind == "psp" else "Encoder4Editing"
+    torch.save({"state_dict": full, "latent_avg": latent_avg,
+                "opts": {"encoder_type": etype, "output_size": G.img_resolution, "start_from_latent_avg": True,
+                         "input_nc": 3, "learn_in_w": False}}, path)
+
+
+@pytest.mark.parametrize("kind", ["psp", "e4e"])
+def test_official_checkpoint_matches_reference(tmp_path, kind):
+    G = make_generator(res=16, z_dim=32, w_dim=32)
+    n_styles = G.num_ws  # 6 at 16^2
+    sd = official_state(n_styles=n_styles, seed=1 if kind == "psp" else 2)
+    latent_avg = torch.randn(32).repeat(n_styles, 1)  # as pSp stores it
+    path = tmp_path / f"{kind}.pt"
+    _write_official(path, kind, G, sd, n_styles, latent_avg)
+    E = sr.load_encoder(path)
+    assert E.kind == kind and E.num_ws == n_styles and E.w_dim == 32 and E.input_size == 256
+    x = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        want = reference_forward(sd, x, kind, n_styles) + latent_avg
+        got = E(x)
+    assert got.shape == (2, n_styles, 32)
+    assert (got - want).abs().max().item() < 1e-4
+    # a smaller input is resized to 256^2 first, as the originals' loaders do
+    assert E(x[:, :, ::4, ::4]).shape == (2, n_styles, 32)
+    # the same file's decoder is a generator equal to the one written into it
+    G2 = sr.load_generator(path)
+    ws = torch.randn(1, G.num_ws, 32)
+    assert torch.allclose(G2.synthesis(ws), G.synthesis(ws), atol=1e-5)
+    # the encoder fits that generator; it is refused for another one
+    sr.invert.check_encoder_for(E, G2)
+    with pytest.raises(sr.CheckpointError, match="6 x 32"):
+        sr.invert.check_encoder_for(E, make_generator(res=32, z_dim=32, w_dim=32))
+
+
+def test_official_checkpoint_runs_no_code(tmp_path):
+    import os
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"encoder.x": torch.zeros(1)}, "opts": Evil()}, path, pickle_protocol=2)
+    with pytest.raises(sr.CheckpointError, match="refusing"):
+        sr.load_encoder(path)
+    path.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(sr.CheckpointError):
+        sr.load_encoder(path)
+
+
+def _compact_for(G, seed=0):
+    from stylerelight.invert.encoders import CompactEncoder, Encoder
+
+    torch.manual_seed(seed)
+    net = CompactEncoder(G.num_ws, G.w_dim, G.img_resolution, width=8)
+    with torch.no_grad():
+        for h in net.heads:
+            h[-1].weight.normal_(0, 0.01)
+    return Encoder(net, G.mapping.w_avg.clone(), G.img_resolution, "compact",
+                   meta={"config": {"n_styles": G.num_ws, "w_dim": G.w_dim, "resolution": G.img_resolution,
+                                    "width": 8}})
+
+
+def test_own_format_round_trip_and_generator_hash(tmp_path, small_G):
+    E = _compact_for(small_G)
+    sr.invert.save_encoder(E, tmp_path / "e.pt", G=small_G)
+    E2 = sr.load_encoder(tmp_path / "e.pt")
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    assert torch.equal(E(x), E2(x))
+    sr.invert.check_encoder_for(E2, small_G)
+    other = make_generator(seed=1)  # same sizes, other weights: refused by hash
+    with pytest.raises(sr.CheckpointError, match="trained for generator"):
+        sr.invert.check_encoder_for(E2, other)
+    with pytest.raises(sr.CheckpointError, match="trained for generator"):
+        sr.invert(other, x, encoder=E2, steps=0)
+    # the loader never executes; damaged files end in one-line errors
+    raw = (tmp_path / "e.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(sr.CheckpointError, match="truncated or corrupt"):
+        sr.load_encoder(tmp_path / "cut.pt")
+    torch.save({"format": "stylerelight-encoder", "kind": "compact", "config": {"n_styles": 3}}, tmp_path / "d.pt")
+    with pytest.raises(sr.CheckpointError, match="damaged"):
+        sr.load_encoder(tmp_path / "d.pt")
+
+
+def test_hybrid_inversion_starts_from_the_encoder(small_G):
+    """steps=0 returns the encoder's ws exactly; refinement from them lowers the error."""
+    G = small_G
+    E = _compact_for(G)
+    ws_true = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(5)))
+    target = G.synthesis(ws_true, noise_mode="const")
+    ws0, info0 = sr.invert(G, target, encoder=E, steps=0, return_info=True, progress=False)
+    assert torch.equal(ws0, E(target))
+    assert torch.allclose(info0["reconstruction"], G.synthesis(ws0), atol=1e-5)
+    ws, info = sr.invert(G, target, encoder=E, steps=30, return_info=True, progress=False, loss="msssim")
+    p0 = sr.invert.psnr(info0["reconstruction"], target)
+    p1 = sr.invert.psnr(info["reconstruction"], target)
+    assert (p1 > p0 + 1).all(), (p0, p1)
+
+
+def test_train_encoder_cli_resumes_after_kill(tmp_path, small_G):
+    """A killed `train encoder` run resumes from its snapshot and ends equal to an uninterrupted one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from PIL import Image
+
+    G = small_G
+    sr.save_generator(G, tmp_path / "g.pt")
+    d = tmp_path / "data" / "images"
+    d.mkdir(parents=True)
+    with torch.no_grad():
+        imgs = sr.imageio.gan_to_uint8(G(torch.randn(8, G.z_dim)))
+    for i, im in enumerate(imgs):
+        Image.fromarray(im).save(d / f"{i:03d}.png")
+    cfg = tmp_path / "enc.yaml"
+    cfg.write_text("width: 8\nbatch: 4\nsnapshot_kimg: 0.008\nimage_kimg: 0.008\ntotal_kimg: 0.064\n"
+                   "synth_fraction: 0.5\n")
+
+    def cmd(run):
+        return [sys.executable, "-m", "stylerelight.cli", "train", "encoder", "--config", str(cfg), "--run",
+                str(run), "-c", str(tmp_path / "g.pt"), "--data", str(tmp_path / "data")]
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    ref = subprocess.run(cmd(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "snapshot.pt").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = torch.load(run / "snapshot.pt", weights_only=True)
+    assert 8 <= first["nimg"] < 64
+    r = subprocess.run(cmd(run), env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a = torch.load(tmp_path / "ref" / "snapshot.pt", weights_only=True)
+    b = torch.load(run / "snapshot.pt", weights_only=True)
+    assert a["nimg"] == b["nimg"] == 64
+    for k, v in a["E"].items():
+        assert torch.allclose(v, b["E"][k], rtol=1e-5, atol=1e-6), k
+    # the product loads, records the generator and beats the untrained (average-face) start
+    E = sr.load_encoder(run / "encoder.pt")
+    assert E.meta["generator"]["hash"] == sr.gan.generator_hash(G)
+    x = imgs.astype(np.float32)
+    target = torch.from_numpy(x).permute(0, 3, 1, 2) / 127.5 - 1
+    with torch.no_grad():
+        avg = G.synthesis(E.latent_avg.expand(len(target), G.num_ws, -1).contiguous())
+        assert (sr.invert.psnr(G.synthesis(E(target)), target).mean()
+                > sr.invert.psnr(avg, target).mean())
