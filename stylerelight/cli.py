@@ -9,7 +9,9 @@ from pathlib import Path
 
 import click
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "lightstage_stylegan2.pt"
+from .bundled import GENERATOR, bundled, checkpoint_dirs
+
+DEFAULT_CHECKPOINT = bundled(GENERATOR) or checkpoint_dirs()[0] / GENERATOR
 
 
 def user_errors(fn):
@@ -170,25 +172,37 @@ def align(photo, out, size, face_index, detector, force):
 @cli.command()
 @click.argument("photo", type=click.Path(dir_okay=False))
 @_checkpoint_option
+@click.option("--encoder", "encoder_path", type=click.Path(dir_okay=False), default=None,
+              help="Encoder for this generator: own .pt or an official pSp/e4e .pt (default: the bundled "
+              "encoder when the generator is the bundled one).")
+@click.option("--method", type=click.Choice(["encoder", "optimize", "hybrid"]), default=None,
+              help="encoder: one forward pass; optimize: W+ optimisation from the average w; hybrid: encoder, then "
+              "--steps of optimisation. Default: hybrid when an encoder is available, else optimize.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Latent file (.pt).")
-@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--steps", type=click.IntRange(min=0), default=None,
+              help="Optimisation steps (default: 500 for optimize, 20 for hybrid; encoder uses none).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--aligned", is_flag=True, help="PHOTO is already FFHQ-aligned (skip detection).")
+@click.option("--aligned", is_flag=True, help="PHOTO is already FFHQ-aligned (skip detection); an aligned image of "
+              "another size is resized to the generator's resolution.")
 @click.option("--loss", type=click.Choice(["auto", "lpips", "msssim"]), default="auto", show_default=True)
 @click.option("--save-reconstruction", type=click.Path(dir_okay=False), default=None, help="Also write the "
               "generator's reconstruction as PNG.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite outputs if they exist.")
 @user_errors
-def invert(photo, checkpoint, out, steps, seed, aligned, loss, save_reconstruction, device, force):
-    """Invert a photo into the generator's W+ space (align, then optimise).
+def invert(photo, checkpoint, encoder_path, method, out, steps, seed, aligned, loss, save_reconstruction, device,
+           force):
+    """Invert a photo into the generator's W+ space (align, then encode and/or optimise).
 
-    Writes {"ws": [1, num_ws, w_dim], "noise": {...}, ...} loadable with
-    torch.load(weights_only=True).
+    Grey, RGBA and 16-bit images are converted as `align` does. Writes a latent file (ws, noise
+    maps, the alignment, the generator's hash) that `edit` and the Python API read.
 
     \b
-    Example:
-      stylerelight invert photo.jpg -c ffhq.pkl -o latent.pt --steps 500 --save-reconstruction rec.png
+    Examples:
+      stylerelight invert photo.jpg -o latent.pt                      # bundled models, hybrid, 20 steps
+      stylerelight invert photo.jpg -o latent.pt --method encoder     # milliseconds
+      stylerelight invert photo.jpg -c ffhq.pkl --encoder e4e_ffhq_encode.pt -o latent.pt --steps 50
+      stylerelight invert photo.jpg -c ffhq.pkl -o latent.pt --method optimize --steps 500
     """
     import numpy as np
     from PIL import Image
@@ -196,25 +210,52 @@ def invert(photo, checkpoint, out, steps, seed, aligned, loss, save_reconstructi
     from . import imageio, load_generator
     from .align import align_face, load_image
     from .invert import invert as run_invert
-    from .invert import psnr
+    from .invert import load_encoder, psnr
+    from .invert.latent_file import Latent, alignment_dict, save_latent
 
     imageio.check_writable(out, force)
     if save_reconstruction:
         imageio.check_writable(save_reconstruction, force)
-    G = load_generator(_resolve_checkpoint(checkpoint), device=device)
-    img = load_image(photo) if aligned else align_face(photo, output_size=G.img_resolution).image
+    ck = _resolve_checkpoint(checkpoint)
+    if encoder_path is None and checkpoint is None and method != "optimize":
+        encoder_path = _bundled_encoder()
+    method = method or ("hybrid" if encoder_path else "optimize")
+    if method != "optimize" and not encoder_path:
+        raise click.ClickException(f"--method {method} needs an encoder for this generator; pass --encoder PATH "
+                                   "(own, pSp or e4e .pt) or use --method optimize")
+    steps = steps if steps is not None else {"optimize": 500, "hybrid": 20, "encoder": 0}[method]
+    if method == "encoder":
+        steps = 0
+    elif steps == 0:
+        raise click.BadParameter(f"--method {method} needs --steps >= 1 (or use --method encoder)")
+    G = load_generator(ck, device=device)
+    E = load_encoder(encoder_path, device=device) if method != "optimize" else None
+    a = None
+    if aligned:
+        img = load_image(photo)
+    else:
+        a = align_face(photo, output_size=G.img_resolution)
+        img = a.image
     if img.shape[0] != G.img_resolution or img.shape[1] != G.img_resolution:
         img = np.asarray(Image.fromarray(img).resize((G.img_resolution,) * 2, Image.LANCZOS))
     target = imageio.uint8_to_gan(img).to(device)
-    ws, info = run_invert(G, target, steps=steps, seed=seed, loss=loss, return_info=True)
+    ws, info = run_invert(G, target, steps=steps, seed=seed, loss=loss, return_info=True, encoder=E)
     p = float(psnr(info["reconstruction"], target.cpu())[0])
-    from .gan.io import atomic_torch_save
-
-    atomic_torch_save({"ws": ws.cpu(), "noise": info["noise"], "psnr": p, "steps": steps,
-                       "loss_kind": info["loss_kind"], "source": str(photo)}, out)
+    lat = Latent.for_generator(G, ws, noise=info["noise"], alignment=alignment_dict(a) if a is not None else None,
+                               info={"psnr": p, "steps": steps, "method": method, "loss_kind": info["loss_kind"],
+                                     "source": str(photo)})
+    save_latent(lat, out, force=force)
     if save_reconstruction:
         imageio.save_image(imageio.gan_to_uint8(info["reconstruction"])[0], save_reconstruction, force=force)
-    click.echo(f"wrote {out}: ws {list(ws.shape)}, PSNR {p:.2f} dB after {steps} steps ({info['loss_kind']} loss)")
+    how = "encoder only" if method == "encoder" else f"{method}, {steps} steps, {info['loss_kind']} loss"
+    click.echo(f"wrote {out}: ws {list(ws.shape)}, PSNR {p:.2f} dB ({how})")
+
+
+def _bundled_encoder() -> str | None:
+    from .bundled import ENCODER, bundled
+
+    path = bundled(ENCODER)
+    return str(path) if path else None
 
 
 @cli.group()

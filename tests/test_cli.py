@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 from conftest import make_generator, write_nvlabs_shaped_pickle
@@ -165,3 +166,46 @@ def test_align_and_invert_commands(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"garbage")
     _one_line_error(_run("align", tmp_path / "bad.jpg", "-o", tmp_path / "none.png"))
     assert not (tmp_path / "none.png").exists() and not (tmp_path / "none.pt").exists()
+
+
+def test_invert_methods_and_latent_file(tmp_path):
+    """--method encoder/hybrid with an encoder file; the latent records generator and alignment;
+    grey / RGBA / 16-bit aligned inputs work; a mismatched encoder or latent is one line."""
+    from stylerelight.invert.encoders import CompactEncoder, Encoder
+    from stylerelight.invert.latent_file import load_latent
+
+    G = make_generator(res=32)
+    sr.save_generator(G, tmp_path / "g.pt")
+    net = CompactEncoder(G.num_ws, G.w_dim, 32, width=8)
+    E = Encoder(net, G.mapping.w_avg.clone(), 32, "compact",
+                meta={"config": {"n_styles": G.num_ws, "w_dim": G.w_dim, "resolution": 32, "width": 8}})
+    sr.invert.save_encoder(E, tmp_path / "e.pt", G=G)
+    face = (np.random.default_rng(0).uniform(0, 255, (48, 48, 3))).astype(np.uint8)
+    Image.fromarray(face).save(tmp_path / "rgb.png")
+    Image.fromarray(face[..., 0]).save(tmp_path / "grey.png")
+    Image.fromarray(np.dstack([face, np.full((48, 48), 255, np.uint8)])).save(tmp_path / "rgba.png")
+    Image.fromarray(face[..., 0].astype(np.uint16) * 257).save(tmp_path / "g16.png")
+    base = ["-c", tmp_path / "g.pt", "--encoder", tmp_path / "e.pt", "--aligned"]
+    r = _run("invert", tmp_path / "rgb.png", *base, "--method", "encoder", "-o", tmp_path / "enc.pt")
+    assert r.exit_code == 0, r.output
+    lat = load_latent(tmp_path / "enc.pt", G)
+    x = sr.imageio.uint8_to_gan(np.asarray(Image.fromarray(face).resize((32, 32), Image.LANCZOS)))
+    assert torch.allclose(lat.ws, E(x), atol=1e-6)  # encoder only: exactly the encoder's ws
+    assert lat.info["method"] == "encoder" and lat.generator["hash"] == sr.gan.generator_hash(G)
+    for name in ("grey", "rgba", "g16"):
+        r = _run("invert", tmp_path / f"{name}.png", *base, "--steps", "2", "-o", tmp_path / f"{name}.pt")
+        assert r.exit_code == 0, r.output
+        assert load_latent(tmp_path / f"{name}.pt").info["method"] == "hybrid"
+    # existing output kept without --force
+    _one_line_error(_run("invert", tmp_path / "rgb.png", *base, "--method", "encoder", "-o", tmp_path / "enc.pt"))
+    # hybrid without an encoder for a user's generator: told what to pass
+    _one_line_error(_run("invert", tmp_path / "rgb.png", "-c", tmp_path / "g.pt", "--aligned", "--method", "hybrid",
+                         "-o", tmp_path / "x.pt"))
+    # an encoder / latent of another generator is refused in one line
+    G2 = make_generator(res=32, seed=3)
+    sr.save_generator(G2, tmp_path / "g2.pt")
+    _one_line_error(_run("invert", tmp_path / "rgb.png", "-c", tmp_path / "g2.pt", "--encoder", tmp_path / "e.pt",
+                         "--aligned", "--method", "encoder", "-o", tmp_path / "x.pt"))
+    assert not (tmp_path / "x.pt").exists()
+    with pytest.raises(sr.CheckpointError, match="belongs to generator"):
+        load_latent(tmp_path / "enc.pt", G2)

@@ -37,7 +37,7 @@ class EncoderTrainConfig:
     l2_weight: float = 1.0
     msssim_weight: float = 1.0
     lpips_weight: float = 0.8    # used only when LPIPS' VGG weights are present offline
-    delta_weight: float = 1e-3   # e4e's delta regulariser (mean squared distance of w_i from w_0, in w_std units)
+    delta_weight: float = 1e-3   # e4e's delta regulariser: mean squared distance of w_i from w_0 over w's variance
     mirror: bool = True
     total_kimg: float = 100.0
     snapshot_kimg: float = 1.0
@@ -137,7 +137,7 @@ class EncoderTrainer(RunTrainer):
         self.E.net.train()
         ws = self.E(x)
         rec = self.G.synthesis(ws, noise_mode="const")
-        var = self.w_std**2
+        var = self.w_std**2 / self.G.w_dim  # per-dimension variance of w (w_std is the whole vector's)
         stats = {}
         loss = torch.zeros([])
         if n_syn and cfg.latent_weight:

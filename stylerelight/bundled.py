@@ -1,0 +1,23 @@
+"""Where the bundled models are: the source tree's `checkpoints/` (a checkout or an editable
+install), else `<prefix>/share/stylerelight/checkpoints` where a wheel install puts them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+GENERATOR = "lightstage_stylegan2.pt"
+ENCODER = "lightstage_encoder.pt"
+
+
+def checkpoint_dirs() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    return [here.parent / "checkpoints", Path(sys.prefix) / "share" / "stylerelight" / "checkpoints"]
+
+
+def bundled(name: str) -> Path | None:
+    """The path of a bundled file, or None when this install lacks it."""
+    for d in checkpoint_dirs():
+        if (d / name).is_file():
+            return d / name
+    return None
