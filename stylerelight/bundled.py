@@ -12,7 +12,9 @@ ENCODER = "lightstage_encoder.pt"
 
 def checkpoint_dirs() -> list[Path]:
     here = Path(__file__).resolve().parent
-    return [here.parent / "checkpoints", Path(sys.prefix) / "share" / "stylerelight" / "checkpoints"]
+    share = Path("share", "stylerelight", "checkpoints")
+    # <prefix>/lib/pythonX.Y/site-packages/stylerelight -> <prefix>/share/... (venvs, --prefix, --user)
+    return [here.parent / "checkpoints", here.parents[3] / share, Path(sys.prefix) / share]
 
 
 def bundled(name: str) -> Path | None:

@@ -41,7 +41,7 @@ def _noise_regularizer(noise: dict) -> torch.Tensor:
 
 
 # refinement from an encoder's start: a smaller step and no w noise, so the start is not thrown away
-REFINE_LR, REFINE_W_NOISE = 0.02, 0.0
+REFINE_LR, REFINE_W_NOISE = 0.05, 0.0
 
 
 def invert(G, images: torch.Tensor, steps: int = 500, init: torch.Tensor | None = None, seed: int = 0,

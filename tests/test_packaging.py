@@ -1,0 +1,30 @@
+"""A non-editable install carries the bundled models and finds them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_install_finds_bundled_models(tmp_path):
+    wheel_dir, prefix = tmp_path / "wheel", tmp_path / "prefix"
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-w", str(wheel_dir)],
+                   check=True, capture_output=True, timeout=600)
+    (wheel,) = wheel_dir.glob("stylerelight-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--prefix", str(prefix), str(wheel)], check=True,
+                   capture_output=True, timeout=600)
+    (site,) = prefix.glob("lib/python*/site-packages")
+    code = ("import stylerelight, stylerelight.bundled as b; "
+            "print(stylerelight.__file__); print(b.bundled(b.GENERATOR)); print(b.bundled(b.ENCODER))")
+    r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(site)), cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    module, generator, encoder = r.stdout.split()
+    assert Path(module).is_relative_to(prefix)  # the installed copy, not this checkout
+    assert Path(generator).is_relative_to(prefix) and Path(generator).is_file()
+    assert encoder == "None" or Path(encoder).is_relative_to(prefix)

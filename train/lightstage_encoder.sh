@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Recipe for checkpoints/lightstage_encoder.pt (see train/README.md and the model card).
+# Every step resumes where it stopped, so the script can be re-run after an interruption.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SR=${SR:-.venv/bin/stylerelight}
+PY=${PY:-.venv/bin/python}
+KIMG=${KIMG:-60}
+
+# 1. real renders for the image losses: the first 4,000 images of the generator's training recipe
+#    (image i depends only on (seed, i), so these equal images 0..3999 of data/lightstage64)
+$SR lightstage build-dataset --out data/lightstage64 --images 4000 --subjects 3000 --resolution 64 --seed 0 --spp 8
+# 2. held-out sets (unseen subjects and env maps; the second under the held-out 'hard' env kind)
+$SR lightstage build-dataset --out data/heldout --images 50 --seed 777 --spp 8 --subject-offset 1000000
+$SR lightstage build-dataset --out data/heldout_hard --images 50 --seed 778 --spp 8 --subject-offset 2000000 \
+    --env-kinds hard
+# 3. training on one thread (resumes from runs/enc64/snapshot.pt)
+$SR train encoder --config train/configs/lightstage_encoder.yaml --run runs/enc64 --threads 1 --kimg "$KIMG"
+# 4. evaluation and shipping
+cp runs/enc64/encoder.pt checkpoints/lightstage_encoder.pt
+$PY benchmarks/eval_inversion.py --heldout data/heldout --heldout data/heldout_hard \
+    --json checkpoints/lightstage_encoder_eval.json --examples checkpoints/lightstage_encoder_examples.png
