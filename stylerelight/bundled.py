@@ -14,7 +14,10 @@ def checkpoint_dirs() -> list[Path]:
     here = Path(__file__).resolve().parent
     share = Path("share", "stylerelight", "checkpoints")
     # <prefix>/lib/pythonX.Y/site-packages/stylerelight -> <prefix>/share/... (venvs, --prefix, --user)
-    return [here.parent / "checkpoints", here.parents[3] / share, Path(sys.prefix) / share]
+    dirs = [here.parent / "checkpoints"]
+    if len(here.parents) > 3:
+        dirs.append(here.parents[3] / share)
+    return dirs + [Path(sys.prefix) / share]
 
 
 def bundled(name: str) -> Path | None:

@@ -277,3 +277,30 @@ def test_train_encoder_cli_resumes_after_kill(tmp_path, small_G):
         avg = G.synthesis(E.latent_avg.expand(len(target), G.num_ws, -1).contiguous())
         assert (sr.invert.psnr(G.synthesis(E(target)), target).mean()
                 > sr.invert.psnr(avg, target).mean())
+
+
+def test_iterative_encoder_warm_start_and_passes(tmp_path, small_G):
+    """A ReStyle-style encoder warm-started from a single-pass one: its first pass equals that
+    encoder; it needs its generator; training steps run and the file round-trips."""
+    from stylerelight.invert.encoder_training import EncoderTrainConfig, EncoderTrainer
+
+    G = small_G
+    single = _compact_for(G)
+    sr.invert.save_encoder(single, tmp_path / "single.pt", G=G)
+    cfg = EncoderTrainConfig(width=8, batch=4, iterations=3, init_encoder=str(tmp_path / "single.pt"),
+                             synth_fraction=1.0, total_kimg=0.008, snapshot_kimg=0.008, image_kimg=1)
+    t = EncoderTrainer(cfg, G, None, tmp_path / "run", log=False)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        delta = single(x) - single.latent_avg
+        one = t.E(x, iterations=1)
+        assert torch.allclose(one - t.E.latent_avg, delta, atol=1e-5)
+        two = t.E(x, iterations=2)  # the second pass adds the same correction again (recon channels are zero)
+        assert torch.allclose(two - one, delta, atol=1e-5)
+    t.train(progress=False)
+    E = sr.load_encoder(tmp_path / "run" / "encoder.pt")
+    assert E.iterative and E.iterations == 3
+    with pytest.raises(ValueError, match="needs its generator"):
+        E(x)
+    ws = sr.invert(G, x, encoder=E, steps=0, progress=False)  # sr.invert attaches G
+    assert torch.allclose(ws, t.E(x), atol=1e-5)

@@ -16,8 +16,9 @@ def test_wheel_install_finds_bundled_models(tmp_path):
     subprocess.run([*pip, "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-w", str(wheel_dir)],
                    check=True, capture_output=True, timeout=600)
     (wheel,) = wheel_dir.glob("stylerelight-*.whl")
-    subprocess.run([*pip, "install", "--no-deps", "--prefix", str(prefix), str(wheel)], check=True,
-                   capture_output=True, timeout=600)
+    # --ignore-installed: never touch the environment's own (editable) install
+    subprocess.run([*pip, "install", "--no-deps", "--ignore-installed", "--prefix", str(prefix), str(wheel)],
+                   check=True, capture_output=True, timeout=600)
     (site,) = prefix.glob("lib/python*/site-packages")
     code = ("import stylerelight, stylerelight.bundled as b; "
             "print(stylerelight.__file__); print(b.bundled(b.GENERATOR)); print(b.bundled(b.ENCODER))")

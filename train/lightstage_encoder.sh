@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SR=${SR:-.venv/bin/stylerelight}
 PY=${PY:-.venv/bin/python}
-KIMG=${KIMG:-60}
+KIMG1=${KIMG1:-9}    # phase 1: single-pass encoder
+KIMG=${KIMG:-40}     # phase 2: iterative encoder warm-started from phase 1
 
 # 1. real renders for the image losses: the first 4,000 images of the generator's training recipe
 #    (image i depends only on (seed, i), so these equal images 0..3999 of data/lightstage64)
@@ -14,7 +15,9 @@ $SR lightstage build-dataset --out data/lightstage64 --images 4000 --subjects 30
 $SR lightstage build-dataset --out data/heldout --images 50 --seed 777 --spp 8 --subject-offset 1000000
 $SR lightstage build-dataset --out data/heldout_hard --images 50 --seed 778 --spp 8 --subject-offset 2000000 \
     --env-kinds hard
-# 3. training on one thread (resumes from runs/enc64/snapshot.pt)
+# 3. training on one thread, two phases (each resumes from its run folder's snapshot.pt)
+$SR train encoder --config train/configs/lightstage_encoder_single.yaml --run runs/enc64_single --threads 1 \
+    --kimg "$KIMG1"
 $SR train encoder --config train/configs/lightstage_encoder.yaml --run runs/enc64 --threads 1 --kimg "$KIMG"
 # 4. evaluation and shipping
 cp runs/enc64/encoder.pt checkpoints/lightstage_encoder.pt

@@ -61,11 +61,15 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"{path}: damaged encoder checkpoint ({first})") from None
-    return E.to(device).eval().requires_grad_(False)
+    E = E.to(device).eval().requires_grad_(False)
+    if E._G:
+        E.attach(E._G[0].to(device))
+    return E
 
 
 def check_encoder_for(E: Encoder, G) -> None:
-    """Refuse (one line) an encoder made for another generator: sizes always, weights by hash when recorded."""
+    """Refuse (one line) an encoder made for another generator: sizes always, weights by hash when
+    recorded. An iterative encoder that fits gets G attached."""
     if E.num_ws != G.num_ws or E.w_dim != G.w_dim:
         raise CheckpointError(f"the encoder gives {E.num_ws} x {E.w_dim} ws but the generator takes "
                               f"{G.num_ws} x {G.w_dim}; use the encoder trained for this generator")
@@ -76,6 +80,8 @@ def check_encoder_for(E: Encoder, G) -> None:
         if got != want:
             raise CheckpointError(f"the encoder was trained for generator {want}, not this one ({got}); "
                                   "use the matching generator or encoder")
+    if E.iterative:
+        E.attach(G)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,7 +89,8 @@ def check_encoder_for(E: Encoder, G) -> None:
 
 def build_compact(config: dict) -> CompactEncoder:
     return CompactEncoder(n_styles=int(config["n_styles"]), w_dim=int(config["w_dim"]),
-                          resolution=int(config["resolution"]), width=int(config.get("width", 32)))
+                          resolution=int(config["resolution"]), width=int(config.get("width", 32)),
+                          input_nc=6 if int(config.get("iterations", 1)) > 1 else 3)
 
 
 def _from_own(obj: dict, path: Path) -> Encoder:
@@ -96,8 +103,25 @@ def _from_own(obj: dict, path: Path) -> Encoder:
         raise CheckpointError(f"{path}: unknown encoder kind {kind!r}")
     _load(net, obj["state_dict"], path)
     avg = obj.get("latent_avg")
-    return Encoder(net, avg if isinstance(avg, torch.Tensor) and avg.numel() else None, int(obj["input_size"]),
-                   kind, meta={"config": cfg, "generator": dict(obj.get("generator") or {})})
+    E = Encoder(net, avg if isinstance(avg, torch.Tensor) and avg.numel() else None, int(obj["input_size"]),
+                kind, meta={"config": cfg, "generator": dict(obj.get("generator") or {})},
+                iterations=int(cfg.get("iterations", 1)))
+    if E.iterative:
+        _attach_bundled(E)
+    return E
+
+
+def _attach_bundled(E: Encoder) -> None:
+    """An iterative encoder made for the bundled generator gets it attached (hash checked)."""
+    from ..bundled import GENERATOR, bundled
+    from ..gan.io import load_generator
+
+    path = bundled(GENERATOR)
+    if path is None or not E.meta.get("generator", {}).get("hash"):
+        return
+    G = load_generator(path)
+    if generator_hash(G) == E.meta["generator"]["hash"]:
+        E.attach(G)
 
 
 def _load(net: torch.nn.Module, sd: dict, path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +28,8 @@ class EncoderTrainConfig:
     generator: str = ""          # checkpoint path; empty: the bundled generator
     data: str = ""               # folder of real aligned images (images/*.png); empty: generator samples only
     width: int = 32
+    iterations: int = 1          # > 1: iterative (ReStyle) encoder, this many passes at inference
+    init_encoder: str = ""       # a new run starts from this compact encoder (a 3-channel one fills 6 channels)
     batch: int = 16
     lr: float = 5e-4
     lr_halflife_kimg: float = 40.0  # lr * 0.5 ** (kimg / halflife): resume-safe (depends on the image count only)
@@ -52,7 +55,7 @@ class EncoderTrainConfig:
 
 class EncoderTrainer(RunTrainer):
     kind = "encoder"
-    run_control = RUN_CONTROL + ("generator", "data")
+    run_control = RUN_CONTROL + ("generator", "data", "init_encoder")
 
     def __init__(self, cfg: EncoderTrainConfig, G, data: torch.Tensor | None, run_dir, log: bool = True):
         super().__init__(cfg, run_dir, log)
@@ -65,11 +68,13 @@ class EncoderTrainer(RunTrainer):
                              f"{G.img_resolution}^2; use data rendered for this generator")
         self.gen_hash = generator_hash(G)
         self.w_avg, self.w_std = w_stats(G)
-        net_cfg = {"n_styles": G.num_ws, "w_dim": G.w_dim, "resolution": G.img_resolution, "width": cfg.width}
+        net_cfg = {"n_styles": G.num_ws, "w_dim": G.w_dim, "resolution": G.img_resolution, "width": cfg.width,
+                   "iterations": cfg.iterations}
         with self.scope():
             net = build_compact(net_cfg)
         self.E = Encoder(net, self.w_avg.clone(), G.img_resolution, "compact",
-                         meta={"config": net_cfg, "generator": self._gen_info()})
+                         meta={"config": net_cfg, "generator": self._gen_info()}, iterations=cfg.iterations)
+        self.E.attach(G)
         self.opt = torch.optim.Adam(self.E.net.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.loss_fn = PerceptualLoss("auto")
@@ -79,7 +84,27 @@ class EncoderTrainer(RunTrainer):
             fakes = G.synthesis(G.mapping(z), noise_mode="const")
         reals = (self.data[:4].float() / 127.5 - 1) if self.data is not None else fakes[:0]
         self.grid_images = torch.cat([reals, fakes])
-        self.resume()
+        if not self.resume() and cfg.init_encoder:
+            self._init_encoder(cfg.init_encoder)
+
+    def _init_encoder(self, path) -> None:
+        """Warm start: a single-pass encoder's weights; its stem's extra input channels start at zero,
+        so the first iterative pass begins as that encoder."""
+        from .encoder_io import load_encoder
+
+        src = load_encoder(path).net.state_dict()
+        own = self.E.net.state_dict()
+        if set(src) != set(own):
+            raise ValueError(f"{path} is not a compact encoder of this architecture; pick a matching one")
+        for k, v in src.items():
+            if v.shape != own[k].shape:
+                if k == "stem.weight" and v.shape[1] * 2 == own[k].shape[1]:
+                    v = torch.cat([v, torch.zeros_like(v)], 1)
+                else:
+                    raise ValueError(f"{path}: {k} is {list(v.shape)}, this run needs {list(own[k].shape)}")
+            own[k] = v
+        self.E.net.load_state_dict(own)
+        (self.run_dir / "init_encoder.txt").write_text(f"{Path(path).resolve()}\n")
 
     def _gen_info(self) -> dict:
         G = self.G
@@ -135,7 +160,17 @@ class EncoderTrainer(RunTrainer):
         x_syn, ws_syn = self._synthetic(n_syn)
         x = torch.cat([x_syn, self._reals(cfg.batch - n_syn)]) if n_syn < cfg.batch else x_syn
         self.E.net.train()
-        ws = self.E(x)
+        if self.E.iterative:  # ReStyle: a random number of passes without gradient, then one with
+            xp = self.E.prepare(x)
+            with torch.no_grad():
+                ws = self.E.start(len(x))
+                rec = self.G.synthesis(ws[:1], noise_mode="const").expand(len(x), -1, -1, -1)
+                for _ in range(int(torch.randint(cfg.iterations, [1]))):
+                    ws = self.E.step(xp, ws, rec)
+                    rec = self.G.synthesis(ws, noise_mode="const")
+            ws = self.E.step(xp, ws, rec)
+        else:
+            ws = self.E(x)
         rec = self.G.synthesis(ws, noise_mode="const")
         var = self.w_std**2 / self.G.w_dim  # per-dimension variance of w (w_std is the whole vector's)
         stats = {}

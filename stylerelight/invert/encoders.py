@@ -180,7 +180,7 @@ class CompactEncoder(nn.Module):
 
     def __init__(self, n_styles: int, w_dim: int, resolution: int = 64, width: int = 64, input_nc: int = 3):
         super().__init__()
-        self.n_styles, self.w_dim, self.resolution = n_styles, w_dim, resolution
+        self.n_styles, self.w_dim, self.resolution, self.input_nc = n_styles, w_dim, resolution, input_nc
         n_down = int(math.log2(resolution)) - 2  # down to 4x4
         chans = [min(width * 2**i, 4 * width) for i in range(n_down + 1)]
         self.stem = nn.Conv2d(input_nc, chans[0], 3, 1, 1)
@@ -221,16 +221,23 @@ class Encoder(nn.Module):
     Resizes the input to `input_size` (area filter when shrinking, bilinear when enlarging; pSp's
     data loaders resize to 256^2), runs the network and adds `latent_avg` when the network
     predicts offsets from it (pSp's `start_from_latent_avg`).
+
+    Iterative encoders (ReStyle, Alaluf et al. 2021; `iterations > 1`, a 6-channel network) see
+    the target beside the generator's current reconstruction and add a correction each pass,
+    starting from the average face; they need their generator (`attach(G)`; `sr.invert` and
+    `load_encoder` for the bundled pair do it).
     """
 
     def __init__(self, net: nn.Module, latent_avg: torch.Tensor | None, input_size: int, kind: str,
-                 meta: dict | None = None):
+                 meta: dict | None = None, iterations: int = 1):
         super().__init__()
         self.net, self.input_size, self.kind = net, int(input_size), kind
         if latent_avg is not None:  # [w_dim], [1, w_dim] or [num_ws, w_dim] (pSp repeats it per w)
             latent_avg = latent_avg.detach().float().reshape(-1, latent_avg.shape[-1])
         self.register_buffer("latent_avg", latent_avg if latent_avg is not None else torch.zeros(0))
         self.meta = dict(meta or {})
+        self.iterations = int(iterations)
+        self._G: list = []  # the attached generator, kept out of the module tree and the state dict
 
     @property
     def num_ws(self) -> int:
@@ -239,6 +246,14 @@ class Encoder(nn.Module):
     @property
     def w_dim(self) -> int:
         return self.net.w_dim if hasattr(self.net, "w_dim") else self.net.styles[0].linear.weight.shape[0]
+
+    @property
+    def iterative(self) -> bool:
+        return self.iterations > 1 or getattr(self.net, "input_nc", 3) == 6
+
+    def attach(self, G) -> Encoder:
+        self._G[:] = [G]
+        return self
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
@@ -250,6 +265,29 @@ class Encoder(nn.Module):
                               align_corners=None if shrink else False)
         return x
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        ws = self.net(self.prepare(images))
-        return ws + self.latent_avg if self.latent_avg.numel() else ws
+    def start(self, n: int) -> torch.Tensor:
+        """The iterations' starting ws: latent_avg for every w."""
+        return self.latent_avg.expand(n, self.num_ws, -1).clone()
+
+    def step(self, x: torch.Tensor, ws: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:
+        """One iterative pass on prepared input: ws + correction."""
+        if rec.shape[-1] != x.shape[-1]:
+            rec = F.interpolate(rec, size=x.shape[-2:], mode="area")
+        return ws + self.net(torch.cat([x, rec], 1))
+
+    def forward(self, images: torch.Tensor, iterations: int | None = None) -> torch.Tensor:
+        x = self.prepare(images)
+        if not self.iterative:
+            ws = self.net(x)
+            return ws + self.latent_avg if self.latent_avg.numel() else ws
+        if not self._G:
+            raise ValueError("this iterative encoder needs its generator: E.attach(G) (or pass it to sr.invert)")
+        G = self._G[0]
+        ws = self.start(len(x))
+        rec = G.synthesis(ws[:1], noise_mode="const").expand(len(x), -1, -1, -1)
+        n = iterations or self.iterations
+        for i in range(n):
+            ws = self.step(x, ws, rec)
+            if i + 1 < n:
+                rec = G.synthesis(ws, noise_mode="const")
+        return ws
