@@ -445,6 +445,51 @@ def train_encoder(config_path, run_dir, checkpoint, data, kimg, threads):
     click.echo(f"done at {trainer.nimg / 1000:.3f} kimg; encoder: {Path(run_dir) / 'encoder.pt'}")
 
 
+@train.command("recon")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="YAML config, e.g. train/configs/lightstage_recon.yaml.")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: snapshots, recon.pt, tensorboard logs. An existing run resumes.")
+@click.option("--data", default=None, type=click.Path(file_okay=False),
+              help="A `lightstage build-dataset` folder (images and params; default: the config's).")
+@click.option("--kimg", type=float, default=None, help="Stop at this many thousand images (default: config).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads (default: config, else torch's).")
+@user_errors
+def train_recon(config_path, run_dir, data, kimg, threads):
+    """Train the reconstruction's fast path (pose, landmarks, shape, tone, light from a portrait).
+
+    Targets come from the dataset's params (cached in DATA/recon_targets.npz on first use).
+
+    \b
+    Example:
+      stylerelight train recon --config train/configs/lightstage_recon.yaml --run runs/recon64
+    """
+    from .gan.training import load_image_folder
+    from .recon.cnn import ReconTrainConfig, ReconTrainer, dataset_targets
+
+    cfg = ReconTrainConfig.from_yaml(config_path)
+    if data:
+        cfg.data = data
+    if threads:
+        cfg.threads = threads
+    images = load_image_folder(cfg.data, _dataset_resolution(cfg.data))
+    trainer = ReconTrainer(cfg, images, dataset_targets(cfg.data), run_dir)
+    if trainer.nimg:
+        click.echo(f"resuming {run_dir} at {trainer.nimg / 1000:.3f} kimg")
+    trainer.train(kimg)
+    click.echo(f"done at {trainer.nimg / 1000:.3f} kimg; network: {Path(run_dir) / 'recon.pt'}")
+
+
+def _dataset_resolution(data) -> int:
+    import json
+
+    meta = Path(data) / "dataset.json"
+    if not meta.is_file():
+        raise click.ClickException(f"{data}: no dataset.json; build it with `stylerelight lightstage build-dataset`")
+    return int(json.loads(meta.read_text())["resolution"])
+
+
 @cli.command()
 @click.option("--out", default="demo_out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--resolution", type=click.IntRange(min=16), default=64, show_default=True,

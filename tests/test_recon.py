@@ -1,0 +1,136 @@
+"""Reconstruction: pose and shape from landmarks, light and albedo with ray-traced self-shadows,
+files, and the fast-path trainer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stylerelight.lighting import EnvMap, LightStage, direction_to_pixel
+from stylerelight.recon.cnn import ReconTrainConfig, ReconTrainer, crop_landmarks
+from stylerelight.recon.photometric import fit_light_albedo, olat_basis
+from stylerelight.recon.pose_fit import fit_pose_shape
+from stylerelight.recon.reconstruction import Reconstruction, vertex_albedo
+from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_subject
+from stylerelight.synth.mitsuba_setup import find_libllvm
+from stylerelight.synth.subject import skin_albedo
+
+needs_llvm = pytest.mark.skipif(find_libllvm() is None, reason="OLAT rendering needs libLLVM >= 17 "
+                                "(apt-get install libllvm19; `make setup` does it as root)")
+
+
+def _portrait(seed, env, yaw, pitch, res=64):
+    subj = sample_subject(seed)
+    img, info = render_portrait(subj, env, Camera(yaw=yaw, pitch=pitch), res, spp=16, return_info=True)
+    return subj, img, crop_landmarks({"landmarks_raw": info["landmarks"]}, res), info
+
+
+@pytest.mark.parametrize("yaw,pitch", [(-30.0, 10.0), (5.0, -15.0), (40.0, 0.0)])
+def test_pose_from_true_landmarks(yaw, pitch):
+    """The renderer's own landmarks give back its camera within 3 degrees (the acceptance median)."""
+    subj = sample_subject(11)
+    lm = Camera(yaw=yaw, pitch=pitch).project(subj.landmarks3d(), 192)
+    crop = crop_landmarks({"landmarks_raw": lm}, 64)
+    fit = fit_pose_shape(crop, 64)
+    assert abs(fit.yaw - yaw) < 3 and abs(fit.pitch - pitch) < 3, (fit.yaw, fit.pitch)
+    assert fit.rmse < 0.3  # crop pixels
+    # the fitted camera and similarity put the landmarks where they were
+    model_lm = subj.model.vertices(fit.identity, fit.expression)[subj.model.landmarks]
+    assert np.abs(fit.project(model_lm) - crop).max() < 1.5
+
+
+def _side_light(direction, height=32) -> EnvMap:
+    """A small bright disk (hard light) plus a faint fill."""
+    env = np.full((height, 2 * height, 3), 0.02, np.float32)
+    d = np.asarray(direction, np.float64) / np.linalg.norm(direction)
+    from stylerelight.lighting import latlong_directions
+
+    dirs = latlong_directions(height, 2 * height)
+    env[(dirs @ d) > np.cos(np.radians(8))] = 30.0
+    assert direction_to_pixel(d[None], height, 2 * height)[0].size == 1
+    return EnvMap(env)
+
+
+@needs_llvm
+def test_side_light_is_found_and_shadows_are_not_baked_into_albedo():
+    """One hard light from the subject's left: the fitted light points there, and the recovered
+    albedo's left/right imbalance is at least 3x smaller than the image's (shadows explained)."""
+    stage = LightStage.default()
+    d = np.array([1.0, 0.2, 0.35])
+    subj, img, lm, info = _portrait(5, _side_light(d), 0.0, 0.0)
+    fit = fit_pose_shape(lm, 64)
+    B, cov = olat_basis(fit, 64, stage, spp=4)
+    light0 = np.full((stage.num_lights, 3), 1e-3)
+    pf = fit_light_albedo(img, B, cov, light0, skin_albedo(subj.tone))
+    w = pf.light.sum(1)
+    top = stage.directions[np.argsort(w)[-3:]]
+    est = (top * w[np.argsort(w)[-3:], None]).sum(0)
+    est /= np.linalg.norm(est)
+    assert np.degrees(np.arccos(est @ (d / np.linalg.norm(d)))) < 20
+    # left/right halves of the fitted face region (the subject's left is the image's right at yaw 0)
+    m = pf.mask
+    half = np.zeros_like(m)
+    half[:, 32:] = True
+    from stylerelight.lighting import srgb_decode
+
+    lin = srgb_decode(img / 255.0).mean(-1)
+    alb = pf.albedo_map.mean(-1)
+
+    def imbalance(x):
+        a, b = x[m & half].mean(), x[m & ~half].mean()
+        return abs(np.log(a / b))
+
+    assert imbalance(lin) > 3 * imbalance(alb), (imbalance(lin), imbalance(alb))
+
+
+@needs_llvm
+def test_reconstruction_files_round_trip(tmp_path):
+    stage = LightStage.default()
+    subj, img, lm, _ = _portrait(7, sample_envmap(3), 15.0, 5.0)
+    fit = fit_pose_shape(lm, 64)
+    B, cov = olat_basis(fit, 64, stage, spp=1)
+    pf = fit_light_albedo(img, B, cov, np.full((stage.num_lights, 3), 1e-2), skin_albedo(0.5), iterations=2)
+    albedo = vertex_albedo(pf.albedo_map, pf.mask, fit, subj, skin_albedo(0.5))
+    V = subj.model.num_vertices
+    rec = Reconstruction(pose=(fit.yaw, fit.pitch, fit.roll), light=pf.light, identity=fit.identity,
+                         expression=fit.expression, albedo=albedo, specular=np.full(V, 0.3),
+                         roughness=np.full(V, 0.4), landmarks=lm, fit=fit, crop_size=64, stage=stage)
+    out = rec.save(tmp_path / "rec")
+    for name in ("mesh.obj", "albedo.png", "specular.png", "light.exr", "render.png", "params.json"):
+        assert (out / name).is_file(), name
+    back = Reconstruction.load(out)
+    for k in ("light", "identity", "expression", "albedo", "landmarks"):
+        assert np.allclose(getattr(back, k), getattr(rec, k)), k
+    assert back.pose == pytest.approx(rec.pose) and back.fit.scale == pytest.approx(rec.fit.scale)
+    # the re-render of its own light resembles the input (same view and exposure)
+    again = back.render(spp=4)
+    psnr = 10 * np.log10(255**2 / ((again.astype(float) - img) ** 2).mean())
+    assert psnr > 20, psnr
+    with pytest.raises(FileExistsError):
+        rec.save(tmp_path / "rec")
+    with pytest.raises(ValueError, match="not a readable reconstruction"):
+        Reconstruction.load(tmp_path)
+
+
+def test_recon_cnn_trainer_fits_its_targets(tmp_path):
+    """The fast-path trainer drives its loss down on a few images (targets as the dataset gives them)."""
+    rng = np.random.default_rng(0)
+    n = 8
+    images = torch.from_numpy(rng.integers(0, 255, (n, 3, 32, 32), dtype=np.uint8))
+    targets = {"yaw": rng.uniform(-45, 45, n).astype(np.float32), "pitch": rng.uniform(-20, 20, n).astype(np.float32),
+               "landmarks": rng.uniform(8, 24, (n, 68, 2)).astype(np.float32),
+               "identity": rng.standard_normal((n, 16)).astype(np.float32),
+               "expression": rng.uniform(0, 1, (n, 4)).astype(np.float32), "tone": rng.uniform(0, 1, n).astype(np.float32),
+               "light": rng.uniform(0, 0.1, (n, 150, 3)).astype(np.float32)}
+    cfg = ReconTrainConfig(width=8, batch=8, lr=3e-3, total_kimg=0.4, snapshot_kimg=0.4)
+    t = ReconTrainer(cfg, images, targets, tmp_path / "run", log=False)
+    first = t.train_step()["loss"]
+    t.train(progress=False)
+    assert t.train_step()["loss"] < 0.5 * first
+    from stylerelight.recon import load_recon_cnn
+
+    m = load_recon_cnn(tmp_path / "run" / "recon.pt")
+    est = m.estimate(images.float() / 127.5 - 1)
+    assert est.landmarks.shape == (n, 68, 2) and est.light.shape == (n, 150, 3)
+    assert np.abs(est.yaw - targets["yaw"]).mean() < np.abs(targets["yaw"]).mean()  # learnt something
