@@ -121,7 +121,8 @@ def test_recon_cnn_trainer_fits_its_targets(tmp_path):
     targets = {"yaw": rng.uniform(-45, 45, n).astype(np.float32), "pitch": rng.uniform(-20, 20, n).astype(np.float32),
                "landmarks": rng.uniform(8, 24, (n, 68, 2)).astype(np.float32),
                "identity": rng.standard_normal((n, 16)).astype(np.float32),
-               "expression": rng.uniform(0, 1, (n, 4)).astype(np.float32), "tone": rng.uniform(0, 1, n).astype(np.float32),
+               "expression": rng.uniform(0, 1, (n, 4)).astype(np.float32),
+               "tone": rng.uniform(0, 1, n).astype(np.float32),
                "light": rng.uniform(0, 0.1, (n, 150, 3)).astype(np.float32)}
     cfg = ReconTrainConfig(width=8, batch=8, lr=3e-3, total_kimg=0.4, snapshot_kimg=0.4)
     t = ReconTrainer(cfg, images, targets, tmp_path / "run", log=False)
