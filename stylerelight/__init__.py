@@ -13,14 +13,16 @@ from .gan import CheckpointError, Generator, load_generator, save_generator
 from .invert import load_encoder
 
 __version__ = "0.1.0"
-__all__ = ["CheckpointError", "Generator", "align", "imageio", "invert", "lighting", "load_encoder", "load_generator",
-           "save_generator", "synth"]
+__all__ = ["CheckpointError", "Generator", "align", "imageio", "invert", "lighting", "load_encoder",
+           "load_generator", "recon", "reconstruct", "save_generator", "synth"]
 
-_LAZY = {"align", "imageio", "lighting", "synth", "gan"}
+_LAZY = {"align", "imageio", "lighting", "synth", "gan", "recon"}
 
 
 def __getattr__(name):
     """Stages load on first use (`sr.synth` pulls in Mitsuba only when rendering)."""
     if name in _LAZY:
         return importlib.import_module(f".{name}", __name__)
+    if name in ("reconstruct", "Reconstruction"):
+        return getattr(importlib.import_module(".recon", __name__), name)
     raise AttributeError(f"module 'stylerelight' has no attribute {name!r}")

@@ -258,6 +258,45 @@ def _bundled_encoder() -> str | None:
     return str(path) if path else None
 
 
+@cli.command()
+@click.argument("portrait", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--aligned", is_flag=True, help="PORTRAIT is already an FFHQ-aligned crop (skip detection).")
+@click.option("--fast-only", is_flag=True, help="Only the CNN estimate (milliseconds), no ray-traced fit.")
+@click.option("--steps", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Light/albedo alternations of the ray-traced fit.")
+@click.option("--network", type=click.Path(dir_okay=False), default=None,
+              help="Fast-path network (default: the bundled checkpoints/lightstage_recon.pt).")
+@click.option("--force", is_flag=True, help="Write into OUT even if it is not empty.")
+@user_errors
+def reconstruct(portrait, out, aligned, fast_only, steps, network, force):
+    """Reconstruct a portrait: pose, shape, albedo and the light as light-stage coefficients.
+
+    Writes OUT/mesh.obj, albedo.png, specular.png, light.exr (lat-long), render.png (the
+    reconstruction ray-traced under its own light) and params.json.
+
+    \b
+    Example:
+      stylerelight reconstruct photo.jpg -o rec/
+      stylerelight reconstruct aligned.png --aligned --fast-only -o rec_fast/
+    """
+    from .align import load_image
+    from .recon import load_recon_cnn
+    from .recon import reconstruct as run
+
+    d = Path(out)
+    if d.exists() and any(d.iterdir()) and not force:
+        raise click.ClickException(f"{d} is not empty; pass --force to write into it")
+    image = load_image(portrait)  # unreadable input fails here, before anything is written
+    cnn = load_recon_cnn(network) if network else None
+    with click.progressbar(length=1, label="reconstruct") as bar:
+        rec = run(image, aligned=aligned, cnn=cnn, steps=steps, fast_only=fast_only)
+        bar.update(1)
+    rec.save(d, force=True)
+    y, p, r = rec.pose
+    click.echo(f"wrote {d}: yaw {y:.1f}, pitch {p:.1f}, roll {r:.1f} deg; {rec.info['seconds']:.1f} s")
+
+
 @cli.group()
 def lightstage():
     """The virtual light stage: render OLAT captures, relight them, build datasets.

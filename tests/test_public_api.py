@@ -17,7 +17,8 @@ def test_design_names_resolve():
         "assert callable(sr.align.align_face) and callable(sr.align.paste_back)\n"
         "from stylerelight.invert import psnr\n"
         "import stylerelight.invert\n"
-        "assert callable(sr.invert)\n"
+        "assert callable(sr.invert) and sr.invert.encoders.Encoder is sr.invert.Encoder\n"
+        "assert callable(sr.load_encoder) and callable(sr.reconstruct) and hasattr(sr.Reconstruction, 'render')\n"
         "print('ok')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

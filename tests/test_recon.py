@@ -135,3 +135,20 @@ def test_recon_cnn_trainer_fits_its_targets(tmp_path):
     est = m.estimate(images.float() / 127.5 - 1)
     assert est.landmarks.shape == (n, 68, 2) and est.light.shape == (n, 150, 3)
     assert np.abs(est.yaw - targets["yaw"]).mean() < np.abs(targets["yaw"]).mean()  # learnt something
+
+
+def test_reconstruct_cli_bad_inputs(tmp_path):
+    """Unreadable or face-less input: one line, exit 1, nothing written."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from stylerelight.cli import cli
+
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    Image.fromarray(np.full((120, 120, 3), 90, np.uint8)).save(tmp_path / "blank.png")
+    for src in ("bad.jpg", "blank.png", "missing.png"):
+        r = CliRunner().invoke(cli, ["reconstruct", str(tmp_path / src), "-o", str(tmp_path / "out")])
+        assert r.exit_code == 1, r.output
+        lines = [ln for ln in r.output.strip().splitlines() if ln.strip() and not ln.startswith("reconstruct")]
+        assert len(lines) == 1 and lines[0].startswith("Error"), r.output
+        assert not (tmp_path / "out").exists()

@@ -137,3 +137,19 @@ def fit_pose_shape(landmarks: np.ndarray, crop_size: int, model: HeadModel | Non
     return PoseFit(yaw=yaw_deg, pitch=float(pitch), roll=math.degrees(float(ang)), scale=float(s),
                    shift=t.numpy(), raw_resolution=raw_resolution, identity=a.numpy(), expression=e.numpy(),
                    rmse=rmse)
+
+
+def pose_from_estimate(yaw: float, pitch: float, identity, expression, landmarks: np.ndarray, crop_size: int,
+                       model: HeadModel | None = None, raw_resolution: int = 256) -> PoseFit:
+    """The fast path's PoseFit: the CNN's pose and shape as they are, with only the crop
+    similarity solved (closed form) against its landmarks; no iterations."""
+    model = model or HeadModel.default()
+    pts = torch.as_tensor(model.vertices(identity, expression)[model.landmarks])
+    target = torch.as_tensor(np.asarray(landmarks, np.float64))
+    proj = _project(pts, torch.tensor(float(yaw), dtype=torch.float64), torch.tensor(float(pitch), dtype=torch.float64),
+                    Camera(), raw_resolution)
+    fit, s, ang, t = _procrustes(proj, target, torch.as_tensor(_WEIGHTS))
+    rmse = float((fit - target).square().sum(1).mean().sqrt())
+    return PoseFit(yaw=float(yaw), pitch=float(pitch), roll=math.degrees(float(ang)), scale=float(s),
+                   shift=t.numpy(), raw_resolution=raw_resolution, identity=np.asarray(identity, np.float64),
+                   expression=np.asarray(expression, np.float64), rmse=rmse)

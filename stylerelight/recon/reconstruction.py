@@ -18,7 +18,7 @@ from ..synth.camera import Camera
 from ..synth.head_model import HeadModel
 from ..synth.subject import Subject, skin_albedo
 from .photometric import fit_light_albedo, olat_basis, warp_to_crop
-from .pose_fit import PoseFit, fit_pose_shape
+from .pose_fit import PoseFit, fit_pose_shape, pose_from_estimate
 
 SPECULAR, ROUGHNESS = 0.35, 0.45  # typical values of the procedural heads (not fitted yet)
 BACKGROUND = np.array([0.5, 0.5, 0.5])
@@ -209,13 +209,19 @@ def reconstruct(image, aligned: bool = False, cnn=None, steps: int = 4, fast_onl
         cnn = default_cnn()
     stage = stage or LightStage.default()
     x = torch.from_numpy(crop.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    t_cnn = time.perf_counter()
     est = cnn.estimate(x)
-    fit = fit_pose_shape(est.landmarks[0], crop_size, prior={"yaw": float(est.yaw[0]), "pitch": float(est.pitch[0]),
-                                                              "identity": est.identity[0],
-                                                              "expression": est.expression[0]})
+    t_cnn = time.perf_counter() - t_cnn
     model = HeadModel.default()
+    if fast_only:
+        fit = pose_from_estimate(est.yaw[0], est.pitch[0], est.identity[0], est.expression[0], est.landmarks[0],
+                                 crop_size, model)
+    else:
+        fit = fit_pose_shape(est.landmarks[0], crop_size, model,
+                             prior={"yaw": float(est.yaw[0]), "pitch": float(est.pitch[0]),
+                                    "identity": est.identity[0], "expression": est.expression[0]})
     albedo0 = skin_albedo(float(est.tone[0]))
-    info = {"cnn_seconds": time.time() - t0, "cnn": {"yaw": float(est.yaw[0]), "pitch": float(est.pitch[0]),
+    info = {"cnn_seconds": t_cnn, "cnn": {"yaw": float(est.yaw[0]), "pitch": float(est.pitch[0]),
                                                      "tone": float(est.tone[0])}}
     if fast_only:
         V = model.num_vertices

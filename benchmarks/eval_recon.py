@@ -1,0 +1,139 @@
+"""Reconstruction accuracy against the renders' ground truth: fast path (CNN) and full fit.
+
+Per image: yaw / pitch error (degrees), 68-landmark error (crop pixels), light error as the
+relative RMSE of the shading the estimated vs the true light casts on the *true* geometry (white
+diffuse head, ray-traced with shadows, in the crop frame) and the angle between the dominant
+light directions, per-vertex albedo error on the camera-facing vertices, re-render PSNR against
+the input, and seconds.
+
+    python benchmarks/eval_recon.py --heldout data/heldout --heldout data/heldout_hard --images 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from stylerelight.align import AlignedFace, ffhq_quad  # noqa: E402
+from stylerelight.lighting import LightStage  # noqa: E402
+from stylerelight.recon import default_cnn, load_recon_cnn, reconstruct  # noqa: E402
+from stylerelight.recon.cnn import crop_landmarks  # noqa: E402
+from stylerelight.recon.photometric import olat_basis  # noqa: E402
+from stylerelight.recon.pose_fit import PoseFit  # noqa: E402
+from stylerelight.recon.reconstruction import _vertex_normals  # noqa: E402
+from stylerelight.synth import Camera, sample_envmap, sample_subject  # noqa: E402
+
+
+def true_fit(p: dict, subj, crop: int) -> PoseFit:
+    """The crop frame the dataset builder used: its camera, then the FFHQ quad's similarity."""
+    lm = np.asarray(p["landmarks_raw"], np.float64)
+    raw = 3 * crop
+    quad, _ = ffhq_quad(lm)
+    m = AlignedFace(np.zeros((crop, crop, 3), np.uint8), quad, lm, (raw, raw)).quad_to_output()
+    return PoseFit(yaw=p["yaw"], pitch=p["pitch"], roll=math.degrees(math.atan2(m[1, 0], m[0, 0])),
+                   scale=float(math.hypot(m[0, 0], m[1, 0])), shift=m[:2, 2], raw_resolution=raw,
+                   identity=subj.id_coeffs, expression=subj.expr_coeffs, rmse=0.0)
+
+
+def dominant(light: np.ndarray, stage: LightStage, k: int = 5) -> np.ndarray:
+    w = light.sum(1)
+    idx = np.argsort(w)[-k:]
+    d = (stage.directions[idx] * w[idx, None]).sum(0)
+    return d / np.linalg.norm(d)
+
+
+def facing(subj, cam: Camera) -> np.ndarray:
+    v = subj.vertices()
+    n = _vertex_normals(v, subj.model.triangles)
+    to_cam = cam.origin()[None] - v
+    return (to_cam * n).sum(1) / np.linalg.norm(to_cam, axis=1) > 0.5
+
+
+def psnr(a, b) -> float:
+    return float(10 * np.log10(255**2 / max(((a.astype(np.float64) - b) ** 2).mean(), 1e-12)))
+
+
+def main():
+    from PIL import Image
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--heldout", action="append", default=[])
+    ap.add_argument("--images", type=int, default=25, help="images per folder")
+    ap.add_argument("--network", default=None, help="fast-path network (default: bundled)")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    stage = LightStage.default()
+    cnn = load_recon_cnn(args.network) if args.network else default_cnn()
+    rows = []
+    for folder in args.heldout:
+        for i in range(args.images):
+            p = json.load(open(os.path.join(folder, "params", f"{i:07d}.json")))
+            crop = np.asarray(Image.open(os.path.join(folder, "images", f"{i:07d}.png")).convert("RGB"))
+            S = crop.shape[0]
+            subj = sample_subject(p["subject_seed"])
+            truth = stage.project(sample_envmap(p["env_seed"], kind=p.get("env_kind"))) * p["exposure"]
+            tf = true_fit(p, subj, S)
+            B, cov = olat_basis(tf, S, stage, spp=4)
+            mask = cov > 0.99
+            s_true = np.einsum("lhwk,lk->hwk", B, truth)[mask]
+            vis = facing(subj, tf.camera())
+            lm_true = crop_landmarks(p, S)
+            for mode in ("fast", "full"):
+                t0 = time.perf_counter()
+                rec = reconstruct(crop, aligned=True, cnn=cnn, fast_only=mode == "fast")
+                sec = time.perf_counter() - t0
+                if mode == "fast":
+                    yaw, pitch = rec.info["cnn"]["yaw"], rec.info["cnn"]["pitch"]
+                else:
+                    yaw, pitch = rec.pose[0], rec.pose[1]
+                s_est = np.einsum("lhwk,lk->hwk", B, rec.light)[mask]
+                rows.append({
+                    "set": folder, "image": i, "mode": mode, "seconds": sec, "cnn_seconds": rec.info["cnn_seconds"],
+                    "yaw_err": abs(yaw - p["yaw"]), "pitch_err": abs(pitch - p["pitch"]),
+                    "landmark_err": float(np.linalg.norm(rec.landmarks - lm_true, axis=1).mean()),
+                    "light_rel_rmse": float(np.sqrt(((s_est - s_true) ** 2).mean() / (s_true**2).mean())),
+                    "light_dir_err": float(np.degrees(np.arccos(np.clip(dominant(rec.light, stage)
+                                                                        @ dominant(truth, stage), -1, 1)))),
+                    "albedo_err": float(np.abs(rec.albedo[vis] - subj.albedo[vis]).mean()),
+                    "rerender_psnr": psnr(rec.render(spp=4), crop)})
+            r = rows[-1]
+            print(f"{folder} {i}: full yaw {r['yaw_err']:.1f} pitch {r['pitch_err']:.1f} light dir "
+                  f"{r['light_dir_err']:.1f} rel {r['light_rel_rmse']:.2f} PSNR {r['rerender_psnr']:.2f} "
+                  f"{r['seconds']:.1f} s", flush=True)
+    print("\n| set | path | yaw err (median) | pitch err (median) | landmarks px | light rel. RMSE (median) "
+          "| light dir. err (median) | albedo err | re-render PSNR (mean) | s/image | CNN ms/image |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    summary = {}
+    for folder in args.heldout + ["all"]:
+        for mode in ("fast", "full"):
+            sel = [r for r in rows if r["mode"] == mode and (folder == "all" or r["set"] == folder)]
+
+            def med(key, sel=sel):
+                return float(np.median([r[key] for r in sel]))
+
+            def mean(key, sel=sel):
+                return float(np.mean([r[key] for r in sel]))
+
+            s = {"yaw": med("yaw_err"), "pitch": med("pitch_err"), "landmarks": mean("landmark_err"),
+                 "light_rel": med("light_rel_rmse"), "light_dir": med("light_dir_err"), "albedo": mean("albedo_err"),
+                 "psnr": mean("rerender_psnr"), "seconds": med("seconds"), "cnn_ms": 1000 * med("cnn_seconds"),
+                 "images": len(sel)}
+            summary[f"{folder}/{mode}"] = s
+            print(f"| {folder} | {mode} | {s['yaw']:.2f} | {s['pitch']:.2f} | {s['landmarks']:.2f} | "
+                  f"{s['light_rel']:.3f} | {s['light_dir']:.1f} | {s['albedo']:.3f} | {s['psnr']:.2f} | "
+                  f"{s['seconds']:.3f} | {s['cnn_ms']:.1f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"summary": summary, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
