@@ -304,3 +304,17 @@ def test_iterative_encoder_warm_start_and_passes(tmp_path, small_G):
         E(x)
     ws = sr.invert(G, x, encoder=E, steps=0, progress=False)  # sr.invert attaches G
     assert torch.allclose(ws, t.E(x), atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["psp", "e4e"])
+def test_full_width_ir_se50_matches_reference(tmp_path, kind):
+    """The official widths (64..512, 512-d styles); the narrow test above covers the same code paths."""
+    G = make_generator(res=16, z_dim=512, w_dim=512, channel_max=16)
+    sd = official_state(widths=(64, 128, 256, 512), n_styles=G.num_ws, seed=4)
+    latent_avg = torch.randn(512).repeat(G.num_ws, 1)
+    _write_official(tmp_path / "full.pt", kind, G, sd, G.num_ws, latent_avg)
+    E = sr.load_encoder(tmp_path / "full.pt")
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        assert (E(x) - (reference_forward(sd, x, kind, G.num_ws) + latent_avg)).abs().max().item() < 1e-4

@@ -43,6 +43,18 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file; expected a StyleGAN2 checkpoint (.pt or .pkl)")
+    try:
+        G = _load_any(path)
+    except CheckpointError:
+        raise
+    except (KeyError, AssertionError, MemoryError, IndexError, TypeError, ValueError, AttributeError, RuntimeError,
+            OverflowError, EOFError, OSError) as e:  # damaged files that got past the format checks
+        raise CheckpointError(f"{path}: damaged or truncated checkpoint ({type(e).__name__}); expected a "
+                              "StyleGAN2 checkpoint (.pt or .pkl)") from None
+    return G.to(device).eval().requires_grad_(False)
+
+
+def _load_any(path: Path) -> Generator:
     kind = _sniff(path)
     if kind == "pickle":
         G = _from_nvlabs(_load_nvlabs_pickle(path), path)
@@ -58,7 +70,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
             raise CheckpointError(
                 f"{path}: holds no generator; expected a stylerelight, rosinality (g_ema) or "
                 "NVlabs (G_ema) checkpoint")
-    return G.to(device).eval().requires_grad_(False)
+    return G
 
 
 def generator_hash(G: Generator) -> str:
@@ -143,7 +155,8 @@ def _torch_load(path: Path):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"refusing to load {path}: {_refusal(e)}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AssertionError, MemoryError, KeyError,
+            OverflowError, IndexError, TypeError) as e:
         raise CheckpointError(
             f"{path}: truncated or corrupt file ({type(e).__name__}); expected a StyleGAN2 "
             "checkpoint (.pt or .pkl)") from None
@@ -255,7 +268,7 @@ def _load_nvlabs_pickle(path: Path):
             raise CheckpointError(f"{path}: {e}") from None
         raise CheckpointError(f"refusing to load {path}: {_refusal(e)}") from None
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, RuntimeError,
-            OSError) as e:
+            OSError, AssertionError, MemoryError, OverflowError) as e:
         raise CheckpointError(
             f"{path}: truncated or corrupt pickle ({type(e).__name__}); expected an NVlabs "
             "StyleGAN2 .pkl") from None
