@@ -67,6 +67,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--heldout", action="append", default=[])
     ap.add_argument("--images", type=int, default=25, help="images per folder")
+    ap.add_argument("--start", type=int, default=0, help="first image index (tuning on training images)")
     ap.add_argument("--network", default=None, help="fast-path network (default: bundled)")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -74,7 +75,7 @@ def main():
     cnn = load_recon_cnn(args.network) if args.network else default_cnn()
     rows = []
     for folder in args.heldout:
-        for i in range(args.images):
+        for i in range(args.start, args.start + args.images):
             p = json.load(open(os.path.join(folder, "params", f"{i:07d}.json")))
             crop = np.asarray(Image.open(os.path.join(folder, "images", f"{i:07d}.png")).convert("RGB"))
             S = crop.shape[0]

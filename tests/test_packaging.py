@@ -21,11 +21,13 @@ def test_wheel_install_finds_bundled_models(tmp_path):
                    check=True, capture_output=True, timeout=600)
     (site,) = prefix.glob("lib/python*/site-packages")
     code = ("import stylerelight, stylerelight.bundled as b; "
-            "print(stylerelight.__file__); print(b.bundled(b.GENERATOR)); print(b.bundled(b.ENCODER))")
+            "print(stylerelight.__file__); print(b.bundled(b.GENERATOR)); print(b.bundled(b.ENCODER)); "
+            "print(b.bundled('lightstage_recon.pt'))")
     r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(site)), cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    module, generator, encoder = r.stdout.split()
+    module, generator, encoder, recon = r.stdout.split()
     assert Path(module).is_relative_to(prefix)  # the installed copy, not this checkout
     assert Path(generator).is_relative_to(prefix) and Path(generator).is_file()
     assert encoder == "None" or Path(encoder).is_relative_to(prefix)
+    assert Path(recon).is_relative_to(prefix) and Path(recon).is_file()
