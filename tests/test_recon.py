@@ -152,3 +152,24 @@ def test_reconstruct_cli_bad_inputs(tmp_path):
         lines = [ln for ln in r.output.strip().splitlines() if ln.strip() and not ln.startswith("reconstruct")]
         assert len(lines) == 1 and lines[0].startswith("Error"), r.output
         assert not (tmp_path / "out").exists()
+
+
+@needs_llvm
+def test_bundled_reconstruction_end_to_end():
+    """The bundled fast path + full fit on a render of an unseen subject (errors bounded) and on
+    the real astronaut photo (aligned by dlib first; near-frontal)."""
+    import skimage.data
+
+    import stylerelight as sr
+
+    subj, img, lm, _ = _portrait(1_000_123, sample_envmap(4242), -20.0, 8.0)
+    fast = sr.reconstruct(img, aligned=True, fast_only=True)
+    full = sr.reconstruct(img, aligned=True)
+    for rec in (fast, full):
+        assert abs(rec.pose[0] + 20) < 6 and abs(rec.pose[1] - 8) < 6, rec.pose
+        assert np.linalg.norm(rec.landmarks - lm, axis=1).mean() < 3
+    assert full.info["cnn_seconds"] < 1.0
+    rerender = full.render(spp=4)
+    assert 10 * np.log10(255**2 / ((rerender.astype(float) - img) ** 2).mean()) > 20
+    astro = sr.reconstruct(skimage.data.astronaut())
+    assert abs(astro.pose[0]) < 25 and astro.light.shape == (150, 3) and (astro.light >= 0).all()
