@@ -355,13 +355,13 @@ def lightstage_render(subjects, out, seed, resolution, spp, stage_path, force):
 def lightstage_relight(capture, light, camera, rotate, exposure, out, force):
     """Relight an OLAT capture with an environment map: sum_l coeff_l * OLAT_l."""
     from . import imageio
-    from .lighting import OLATCapture, load_envmap, to_display
+    from .lighting import OLATCapture, face_display, load_envmap
 
     imageio.check_writable(out, force)
     cap = OLATCapture.load(capture)
     env = load_envmap(light).rotate(rotate)
     img = cap.relight(cap.stage.project(env), camera=camera)
-    path = imageio.save_image(to_display(img, exposure, mask=cap.mask[camera]), out, force=force)
+    path = imageio.save_image(face_display(img, cap.mask[camera], exposure)[0], out, force=force)
     click.echo(f"wrote {path}")
 
 

@@ -22,7 +22,7 @@ HELDOUT_SUBJECT = 2_000_007  # subject seeds >= 1,000,000 are never drawn by tra
 
 def lightstage_sheet(out: Path, resolution: int = 64, echo: Callable[[str], None] = print) -> Path:
     """Contact sheet of (OLAT relit | Mitsuba ground truth | env map) triples."""
-    from .lighting import LightStage, auto_exposure, to_display
+    from .lighting import LightStage, face_display, face_exposure
     from .synth import Camera, render_envmap, render_olat, sample_envmap, sample_subject
 
     stage, subj = LightStage.default(), sample_subject(7)
@@ -36,10 +36,10 @@ def lightstage_sheet(out: Path, resolution: int = 64, echo: Callable[[str], None
             relit = cap.relight(coeffs, camera=ci)
             gt, alpha = render_envmap(subj, env, cam, resolution, spp=128, return_mask=True)
             m = alpha > 0.99
-            exp = auto_exposure(gt, m, target=0.18, percentile=60)
+            exp = face_exposure(gt, alpha)
             rmse = float(np.sqrt(((relit - gt)[m] ** 2).mean() / (gt[m] ** 2).mean()))
             echo(f"env {ei} camera {ci}: relative RMSE relit vs ground truth {rmse:.3f}")
-            tiles += [to_display(relit, exp, m, background=[0.5] * 3), to_display(gt, exp, m, background=[0.5] * 3),
+            tiles += [face_display(relit, cap.mask[ci], exp)[0], face_display(gt, alpha, exp)[0],
                       env_tile(env, resolution)]
     return imageio.save_image(imageio.make_grid(np.stack(tiles), cols=6), out / "lightstage_contact_sheet.png",
                               force=True)

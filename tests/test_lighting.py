@@ -201,3 +201,22 @@ def test_display_transform():
     assert abs(int(u8[0, 0, 0]) - 118) <= 1
     auto = to_display(img * 7, mask=np.ones((4, 4)))  # auto exposure maps the face median to 0.18
     assert np.array_equal(auto, u8)
+
+
+def test_face_display_is_the_one_transform():
+    """Premultiplied linear -> uint8: un-premultiplied, exposure from the covered face, grey outside."""
+    from stylerelight.lighting import face_display, srgb_encode
+
+    rng = np.random.default_rng(0)
+    straight = rng.uniform(0.05, 0.3, (8, 8, 3))
+    alpha = np.ones((8, 8))
+    alpha[:, :2] = 0.0
+    alpha[:, 2] = 0.5
+    img, exp = face_display(straight * alpha[..., None], alpha)
+    lum = straight[:, 3:] @ np.array([0.2126, 0.7152, 0.0722])
+    assert exp == pytest.approx(0.18 / np.percentile(lum, 60))
+    want = np.round(np.clip(srgb_encode(straight[:, 3:] * exp), 0, 1) * 255)
+    assert np.abs(img[:, 3:].astype(float) - want).max() <= 1
+    assert (img[:, :2] == 128).all()  # the grey background where nothing was hit
+    edge = srgb_encode(straight[:, 2] * exp) * 0.5 + 0.25  # half covered: half face, half grey
+    assert np.abs(img[:, 2] / 255.0 - edge).max() < 0.01

@@ -1,6 +1,14 @@
 """Lighting: env maps, the light stage, OLAT captures and the display transform."""
 
-from .display import auto_exposure, srgb_decode, srgb_encode, to_display
+from .display import (
+    FACE_BACKGROUND,
+    auto_exposure,
+    face_display,
+    face_exposure,
+    srgb_decode,
+    srgb_encode,
+    to_display,
+)
 from .envmap import (
            EnvMap,
            direction_to_pixel,
@@ -13,6 +21,7 @@ from .hdr_io import EnvMapError
 from .olat import OLATCapture
 from .stage import LightStage
 
-__all__ = ["EnvMap", "EnvMapError", "LightStage", "OLATCapture", "auto_exposure", "direction_to_pixel",
+__all__ = ["FACE_BACKGROUND", "face_display", "face_exposure",
+           "EnvMap", "EnvMapError", "LightStage", "OLATCapture", "auto_exposure", "direction_to_pixel",
            "latlong_directions", "latlong_solid_angles", "load_envmap", "save_envmap", "srgb_decode",
            "srgb_encode", "to_display"]

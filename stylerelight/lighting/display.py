@@ -36,3 +36,24 @@ def to_display(linear: np.ndarray, exposure: float | None = None, mask: np.ndarr
         m = np.clip(mask, 0, 1)[..., None]
         rgb = rgb * m + np.asarray(background, np.float64) * (1 - m)
     return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
+
+
+FACE_BACKGROUND = np.array([0.5, 0.5, 0.5])  # display-referred neutral grey behind rendered heads
+
+
+def face_exposure(linear: np.ndarray, alpha: np.ndarray) -> float:
+    """The exposure of every displayed face: the 60th-percentile luminance of the fully covered
+    pixels maps to 0.18."""
+    return auto_exposure(linear, np.asarray(alpha) > 0.99, target=0.18, percentile=60)
+
+
+def face_display(linear: np.ndarray, alpha: np.ndarray, exposure: float | None = None,
+                 background: np.ndarray | None = FACE_BACKGROUND) -> tuple[np.ndarray, float]:
+    """The one display transform for rendered faces (dataset portraits, OLAT relighting, the demo,
+    reconstructions, the mapper's pairs): `linear` is premultiplied by the pixel coverage `alpha`
+    (as Mitsuba and OLAT renders are); it is un-premultiplied, exposed (`face_exposure` unless
+    given), sRGB-encoded and laid over `background` by alpha. Returns (uint8 [H, W, 3], exposure)."""
+    alpha = np.clip(np.asarray(alpha, np.float64), 0, 1)
+    exp = exposure if exposure is not None else face_exposure(linear, alpha)
+    straight = np.asarray(linear, np.float64) / np.maximum(alpha, 1e-6)[..., None] * (alpha > 0)[..., None]
+    return to_display(straight, exposure=exp, mask=alpha, background=background), exp

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..lighting import EnvMap, LightStage, srgb_encode, to_display
+from ..lighting import EnvMap, LightStage, face_display, srgb_encode
 from ..synth.camera import Camera
 from ..synth.head_model import HeadModel
 from ..synth.subject import Subject, skin_albedo
@@ -21,7 +21,6 @@ from .photometric import fit_light_albedo, olat_basis, warp_to_crop
 from .pose_fit import PoseFit, fit_pose_shape, pose_from_estimate
 
 SPECULAR, ROUGHNESS = 0.35, 0.45  # typical values of the procedural heads (not fitted yet)
-BACKGROUND = np.array([0.5, 0.5, 0.5])
 
 
 @dataclass
@@ -69,13 +68,13 @@ class Reconstruction:
             img = np.einsum("lhwk,lk->hwk", cap.olat[0].astype(np.float64), light)
             img = warp_to_crop(img[None].astype(np.float32), self.fit, res)[0]
             mask = warp_to_crop(cap.mask[0][None, ..., None], self.fit, res)[0, ..., 0]
-            return to_display(img, exposure, mask=np.clip(mask, 0, 1), background=BACKGROUND)
+            return face_display(img, mask, exposure)[0]
         from ..align import align_from_landmarks
 
         raw = res * 3
         cap = render_olat(subj, self.stage, [camera], raw, spp=max(1, spp // 4), seed=seed)
         img = np.einsum("lhwk,lk->hwk", cap.olat[0].astype(np.float64), light)
-        disp = to_display(img, exposure, mask=cap.mask[0], background=BACKGROUND)
+        disp = face_display(img, cap.mask[0], exposure)[0]
         lm = camera.project(subj.landmarks3d(), raw)
         return align_from_landmarks(disp, lm, output_size=res).image
 

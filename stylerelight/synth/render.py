@@ -13,14 +13,14 @@ import math
 
 import numpy as np
 
-from ..lighting import EnvMap, LightStage, OLATCapture, to_display
+from ..lighting import FACE_BACKGROUND, EnvMap, LightStage, OLATCapture, face_display
 from .camera import Camera, default_rig
 from .mitsuba_setup import set_variant
 from .subject import Subject
 
 LIGHT_DISTANCE = 30.0  # head units (the head is about 2 units tall)
 LIGHT_RADIUS_DEG = 2.0  # angular radius of each light's disk as seen from the head
-BACKGROUND = np.array([0.5, 0.5, 0.5])  # display-referred neutral grey of dataset portraits
+BACKGROUND = FACE_BACKGROUND  # display-referred neutral grey of dataset portraits
 
 
 def _mi():
@@ -185,18 +185,10 @@ def render_portrait(subject: Subject, env: EnvMap, camera: Camera, resolution: i
 
     raw = int(math.ceil(resolution * 3))
     rgb, alpha = render_envmap(subject, env, camera, raw, spp=spp, seed=seed, return_mask=True)
-    exp = exposure if exposure is not None else _face_exposure(rgb, alpha)
-    disp = to_display(rgb / np.maximum(alpha, 1e-6)[..., None] * (alpha > 0)[..., None], exposure=exp,
-                      mask=alpha, background=BACKGROUND)
+    disp, exp = face_display(rgb, alpha, exposure)
     lm = camera.project(subject.landmarks3d(), raw)
     aligned = align_from_landmarks(disp, lm, output_size=resolution)
     if return_info:
         return aligned.image, {"exposure": exp, "landmarks": lm.tolist(), "quad": aligned.quad.tolist(),
                                "raw_resolution": raw}
     return aligned.image
-
-
-def _face_exposure(rgb: np.ndarray, alpha: np.ndarray) -> float:
-    from ..lighting import auto_exposure
-
-    return auto_exposure(rgb, alpha > 0.99, target=0.18, percentile=60)
