@@ -477,11 +477,7 @@ def train_encoder(config_path, run_dir, checkpoint, data, kimg, threads):
         cfg.threads = threads
     G = load_generator(_resolve_checkpoint(cfg.generator or None))
     images = load_image_folder(cfg.data, G.img_resolution) if cfg.data else None
-    trainer = EncoderTrainer(cfg, G, images, run_dir)
-    if trainer.nimg:
-        click.echo(f"resuming {run_dir} at {trainer.nimg / 1000:.3f} kimg")
-    trainer.train(kimg)
-    click.echo(f"done at {trainer.nimg / 1000:.3f} kimg; encoder: {Path(run_dir) / 'encoder.pt'}")
+    _train(EncoderTrainer(cfg, G, images, run_dir), run_dir, kimg, "encoder", "encoder.pt")
 
 
 @train.command("recon")
@@ -513,11 +509,14 @@ def train_recon(config_path, run_dir, data, kimg, threads):
     if threads:
         cfg.threads = threads
     images = load_image_folder(cfg.data, _dataset_resolution(cfg.data))
-    trainer = ReconTrainer(cfg, images, dataset_targets(cfg.data), run_dir)
+    _train(ReconTrainer(cfg, images, dataset_targets(cfg.data), run_dir), run_dir, kimg, "network", "recon.pt")
+
+
+def _train(trainer, run_dir, kimg, product: str, filename: str) -> None:
     if trainer.nimg:
         click.echo(f"resuming {run_dir} at {trainer.nimg / 1000:.3f} kimg")
     trainer.train(kimg)
-    click.echo(f"done at {trainer.nimg / 1000:.3f} kimg; network: {Path(run_dir) / 'recon.pt'}")
+    click.echo(f"done at {trainer.nimg / 1000:.3f} kimg; {product}: {Path(run_dir) / filename}")
 
 
 def _dataset_resolution(data) -> int:

@@ -49,6 +49,17 @@ def config_from_yaml(cls, path):
     return cls(**data)
 
 
+def sample_images(data: torch.Tensor, n: int, gen: torch.Generator, mirror: bool) -> torch.Tensor:
+    """n images drawn with replacement from uint8 [N, C, H, W] as float in [-1, 1], each flipped
+    left-right with probability 1/2 when `mirror` (both draws from `gen`, so runs resume exactly)."""
+    idx = torch.randint(len(data), [n], generator=gen)
+    x = data[idx].to(torch.float32) / 127.5 - 1
+    if mirror:
+        flip = torch.rand([n], generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
 class RunTrainer:
     """Base class: subclasses build their networks inside `init_rng()`, and implement
     `train_step() -> stats`, `state() -> dict`, `load_state(dict)`, `export()` (write the run's

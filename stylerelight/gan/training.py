@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, differing, without_run_control
+from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, differing, sample_images, without_run_control
 from .io import load_generator, save_generator
 from .networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, style_mix
 
@@ -156,13 +156,8 @@ class Trainer(RunTrainer):
 
     # -- one iteration --------------------------------------------------------------------------
 
-    def _reals(self, n):
-        idx = torch.randint(len(self.data), [n], generator=self.data_gen)
-        x = self.data[idx].to(torch.float32) / 127.5 - 1
-        if self.cfg.mirror:
-            flip = torch.rand([n], generator=self.data_gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        return x
+    def _reals(self, n: int) -> torch.Tensor:
+        return sample_images(self.data, n, self.data_gen, self.cfg.mirror)
 
     def _fakes(self, n, update_w_avg=False):
         z = torch.randn([n, self.cfg.z_dim])

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..gan.io import generator_hash
-from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml
+from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, sample_images
 from .encoder_io import build_compact, save_encoder
 from .encoders import Encoder
 from .losses import PerceptualLoss, ms_ssim_l1
@@ -143,13 +143,8 @@ class EncoderTrainer(RunTrainer):
             img = G.synthesis(ws, noise_mode="const")
         return img, ws
 
-    def _reals(self, n: int):
-        idx = torch.randint(len(self.data), [n], generator=self.data_gen)
-        x = self.data[idx].to(torch.float32) / 127.5 - 1
-        if self.cfg.mirror:
-            flip = torch.rand([n], generator=self.data_gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        return x
+    def _reals(self, n: int) -> torch.Tensor:
+        return sample_images(self.data, n, self.data_gen, self.cfg.mirror)
 
     def train_step(self) -> dict:
         cfg = self.cfg
