@@ -29,5 +29,5 @@ def test_wheel_install_finds_bundled_models(tmp_path):
     module, generator, encoder, recon = r.stdout.split()
     assert Path(module).is_relative_to(prefix)  # the installed copy, not this checkout
     assert Path(generator).is_relative_to(prefix) and Path(generator).is_file()
-    assert encoder == "None" or Path(encoder).is_relative_to(prefix)
+    assert Path(encoder).is_relative_to(prefix) and Path(encoder).is_file()
     assert Path(recon).is_relative_to(prefix) and Path(recon).is_file()
