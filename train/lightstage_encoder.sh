@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 SR=${SR:-.venv/bin/stylerelight}
 PY=${PY:-.venv/bin/python}
 KIMG1=${KIMG1:-9}    # phase 1: single-pass encoder
-KIMG=${KIMG:-40}     # phase 2: iterative encoder warm-started from phase 1
+KIMG=${KIMG:-65}     # phase 2: iterative encoder warm-started from phase 1
 
 # 1. real renders for the image losses: the first 4,000 images of the generator's training recipe
 #    (image i depends only on (seed, i), so these equal images 0..3999 of data/lightstage64)
