@@ -75,8 +75,7 @@ def check_encoder_for(E: Encoder, G) -> None:
                               f"{G.num_ws} x {G.w_dim}; use the encoder trained for this generator")
     want = E.meta.get("generator", {}).get("hash")
     if want:
-        got = getattr(G, "_stylerelight_hash", None) or generator_hash(G)
-        G._stylerelight_hash = got
+        got = generator_hash(G)
         if got != want:
             raise CheckpointError(f"the encoder was trained for generator {want}, not this one ({got}); "
                                   "use the matching generator or encoder")
@@ -138,7 +137,7 @@ def _opt(opts, key, default=None):
     return getattr(opts, key, default)
 
 
-def psp_config_from_weights(sd: dict, encoder_type: str = "GradualStyleEncoder") -> dict:
+def psp_config_from_weights(sd: dict) -> dict:
     """PSPEncoder arguments read off an encoder state dict with the official key layout."""
     n_styles = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"styles\.(\d+)\.", k)))
     n_units = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"body\.(\d+)\.", k)))
@@ -161,7 +160,7 @@ def _from_psp(obj: dict, path: Path) -> Encoder:
         raise CheckpointError(f"{path}: encoder_type {etype!r} is not supported; "
                               f"expected one of {', '.join(_PSP_TYPES)}")
     sd = {k[len("encoder."):]: v for k, v in obj["state_dict"].items() if k.startswith("encoder.")}
-    cfg = psp_config_from_weights(sd, etype)
+    cfg = psp_config_from_weights(sd)
     kind = _PSP_TYPES[etype]
     net = PSPEncoder(kind=kind, **cfg)
     _load(net, sd, path)

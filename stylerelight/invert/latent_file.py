@@ -42,8 +42,9 @@ class Latent:
             raise CheckpointError(f"the latent holds {self.ws.shape[1]} x {self.ws.shape[2]} ws but the generator "
                                   f"takes {G.num_ws} x {G.w_dim}; invert the photo with this generator")
         want = self.generator.get("hash")
-        if want and want != generator_hash(G):
-            raise CheckpointError(f"the latent belongs to generator {want}, not this one ({generator_hash(G)}); "
+        got = generator_hash(G) if want else None
+        if want and want != got:
+            raise CheckpointError(f"the latent belongs to generator {want}, not this one ({got}); "
                                   "use that generator or invert the photo again")
 
 
