@@ -26,6 +26,7 @@ class AlignedFace:
     quad: np.ndarray  # [4, 2] the crop quad in input pixel coordinates (top-left, bottom-left, bottom-right, top-right)
     landmarks: np.ndarray  # [68, 2] input pixel coordinates
     input_size: tuple[int, int]  # (H, W) of the input image
+    faces_found: int = 1  # how many faces the detector saw (the largest was taken unless told)
 
     @property
     def size(self) -> int:
@@ -182,6 +183,10 @@ def _dlib_models(detector: str):
 
 def detect_landmarks(image: np.ndarray, face_index: int | None = None, detector: str = "hog") -> np.ndarray:
     """68 iBUG landmarks [68, 2] of one face: the largest (ties: the most confident) unless face_index."""
+    return _detect_landmarks(image, face_index, detector)[0]
+
+
+def _detect_landmarks(image: np.ndarray, face_index: int | None, detector: str) -> tuple[np.ndarray, int]:
     import dlib
 
     det, predictor = _dlib_models(detector)
@@ -205,7 +210,7 @@ def detect_landmarks(image: np.ndarray, face_index: int | None = None, detector:
         biggest = max(area(b) for b in boxes)
         rect = max((b for b in boxes if area(b) >= 0.8 * biggest), key=lambda b: b[1])[0]
     shape = predictor(image, dlib.rectangle(rect.left(), rect.top(), rect.right(), rect.bottom()))
-    return np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], np.float64)
+    return np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], np.float64), len(boxes)
 
 
 def face_found_rate(images: np.ndarray, detector: str = "hog", size: int = 256, threshold: float = -0.5) -> float:
@@ -227,7 +232,10 @@ def face_found_rate(images: np.ndarray, detector: str = "hog", size: int = 256, 
 def align_face(image, output_size: int = 256, face_index: int | None = None, detector: str = "hog") -> AlignedFace:
     """Detect a face (dlib), find its 68 landmarks, and crop it as FFHQ was cropped."""
     img = load_image(image)
-    return align_from_landmarks(img, detect_landmarks(img, face_index, detector), output_size)
+    lm, n = _detect_landmarks(img, face_index, detector)
+    a = align_from_landmarks(img, lm, output_size)
+    a.faces_found = n
+    return a
 
 
 def face_mask(size: int, feather: float = 0.12) -> np.ndarray:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 GENERATOR = "lightstage_stylegan2.pt"
 ENCODER = "lightstage_encoder.pt"
+MAPPER = "lightstage_mapper.pt"
+RECON = "lightstage_recon.pt"
 
 
 def checkpoint_dirs() -> list[Path]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import warnings
 from pathlib import Path
 
 import click
+import numpy as np
 
 from .bundled import GENERATOR, bundled, checkpoint_dirs
 
@@ -258,6 +260,218 @@ def _bundled_encoder() -> str | None:
     return str(path) if path else None
 
 
+def _sweep(text: str | None, name: str):
+    """'a:b:s' -> values a, a+s, ..., b (inclusive); a plain number -> None (not a sweep)."""
+    if text is None or ":" not in str(text):
+        return None
+    try:
+        a, b, step = (float(v) for v in str(text).split(":"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: a sweep is START:STOP:STEP in degrees, e.g. 0:360:30",
+                                 param_hint=f"--{name}") from None
+    if step == 0 or (b - a) / step < 0 or abs((b - a) / step) > 360:
+        raise click.BadParameter(f"{text!r}: STEP must move from START to STOP in at most 360 steps",
+                                 param_hint=f"--{name}")
+    vals = [a + i * step for i in range(int(np.floor((b - a) / step + 1e-9)) + 1)]
+    if name == "rotate-light" and len(vals) > 1 and abs(vals[-1] - vals[0]) >= 360 - 1e-9:
+        vals = vals[:-1]  # 360 is 0 again
+    return vals
+
+
+def _angle(text: str | None, name: str) -> float:
+    if text is None:
+        return 0.0
+    try:
+        v = float(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a number of degrees (or a sweep START:STOP:STEP)",
+                                 param_hint=f"--{name}") from None
+    if not np.isfinite(v):
+        raise click.BadParameter(f"{text!r} is not a finite number of degrees", param_hint=f"--{name}")
+    return v
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path())
+@click.option("--light", default=None, type=click.Path(dir_okay=False),
+              help="Target light: env map (.hdr, .exr, lat-long .npy) or light-stage coefficients (.npy [L, 3]). "
+                   "Default: the input's own light (as the reconstruction estimates it).")
+@click.option("--yaw", default=None, help="Turn the head, degrees relative to the input's own view: positive shows "
+              "more of the subject's LEFT cheek (the camera moves to the subject's left). Or a sweep -30:30:10.")
+@click.option("--pitch", default=None, help="Degrees relative to the input's view; positive looks down on the face.")
+@click.option("--rotate-light", default=None, help="Turn the env map about the vertical axis (degrees, "
+              "or a sweep 0:360:30).")
+@click.option("--steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Optimisation steps after the encoder (0: encoder only, fastest).")
+@click.option("--aligned", is_flag=True, help="INPUT is an FFHQ-aligned crop (no detection, no paste-back).")
+@click.option("--save-latent", type=click.Path(dir_okay=False), default=None,
+              help="Also write the source's latent (ws, alignment, reconstruction) for later edits.")
+@click.option("-o", "--out", required=True, type=click.Path(),
+              help="Output image (.png/.jpg); a folder when INPUT is one; .gif/.mp4/.png for a sweep.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@_checkpoint_option
+@click.option("--encoder", "encoder_path", type=click.Path(dir_okay=False), default=None,
+              help="Encoder (default: the bundled one).")
+@click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False), default=None,
+              help="Latent mapper (default: the bundled one).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite outputs that exist (a folder run redoes finished files).")
+@user_errors
+def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_latent, out, batch_size, checkpoint,
+         encoder_path, mapper_path, device, force):
+    """Relight a portrait and turn the head: align, invert, map in W+, synthesise, paste back.
+
+    INPUT is a photo, a latent file (.pt from `invert` or --save-latent) or a folder of photos
+    (then OUT is a folder: finished files are skipped, so a stopped run resumes).
+
+    \b
+    Examples:
+      stylerelight edit photo.jpg --light studio.hdr --yaw 20 -o out.png
+      stylerelight edit photo.jpg --light studio.hdr --rotate-light 0:360:30 -o sweep.gif
+      stylerelight edit photo.jpg --yaw -30:30:10 -o turn.png          # a grid of the sweep
+      stylerelight edit photos/ --light sunset.exr -o edited/ --batch-size 32
+    """
+    from . import imageio
+    from .edit import Editor
+
+    sweeps = {k: v for k, v in (("yaw", _sweep(yaw, "yaw")), ("pitch", _sweep(pitch, "pitch")),
+                                ("rotate_light", _sweep(rotate_light, "rotate-light"))) if v is not None}
+    if len(sweeps) > 1:
+        raise click.BadParameter("sweep one of --yaw, --pitch, --rotate-light at a time")
+    angles = {"yaw": 0.0 if "yaw" in sweeps else _angle(yaw, "yaw"),
+              "pitch": 0.0 if "pitch" in sweeps else _angle(pitch, "pitch"),
+              "rotate_light": 0.0 if "rotate_light" in sweeps else _angle(rotate_light, "rotate-light")}
+    src = Path(input_path)
+    if not src.exists():
+        raise click.ClickException(f"{src}: no such file or folder")
+    folder = src.is_dir()
+    if folder and sweeps:
+        raise click.BadParameter("sweeps take one INPUT, not a folder")
+    if folder and save_latent:
+        raise click.BadParameter("--save-latent takes one INPUT, not a folder")
+    if not folder:
+        imageio.check_writable(out, force)
+        if sweeps and Path(out).suffix.lower() not in (".gif", ".mp4", ".png"):
+            raise click.BadParameter(f"{out}: a sweep is written as .gif, .mp4 or .png (grid)", param_hint="-o")
+        if not sweeps and Path(out).suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            raise click.BadParameter(f"{out}: write the edit as .png or .jpg", param_hint="-o")
+    if save_latent:
+        imageio.check_writable(save_latent, force)
+    default = checkpoint is None
+    ed = Editor.from_pretrained(device, checkpoint=_resolve_checkpoint(checkpoint),
+                                encoder=encoder_path or (None if default else _need_encoder()), mapper=mapper_path)
+    if light is not None:
+        ed.resolve_light(light, 0.0)  # a bad light file fails before any work
+    if folder:
+        _edit_folder(ed, src, Path(out), light, angles, steps, aligned, batch_size, force)
+        return
+    item = _edit_input(ed, src)
+    lat = item if not isinstance(item, Path) else ed.invert(src, aligned=aligned, steps=steps)
+    if lat.info.get("faces_found", 1) > 1:
+        click.echo(f"found {lat.info['faces_found']} faces; edited the largest")
+    if sweeps:
+        (name, values), = sweeps.items()
+        frames = []
+        for v in values:
+            kw = {**angles, name: v}
+            img = ed.relight(lat, light, kw["yaw"], kw["pitch"], kw["rotate_light"])
+            frames.append(imageio.gan_to_uint8(img)[0])
+        _write_sweep(frames, Path(out), force)
+        click.echo(f"wrote {out}: {len(frames)} frames, {name.replace('_', '-')} {values[0]:g}..{values[-1]:g}")
+    else:
+        res = ed.edit_batch([lat], light, angles["yaw"], angles["pitch"], angles["rotate_light"])[0]
+        image = res.crop if (aligned or lat.alignment is None) else ed.paste(src, lat, res.crop)
+        imageio.save_image(image, out, force=force)
+        click.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]})")
+    if save_latent:
+        from .invert.latent_file import save_latent as write_latent
+
+        write_latent(lat, save_latent, force=force)
+        click.echo(f"wrote {save_latent}")
+
+
+def _need_encoder():
+    raise click.ClickException("a generator other than the bundled one needs its encoder: pass --encoder "
+                               "(and --mapper)")
+
+
+def _edit_input(ed, src: Path):
+    """A latent file -> Latent (checked against the generator); a photo -> its path."""
+    if src.suffix.lower() == ".pt":
+        from .invert.latent_file import load_latent
+
+        return load_latent(src, ed.G)
+    return src
+
+
+def _write_sweep(frames: list, out: Path, force: bool) -> None:
+    from PIL import Image
+
+    from . import imageio
+
+    scale = max(1, 256 // frames[0].shape[0])
+    big = [np.repeat(np.repeat(f, scale, 0), scale, 1) for f in frames]
+    suffix = out.suffix.lower()
+    if suffix == ".png":
+        imageio.save_image(imageio.make_grid(np.stack(big), cols=min(len(big), 6)), out, force=force)
+    elif suffix == ".gif":
+        tmp = out.with_name(f".{out.name}.tmp.gif")
+        Image.fromarray(big[0]).save(tmp, save_all=True, append_images=[Image.fromarray(b) for b in big[1:]],
+                                     duration=120, loop=0)
+        os.replace(tmp, out)
+    else:
+        import cv2
+
+        tmp = out.with_name(f".{out.name}.tmp.mp4")
+        h, w = big[0].shape[:2]
+        vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), 8, (w, h))
+        for b in big:
+            vw.write(b[..., ::-1])
+        vw.release()
+        os.replace(tmp, out)
+
+
+def _edit_folder(ed, src: Path, out: Path, light, angles: dict, steps: int, aligned: bool, batch_size: int,
+                 force: bool) -> None:
+    from tqdm import tqdm
+
+    from . import imageio
+    from .edit import IMAGE_SUFFIXES
+
+    files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise click.ClickException(f"{src}: no images (.jpg, .png, ...) in the folder")
+    if out.exists() and not out.is_dir():
+        raise click.ClickException(f"{out} exists and is not a folder; a folder INPUT writes a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [f for f in files if force or not (out / f"{f.stem}.png").exists()]
+    failed = []
+    with tqdm(total=len(files), initial=len(files) - len(todo), unit="photo", desc="edit", disable=None) as bar:
+        for i in range(0, len(todo), batch_size):
+            chunk = todo[i:i + batch_size]
+            try:
+                results = ed.edit_batch(chunk, light, angles["yaw"], angles["pitch"], angles["rotate_light"],
+                                        aligned=aligned, steps=steps, batch_size=batch_size)
+            except ValueError:  # one bad photo: redo this chunk one by one to name it
+                results = []
+                for f in chunk:
+                    try:
+                        results.append(ed.edit(f, light, angles["yaw"], angles["pitch"], angles["rotate_light"],
+                                               aligned=aligned, steps=steps))
+                    except ValueError as e:
+                        failed.append(f"{f.name}: {str(e).splitlines()[0]}")
+                        results.append(None)
+            for f, r in zip(chunk, results, strict=True):
+                if r is not None:
+                    imageio.save_image(r.image, out / f"{f.stem}.png", force=True)
+                bar.update(1)
+    for msg in failed:
+        click.echo(f"skipped {msg}", err=True)
+    click.echo(f"wrote {len(todo) - len(failed)} edits to {out}" + (f"; {len(failed)} failed" if failed else ""))
+    if failed:
+        raise SystemExit(1)
+
+
 @cli.command()
 @click.argument("portrait", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -314,31 +528,47 @@ def lightstage():
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (one capture each).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Subject i uses seed + i.")
 @click.option("--resolution", type=click.IntRange(min=8), default=64, show_default=True)
-@click.option("--spp", type=click.IntRange(min=1), default=4, show_default=True, help="Samples per pixel.")
+@click.option("--spp", type=click.IntRange(min=1), default=None,
+              help="Samples per pixel (default 4; 1 with --aligned).")
 @click.option("--stage", "stage_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Light stage layout JSON (default: 150 near-uniform lights).")
+@click.option("--aligned", is_flag=True,
+              help="Captures for a generator: 8 cameras drawn per subject (yaw +-45, pitch +-20), every image "
+                   "in the FFHQ crop at --resolution (rendered larger, filtered down). --spp defaults to 1.")
 @click.option("--force", is_flag=True, help="Re-render captures that already exist.")
 @user_errors
-def lightstage_render(subjects, out, seed, resolution, spp, stage_path, force):
-    """Render OLAT captures: every light of the stage x 8 cameras (yaw -45..45, pitch 0 and 15).
+def lightstage_render(subjects, out, seed, resolution, spp, stage_path, aligned, force):
+    """Render OLAT captures: every light of the stage x 8 cameras.
 
+    Without --aligned the cameras are the fixed rig (yaw -45..45, pitch 0 and 15) and the images
+    are full frames; with --aligned they are a generator's training data (see docs/mapper.md).
     Resumable: captures already complete in OUT are skipped unless --force.
+
+    \b
+    Examples:
+      stylerelight lightstage render --subjects 2 --out captures/
+      stylerelight lightstage render --aligned --subjects 300 --resolution 64 --out data/olat64
     """
     from tqdm import tqdm
 
     from .lighting import LightStage
     from .synth import default_rig, render_olat, sample_subject
+    from .synth.olat_aligned import render_olat_aligned, sample_cameras
 
     stage = LightStage.load(stage_path) if stage_path else LightStage.default()
-    rig = default_rig()
     for i in range(subjects):
         d = Path(out) / f"subject_{seed + i:04d}"
         if (d / "capture.json").exists() and not force:
             click.echo(f"skip {d} (complete)")
             continue
+        rig = sample_cameras(seed + i) if aligned else default_rig()
         with tqdm(total=stage.num_lights * len(rig), desc=d.name, unit="light", disable=None) as bar:
-            cap = render_olat(sample_subject(seed + i), stage, rig, resolution, spp=spp, seed=seed + i,
-                              progress=bar)
+            if aligned:
+                cap = render_olat_aligned(sample_subject(seed + i), stage, rig, resolution, spp=spp or 1,
+                                          seed=seed + i, progress=bar)
+            else:
+                cap = render_olat(sample_subject(seed + i), stage, rig, resolution, spp=spp or 4, seed=seed + i,
+                                  progress=bar)
         cap.save(d, force=True)
         click.echo(f"wrote {d} ({len(rig)} cameras x {stage.num_lights} lights, {resolution}^2)")
 
@@ -512,11 +742,78 @@ def train_recon(config_path, run_dir, data, kimg, threads):
     _train(ReconTrainer(cfg, images, dataset_targets(cfg.data), run_dir), run_dir, kimg, "network", "recon.pt")
 
 
+@train.command("mapper")
+@click.option("--olat", "olat_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="OLAT captures aligned for the generator (`lightstage render --aligned`).")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="YAML config, e.g. train/configs/lightstage_mapper.yaml.")
+@click.option("--run", "--run-dir", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: latent bank, snapshots, mapper.pt, tensorboard logs. An existing run resumes. "
+                   "(Under torchrun spell it --run-dir: torchrun takes --run as its own --run-path.)")
+@_checkpoint_option
+@click.option("--encoder", "encoder_path", default=None, type=click.Path(dir_okay=False),
+              help="Encoder for the generator (default: the bundled one with the bundled generator).")
+@click.option("--kimg", type=float, default=None, help="Stop at this many thousand pairs (default: config).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads per process (default: config, else torch's).")
+@user_errors
+def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg, threads):
+    """Train the latent mapper on OLAT captures; resumes from RUN/snapshot.pt if present.
+
+    First every capture is relit under a few bank lights per subject, encoded and reconstructed
+    once (RUN/bank, resumable); then pairs are drawn from the bank with fresh target lights.
+    The product is RUN/mapper.pt (records the generator's hash, the light stage, the pose range).
+    Data-parallel: start it with torchrun (gloo on CPU, nccl on GPUs).
+
+    \b
+    Examples:
+      stylerelight train mapper --olat data/olat64 --config train/configs/lightstage_mapper.yaml --run runs/map64
+      torchrun --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \\
+          --config train/configs/lightstage_mapper.yaml --run-dir runs/map64
+    """
+    import os
+
+    import torch
+
+    from . import load_encoder, load_generator
+    from .invert import check_encoder_for
+    from .mapper.pairs import Bank, BankSpec, build_bank
+    from .mapper.training import MapperTrainConfig, MapperTrainer
+    from .recon import default_cnn
+
+    cfg = MapperTrainConfig.from_yaml(config_path)
+    if threads:
+        cfg.threads = threads
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    G = load_generator(_resolve_checkpoint(checkpoint))
+    enc = encoder_path or (_bundled_encoder() if checkpoint is None else None)
+    if enc is None:
+        raise click.ClickException("a generator other than the bundled one needs its encoder: pass --encoder")
+    E = load_encoder(enc)
+    check_encoder_for(E, G)
+    bank_dir = Path(run_dir) / "bank"
+    if rank == 0:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        build_bank(olat_dir, bank_dir, E, default_cnn(), BankSpec(cfg.lights_per_subject, cfg.light_pool, cfg.seed),
+                   hdr_dir=cfg.hdr_dir or None)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    trainer = MapperTrainer(cfg, G, Bank(bank_dir, olat_dir), run_dir, log=True)
+    _train(trainer, run_dir, kimg, "mapper", "mapper.pt")
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def _train(trainer, run_dir, kimg, product: str, filename: str) -> None:
-    if trainer.nimg:
+    quiet = getattr(trainer, "rank", 0) != 0  # under torchrun, rank 0 speaks
+    if trainer.nimg and not quiet:
         click.echo(f"resuming {run_dir} at {trainer.nimg / 1000:.3f} kimg")
-    trainer.train(kimg)
-    click.echo(f"done at {trainer.nimg / 1000:.3f} kimg; {product}: {Path(run_dir) / filename}")
+    trainer.train(kimg, progress=not quiet)
+    if not quiet:
+        click.echo(f"done at {trainer.nimg / 1000:.3f} kimg; {product}: {Path(run_dir) / filename}")
 
 
 def _dataset_resolution(data) -> int:

@@ -1,0 +1,355 @@
+"""The Editor: align, invert, reconstruct, map, synthesise, paste back -- one path for the CLI,
+the Python API and the live page.
+
+    ed = sr.Editor.from_pretrained()
+    lat = ed.invert("photo.jpg")                       # once per photo
+    img = ed.relight(lat, light="studio.hdr", yaw=20)  # per slider move: mapper + synthesis only
+    res = ed.edit("photo.jpg", light="studio.hdr", yaw=20); res.image  # the whole photo, face edited
+
+Angles are degrees relative to the input's own view, in synth.Camera's convention: yaw > 0 turns
+the camera towards the subject's left, so the edit shows more of the subject's LEFT cheek;
+pitch > 0 looks down on the face. `rotate_light` turns the env map about the vertical axis.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .invert.latent_file import Latent, alignment_dict
+from .lighting import EnvMap, EnvMapError, LightStage, load_envmap
+from .mapper import Edit, Mapper
+from .mapper.conditioning import normalise_light
+
+
+class EditError(ValueError):
+    """A request the Editor cannot honour; the message is one line for the user."""
+
+
+@dataclass
+class EditResult:
+    image: np.ndarray   # uint8: the whole photo with the edited face pasted back (the crop when aligned)
+    crop: np.ndarray    # uint8 [S, S, 3]: the edited aligned face
+    latent: Latent      # the source's latent (ws, alignment, reconstruction)
+    ws: torch.Tensor    # [1, num_ws, w_dim]: the edited code
+
+
+def _is_path(x) -> bool:
+    return isinstance(x, (str, Path))
+
+
+class Editor:
+    """A generator, its encoder, the reconstruction's fast path and a mapper, checked to belong together."""
+
+    def __init__(self, G, encoder, mapper: Mapper, recon=None, device: str | torch.device = "cpu"):
+        from .invert import check_encoder_for
+
+        self.device = torch.device(device)
+        self.G = G.to(self.device).eval().requires_grad_(False)
+        check_encoder_for(encoder, self.G)
+        mapper.check_for(self.G)
+        if recon is None:
+            from .recon import default_cnn
+
+            recon = default_cnn()
+        self.encoder, self.mapper, self.recon = encoder.to(self.device), mapper.to(self.device), recon
+        dirs = mapper.stage["directions"].double().numpy()
+        self.stage = LightStage(dirs)
+        self._light_cache: dict = {}
+
+    @classmethod
+    def from_pretrained(cls, device: str | torch.device = "cpu", checkpoint=None, encoder=None,
+                        mapper=None) -> Editor:
+        """The bundled generator, encoder, reconstruction network and mapper (or the files given)."""
+        from . import load_encoder, load_generator
+        from .bundled import ENCODER, GENERATOR, MAPPER, bundled
+
+        def need(path, name):
+            p = path or bundled(name)
+            if p is None:
+                raise FileNotFoundError(f"the bundled {name} is missing from this install; reinstall stylerelight "
+                                        "or pass the file explicitly")
+            return p
+
+        from .mapper import load_mapper
+
+        G = load_generator(need(checkpoint, GENERATOR), device=device)
+        E = load_encoder(need(encoder, ENCODER), device=device)
+        M = load_mapper(need(mapper, MAPPER), device=device)
+        return cls(G, E, M, device=device)
+
+    @property
+    def resolution(self) -> int:
+        return self.G.img_resolution
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def _crop(self, image, aligned: bool):
+        """(uint8 crop at the generator's size, AlignedFace or None, photo or None)."""
+        from PIL import Image
+
+        from .align import align_face, load_image
+
+        if aligned:
+            crop = load_image(image)
+            if crop.shape[0] != crop.shape[1]:
+                raise EditError(f"an aligned crop must be square, got {crop.shape[1]}x{crop.shape[0]}; "
+                                "drop --aligned to align the photo first")
+            if crop.shape[0] != self.resolution:
+                crop = np.asarray(Image.fromarray(crop).resize((self.resolution,) * 2, Image.LANCZOS))
+            return crop, None, None
+        photo = load_image(image)
+        a = align_face(photo, output_size=self.resolution)
+        return a.image, a, photo
+
+    def _to_tensor(self, crops: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(crops)).float().to(self.device) / 127.5 - 1
+        return x.permute(0, 3, 1, 2)
+
+    def invert(self, image, aligned: bool = False, steps: int = 0) -> Latent:
+        """A portrait -> Latent (ws, alignment, the fast reconstruction: pose, light, shape)."""
+        return self.invert_batch([image], aligned, steps)[0]
+
+    def invert_batch(self, images, aligned: bool = False, steps: int = 0) -> list[Latent]:
+        from .invert import invert as optimise
+
+        crops, aligns = [], []
+        for im in images:
+            c, a, _ = self._crop(im, aligned)
+            crops.append(c)
+            aligns.append(a)
+        x = self._to_tensor(np.stack(crops))
+        with torch.no_grad():
+            ws = self.encoder(x)
+        if steps:
+            ws = optimise(self.G, x, steps=steps, encoder=self.encoder, progress=False)
+        est = self.recon.estimate(x.cpu())
+        out = []
+        for i, a in enumerate(aligns):
+            rec = {"kind": "fast", "yaw": float(est.yaw[i]), "pitch": float(est.pitch[i]),
+                   "light": torch.from_numpy(np.asarray(est.light[i], np.float32)),
+                   "identity": torch.from_numpy(np.asarray(est.identity[i], np.float32)),
+                   "expression": torch.from_numpy(np.asarray(est.expression[i], np.float32))}
+            info = {"steps": int(steps), "faces_found": int(a.faces_found) if a is not None else 1,
+                    "crop": torch.from_numpy(crops[i].copy())}
+            out.append(Latent.for_generator(self.G, ws[i:i + 1], alignment=alignment_dict(a) if a else None,
+                                            reconstruction=rec, info=info))
+        return out
+
+    def resolve_light(self, light, rotate_light: float = 0.0, source: Latent | None = None) -> torch.Tensor:
+        """light (path .hdr/.exr/.npy, EnvMap, [L, 3] coefficients, or None = the source's estimate),
+        turned by rotate_light degrees about +y -> [L, 3] scale-free coefficients."""
+        key = (None if light is None else str(light) if _is_path(light) else id(light), float(rotate_light))
+        hit = self._light_cache.get(key) if light is not None else None
+        if hit is not None and hit[0] is light:
+            return hit[1]
+        L = self.stage.num_lights
+        original = light
+        if light is None:
+            if source is None or not source.reconstruction:
+                raise EditError("no light given and the latent holds no reconstruction of its own light; pass a light")
+            light = source.reconstruction["light"]
+        if _is_path(light):
+            light = _load_light_file(Path(light), L)
+        if isinstance(light, EnvMap):
+            coeffs = self.stage.project(light.rotate(rotate_light) if rotate_light else light)
+        else:
+            coeffs = np.asarray(light.detach().cpu() if isinstance(light, torch.Tensor) else light, np.float64)
+            if coeffs.shape != (L, 3):
+                raise EditError(f"light coefficients must be [{L}, 3] (this mapper's light stage), "
+                                f"got {list(coeffs.shape)}")
+            if rotate_light:
+                from .recon import light_to_envmap
+
+                coeffs = self.stage.project(light_to_envmap(coeffs, self.stage).rotate(rotate_light))
+        if not np.isfinite(coeffs).all() or (coeffs < 0).any():
+            raise EditError("the light has non-finite or negative values; fix the env map or coefficients")
+        if coeffs.sum() <= 0:
+            raise EditError("the light is black (all zero); choose an env map with some light in it")
+        out = normalise_light(torch.from_numpy(coeffs.astype(np.float32)))
+        if len(self._light_cache) > 64:
+            self._light_cache.clear()
+        if key[0] is not None:
+            self._light_cache[key] = (original, out)
+        return out
+
+    def check_angles(self, latent: Latent, yaw: float, pitch: float) -> tuple[float, float]:
+        """(source yaw, source pitch) estimate; refuses targets outside the mapper's trained range."""
+        rec = latent.reconstruction or {}
+        sy, sp = float(rec.get("yaw", 0.0)), float(rec.get("pitch", 0.0))
+        ry, rp = float(self.mapper.pose_range["yaw"]), float(self.mapper.pose_range["pitch"])
+        for name, src, d, r in (("yaw", sy, yaw, ry), ("pitch", sp, pitch, rp)):
+            if not np.isfinite(d):
+                raise EditError(f"{name} must be a number of degrees, got {d}")
+            if abs(src + d) > r + 1e-6:
+                raise EditError(f"{name} {d:+.1f} turns the head to {src + d:+.1f} deg, outside the range the mapper "
+                                f"was trained on (+-{r:.0f} deg; this face is at {src:+.1f}): use {name} in "
+                                f"[{-r - src:+.1f}, {r - src:+.1f}]")
+        return sy, sp
+
+    # -- the interactive loop --------------------------------------------------------------------
+
+    def map(self, latents: list[Latent], lights: list[torch.Tensor], yaws, pitches) -> torch.Tensor:
+        """Edited ws [N, num_ws, w_dim] for latents with one light/yaw/pitch each."""
+        for lat in latents:
+            lat.check(self.G)
+            self.ensure_reconstruction(lat)
+        src = [self.check_angles(lat, y, p) for lat, y, p in zip(latents, yaws, pitches, strict=True)]
+        recs = [lat.reconstruction or {} for lat in latents]
+        n = len(latents)
+        delta = torch.tensor([[float(y), float(p)] for y, p in zip(yaws, pitches, strict=True)])
+        geo = self.mapper.geometry
+        if geo and any("identity" not in r for r in recs):
+            raise EditError("this mapper needs the source's reconstruction; invert the photo with the Editor")
+        edit = Edit(light=torch.stack(lights), src_pose=torch.tensor(src, dtype=torch.float32), delta_pose=delta,
+                    same_view=(delta.abs().sum(1) == 0).float(),
+                    src_light=torch.stack([torch.as_tensor(r["light"]).float() for r in recs]) if geo else None,
+                    identity=torch.stack([torch.as_tensor(r["identity"]).float() for r in recs]) if geo else None,
+                    expression=torch.stack([torch.as_tensor(r["expression"]).float() for r in recs]) if geo else None)
+        normals = None
+        if geo:
+            normals = torch.cat([self._normals(lat) for lat in latents]) if n else None
+        ws = torch.cat([lat.ws for lat in latents]).to(self.device)
+        with torch.no_grad():
+            return self.mapper(ws, _to(edit, self.device), normals)
+
+    def _normals(self, lat: Latent) -> torch.Tensor:
+        cached = getattr(lat, "_normals", None)  # not a field: never written to latent files
+        if cached is None:
+            r = lat.reconstruction
+            cached = self.mapper.conditioner.probe.normals(torch.as_tensor(r["identity"]).float()[None],
+                                                           torch.as_tensor(r["expression"]).float()[None])
+            object.__setattr__(lat, "_normals", cached)
+        return cached.to(self.device)
+
+    def ensure_reconstruction(self, lat: Latent) -> Latent:
+        """A latent without a source reconstruction (e.g. from `stylerelight invert`) gets the fast
+        one, read off the generator's image of its ws."""
+        if lat.reconstruction and "identity" in lat.reconstruction:
+            return lat
+        with torch.no_grad():
+            img = self.G.synthesis(lat.ws[:1].to(self.device), noise_mode="const")
+        est = self.recon.estimate(img.cpu())
+        lat.reconstruction = {"kind": "fast", "yaw": float(est.yaw[0]), "pitch": float(est.pitch[0]),
+                              "light": torch.from_numpy(np.asarray(est.light[0], np.float32)),
+                              "identity": torch.from_numpy(np.asarray(est.identity[0], np.float32)),
+                              "expression": torch.from_numpy(np.asarray(est.expression[0], np.float32))}
+        return lat
+
+    def relight(self, latent: Latent, light=None, yaw: float = 0.0, pitch: float = 0.0,
+                rotate_light: float = 0.0) -> torch.Tensor:
+        """[N, 3, H, W] in [-1, 1]: the latent's face under `light`, turned by (yaw, pitch)."""
+        if len(latent.ws) != 1:
+            raise EditError("relight takes one latent per call; use edit_batch for many")
+        latent.check(self.G)
+        self.ensure_reconstruction(latent)
+        lights = [self.resolve_light(light, rotate_light, latent)]
+        ws = self.map([latent], lights, [yaw], [pitch])
+        with torch.no_grad():
+            return self.G.synthesis(ws, noise_mode="const")
+
+    # -- whole photos ----------------------------------------------------------------------------
+
+    def edit(self, image, light=None, yaw: float = 0.0, pitch: float = 0.0, rotate_light: float = 0.0,
+             aligned: bool = False, steps: int = 0) -> EditResult:
+        return self.edit_batch([image], light, yaw, pitch, rotate_light, aligned, steps)[0]
+
+    def edit_batch(self, images, light=None, yaw=0.0, pitch=0.0, rotate_light=0.0, aligned: bool = False,
+                   steps: int = 0, batch_size: int = 16) -> list[EditResult]:
+        """Many edits: `images` a list (paths, arrays, PIL images, Latents) or a folder; light and angles
+        one value or one per image. Batched through encoder, mapper and generator."""
+        items = _expand(images)
+        n = len(items)
+        per = {k: _per_image(v, n, k) for k, v in
+               (("light", light), ("yaw", yaw), ("pitch", pitch), ("rotate_light", rotate_light))}
+        out = []
+        for i0 in range(0, n, batch_size):
+            chunk = items[i0:i0 + batch_size]
+            photos = [it for it in chunk if not isinstance(it, Latent)]
+            lats = iter(self.invert_batch(photos, aligned, steps) if photos else [])
+            latents = [it if isinstance(it, Latent) else next(lats) for it in chunk]
+            for lat in latents:
+                lat.check(self.G)
+                self.ensure_reconstruction(lat)
+            idx = range(i0, i0 + len(chunk))
+            lights = [self.resolve_light(per["light"][i], per["rotate_light"][i], lat) for i, lat in zip(idx, latents,
+                                                                                                       strict=True)]
+            ws = self.map(latents, lights, [per["yaw"][i] for i in idx], [per["pitch"][i] for i in idx])
+            with torch.no_grad():
+                imgs = self.G.synthesis(ws, noise_mode="const")
+            from .imageio import gan_to_uint8
+
+            crops = gan_to_uint8(imgs)
+            for it, lat, crop, w in zip(chunk, latents, crops, ws, strict=True):
+                out.append(EditResult(self.paste(it, lat, crop), crop, lat, w[None].cpu()))
+        return out
+
+    def paste(self, item, lat: Latent, crop: np.ndarray) -> np.ndarray:
+        """The edited crop pasted into the photo `item` (the crop itself without an alignment)."""
+        from .align import AlignedFace, load_image, paste_back
+
+        if lat.alignment is None or isinstance(item, Latent):
+            return crop
+        a = lat.alignment
+        af = AlignedFace(np.zeros((self.resolution,) * 2 + (3,), np.uint8), np.asarray(a["quad"]),
+                         np.asarray(a["landmarks"]), tuple(a["input_size"]))
+        return paste_back(load_image(item), af, crop)
+
+
+def _to(e: Edit, device) -> Edit:
+    return Edit(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in e.__dict__.items()})
+
+
+def _expand(images) -> list:
+    from .align import load_image  # noqa: F401 - import check only
+
+    if _is_path(images) and Path(images).is_dir():
+        files = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise EditError(f"{images}: no images (.jpg, .png, ...) in the folder")
+        return files
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return [images]
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _per_image(v, n: int, name: str) -> list:
+    if isinstance(v, (list, tuple)):
+        if len(v) != n:
+            raise EditError(f"{name}: {len(v)} values for {n} images; give one value or one per image")
+        return list(v)
+    return [v] * n
+
+
+def _load_light_file(path: Path, num_lights: int):
+    """.hdr/.exr -> EnvMap; .npy -> coefficients [L, 3] or a lat-long env map. Strict: a file with
+    non-finite or negative values is refused (not repaired)."""
+    if not path.is_file():
+        raise EnvMapError(f"{path}: no such light file; give an env map (.hdr, .exr) or coefficients (.npy)")
+    suffix = path.suffix.lower()
+    if suffix not in (".hdr", ".exr", ".npy"):
+        raise EnvMapError(f"{path}: unknown light file type {suffix!r}; use .hdr, .exr or .npy")
+    if suffix == ".npy":
+        try:
+            a = np.load(path, allow_pickle=False)
+        except Exception as e:  # noqa: BLE001 - any reader failure is a bad file
+            raise EnvMapError(f"{path}: unreadable .npy ({type(e).__name__})") from None
+        if a.shape == (num_lights, 3):
+            if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
+                raise EnvMapError(f"{path}: light coefficients must be finite numbers")
+            return a.astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            return load_envmap(path)
+        except UserWarning as w:
+            raise EnvMapError(f"{path}: {w}; fix the env map") from None
+        except (ValueError, TypeError) as e:
+            raise EnvMapError(str(e).splitlines()[0] if str(e) else f"{path}: unreadable env map") from None

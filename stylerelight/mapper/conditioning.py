@@ -1,0 +1,179 @@
+"""What the mapper is told about an edit, as fixed-size vectors.
+
+* light: [L, 3] light-stage coefficients, scale-free (portraits are shown at an exposure set on
+  the face, so only the light's shape matters): divided by their mean luminance, log-scaled,
+  standardised by statistics of the training light distribution stored with the mapper.
+* camera: the source view as the reconstruction estimates it and the requested change of view,
+  plus PhotoApp's same-view flag.
+* geometry (optional): from the reconstruction of the source -- its estimated pose and light, and
+  the shading of its estimated geometry under the target and the source light, with self-shadows
+  (a per-vertex visibility table of the head model ray-traced once with Mitsuba), pooled over a
+  4 x 4 grid of face regions. The log ratio target/source is the relighting's shading change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+LUMA = np.array([0.2126, 0.7152, 0.0722])
+LIGHT_EPS = 0.02
+YAW_SCALE, PITCH_SCALE = 45.0, 20.0
+GRID = 4  # face regions: GRID x GRID
+
+
+def normalise_light(coeffs) -> torch.Tensor:
+    """[..., L, 3] -> same shape, mean luminance over lights = 1 (scale-free)."""
+    c = torch.as_tensor(np.asarray(coeffs, np.float32) if not isinstance(coeffs, torch.Tensor) else coeffs).float()
+    c = c.clamp_min(0)
+    lum = (c * torch.as_tensor(LUMA, dtype=c.dtype)).sum(-1).mean(-1, keepdim=True)[..., None]
+    return c / lum.clamp_min(1e-12)
+
+
+def light_code(coeffs: torch.Tensor) -> torch.Tensor:
+    """[N, L, 3] -> [N, 3L]: log of the scale-free coefficients (standardised later)."""
+    return torch.log(LIGHT_EPS + normalise_light(coeffs)).flatten(1)
+
+
+@dataclass
+class Edit:
+    """One batch of edits: the target light, the source view estimate and the view change."""
+    light: torch.Tensor          # [N, L, 3] target light (world frame)
+    src_pose: torch.Tensor       # [N, 2] (yaw, pitch) of the source as the reconstruction estimates it
+    delta_pose: torch.Tensor     # [N, 2] requested change of view (degrees)
+    same_view: torch.Tensor      # [N] 1 when delta_pose is zero
+    src_light: torch.Tensor | None = None    # [N, L, 3] the reconstruction's light estimate
+    identity: torch.Tensor | None = None     # [N, I] the reconstruction's shape
+    expression: torch.Tensor | None = None   # [N, X]
+
+
+class ShadingProbe(torch.nn.Module):
+    """Shading of the head model's face under a light, with self-shadows, on GRID x GRID regions.
+
+    Visibility is ray-traced once for the mean head (a subject's shape moves the normals, which
+    are recomputed from its coefficients; the mean head's shadows stand in for its own)."""
+
+    def __init__(self, directions: np.ndarray):
+        super().__init__()
+        t = _probe_tables(tuple(map(tuple, np.round(np.asarray(directions, np.float64), 6))))
+        for k in ("visibility", "pool", "mean", "id_basis", "expr_basis"):
+            self.register_buffer(k, torch.from_numpy(t[k]).float())
+        self.register_buffer("directions", torch.from_numpy(np.asarray(directions, np.float32)))
+        self.register_buffer("faces", torch.from_numpy(t["faces"]).long())
+        self.register_buffer("probe_of_vertex", torch.from_numpy(t["probe_of_vertex"]).long())
+        self.vertex_index = t["sel"]  # the head model's vertex index of each probe vertex
+
+    def normals(self, identity: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
+        """[N, P, 3] normals at the probe vertices of each subject's shape (coefficients [N, I], [N, X])."""
+        v = (self.mean + torch.einsum("ni,ivc->nvc", identity.float(), self.id_basis)
+             + torch.einsum("nx,xvc->nvc", expression.float(), self.expr_basis))
+        f = self.faces
+        fn = torch.cross(v[:, f[:, 1]] - v[:, f[:, 0]], v[:, f[:, 2]] - v[:, f[:, 0]], dim=-1)
+        n = torch.zeros(len(v), len(self.visibility) + 1, 3)
+        for k in range(3):  # each face adds its normal to its probe corners (slot P collects the rest)
+            n.index_add_(1, self.probe_of_vertex[f[:, k]], fn)
+        n = n[:, :-1]
+        return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    def forward(self, normals: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+        """normals [N, P, 3], light [N, L, 3] (scale-free) -> shading [N, R, 3]."""
+        cos = (normals @ self.directions.T).clamp_min(0) * self.visibility  # [N, P, L]
+        return self.pool @ (cos @ light)
+
+
+def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, f[:, k], fn)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
+@lru_cache(maxsize=4)
+def _probe_tables(directions: tuple) -> dict:
+    """Probe vertices (the front of the face), their regions, the mesh pieces that give their
+    normals, and their visibility [P, L] of each light on the mean head."""
+    from ..synth.head_model import HeadModel
+    from ..synth.render import _mi, head_mesh
+    from ..synth.subject import sample_subject
+
+    d = np.asarray(directions, np.float64)
+    m = HeadModel.default()
+    v = m.mean.astype(np.float64)
+    lm = v[m.landmarks]
+    lo, hi = lm[:, :2].min(0), lm[:, :2].max(0)
+    pad = 0.1 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    n = _vertex_normals(v, m.triangles)
+    front = (v[:, 2] > 0) & (n[:, 2] > 0.1) & (v[:, :2] >= lo).all(1) & (v[:, :2] <= hi).all(1)
+    sel = np.flatnonzero(front)
+    cell = np.clip(((v[sel, :2] - lo) / (hi - lo) * GRID).astype(int), 0, GRID - 1)
+    region = cell[:, 0] + GRID * (GRID - 1 - cell[:, 1])  # row-major from the top
+    pool = np.zeros((GRID * GRID, len(sel)), np.float32)
+    pool[region, np.arange(len(sel))] = 1
+    pool /= np.maximum(pool.sum(1, keepdims=True), 1)
+    # the faces touching a probe vertex, re-indexed onto the vertices they use
+    faces = m.triangles[np.isin(m.triangles, sel).any(1)]
+    used = np.unique(faces)
+    remap = np.full(len(v), -1)
+    remap[used] = np.arange(len(used))
+    probe_of_vertex = np.full(len(used), len(sel))
+    probe_of_vertex[remap[sel]] = np.arange(len(sel))
+    # visibility: shadow rays from each probe vertex (nudged along its normal) to each light
+    mi, _ = _mi()
+    subj = sample_subject(0, m, expression=False)
+    subj.id_coeffs[:] = 0
+    scene = mi.load_dict({"type": "scene", "head": head_mesh(subj)})
+    P, L = len(sel), len(d)
+    o = np.repeat(v[sel] + 2e-3 * n[sel], L, 0).astype(np.float32)
+    w = np.tile(d, (P, 1)).astype(np.float32)
+    ray = mi.Ray3f(mi.Point3f(*(mi.Float(o[:, k]) for k in range(3))),
+                   mi.Vector3f(*(mi.Float(w[:, k]) for k in range(3))))
+    hit = np.array(scene.ray_test(ray)).reshape(P, L)
+    return {"visibility": (~hit).astype(np.float32), "pool": pool, "mean": v[used].astype(np.float32),
+            "id_basis": m.id_basis[:, used].astype(np.float32), "expr_basis": m.expr_basis[:, used].astype(np.float32),
+            "faces": remap[faces], "probe_of_vertex": probe_of_vertex, "sel": sel}
+
+
+class Conditioner(torch.nn.Module):
+    """Edit -> condition vector [N, D]; statistics of the light code are buffers (saved with the mapper)."""
+
+    def __init__(self, num_lights: int, directions: np.ndarray | None = None, geometry: bool = True):
+        super().__init__()
+        self.num_lights, self.geometry = num_lights, geometry
+        self.register_buffer("light_mean", torch.zeros(3 * num_lights))
+        self.register_buffer("light_std", torch.ones(3 * num_lights))
+        self.probe = ShadingProbe(directions) if geometry else None
+
+    @property
+    def dim(self) -> int:
+        d = 3 * self.num_lights + 5
+        if self.geometry:
+            d += 3 * self.num_lights + 2 * 3 * GRID * GRID
+        return d
+
+    def set_light_stats(self, codes: torch.Tensor) -> None:
+        self.light_mean.copy_(codes.mean(0))
+        self.light_std.copy_(codes.std(0).clamp_min(0.05))
+
+    def _light(self, coeffs: torch.Tensor) -> torch.Tensor:
+        return (light_code(coeffs) - self.light_mean) / self.light_std
+
+    def forward(self, e: Edit, normals: torch.Tensor | None = None) -> torch.Tensor:
+        pose = torch.stack([e.src_pose[:, 0] / YAW_SCALE, e.src_pose[:, 1] / PITCH_SCALE,
+                            e.delta_pose[:, 0] / YAW_SCALE, e.delta_pose[:, 1] / PITCH_SCALE], 1)
+        parts = [self._light(e.light), pose.float(), e.same_view.float()[:, None]]
+        if self.geometry:
+            if e.src_light is None or e.identity is None or e.expression is None:
+                raise ValueError("this mapper is conditioned on the source reconstruction (light, shape); "
+                                 "invert with a reconstruction")
+            if normals is None:
+                normals = self.probe.normals(e.identity, e.expression)
+            tgt = self.probe(normals, normalise_light(e.light))
+            src = self.probe(normals, normalise_light(e.src_light))
+            ls, lt = torch.log(LIGHT_EPS + src), torch.log(LIGHT_EPS + tgt)
+            parts += [self._light(e.src_light), lt.flatten(1), (lt - ls).flatten(1)]
+        return torch.cat(parts, 1)

@@ -1,0 +1,122 @@
+"""`Mapper`: the conditioner and the per-layer network together, with what they belong to
+(a generator, a light-stage layout, the range of views they were trained on), and their file.
+
+File (own format, `torch.load(weights_only=True)`): {"format": "stylerelight-mapper", "version": 1,
+"config": {...}, "state_dict": {...}, "generator": {"hash", "num_ws", "w_dim", "img_resolution"},
+"stage": {"num_lights", "hash"}, "pose_range": {"yaw": deg, "pitch": deg}, "info": {...}}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..gan.io import CheckpointError, _sniff, _torch_load, generator_hash
+from ..runs import atomic_torch_save
+from .conditioning import Conditioner, Edit
+from .networks import LatentMapper
+
+FORMAT = "stylerelight-mapper"
+
+
+def stage_hash(directions: np.ndarray) -> str:
+    d = np.round(np.asarray(directions, np.float64), 5).astype(np.float32)
+    return hashlib.sha256(d.tobytes()).hexdigest()[:16]
+
+
+class Mapper(nn.Module):
+    """mapper(ws, edit) -> edited ws. `pose_range` is the view range (absolute yaw, pitch in
+    degrees, symmetric) the training captures covered; edits beyond it are refused by the Editor."""
+
+    def __init__(self, net: LatentMapper, conditioner: Conditioner, generator: dict, stage: dict,
+                 pose_range: dict, info: dict | None = None):
+        super().__init__()
+        self.net, self.conditioner = net, conditioner
+        self.generator, self.stage, self.pose_range = dict(generator), dict(stage), dict(pose_range)
+        self.info = dict(info or {})
+
+    @property
+    def geometry(self) -> bool:
+        return self.conditioner.geometry
+
+    def forward(self, ws: torch.Tensor, edit: Edit, normals: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(ws, self.conditioner(edit, normals))
+
+    def check_for(self, G, num_lights: int | None = None, directions: np.ndarray | None = None) -> None:
+        """One-line refusal when this mapper was trained for another generator or light stage."""
+        g = self.generator
+        if (g.get("num_ws"), g.get("w_dim")) != (G.num_ws, G.w_dim):
+            raise CheckpointError(f"the mapper works on {g.get('num_ws')} x {g.get('w_dim')} ws but the generator "
+                                  f"has {G.num_ws} x {G.w_dim}; use the mapper trained for this generator")
+        if g.get("hash"):
+            got = generator_hash(G)
+            if got != g["hash"]:
+                raise CheckpointError(f"the mapper was trained for generator {g['hash']}, not this one ({got}); "
+                                      "use the matching generator or mapper")
+        if num_lights is not None and num_lights != self.stage.get("num_lights"):
+            raise CheckpointError(f"the mapper takes {self.stage.get('num_lights')} light-stage coefficients, "
+                                  f"not {num_lights}")
+        if directions is not None and self.stage.get("hash") and stage_hash(directions) != self.stage["hash"]:
+            raise CheckpointError("the mapper was trained with another light-stage layout; use its stage")
+
+
+def build_mapper(G, directions: np.ndarray, geometry: bool = True, hidden: int = 256, pose_range=None,
+                 w_avg=None, w_std=None, info: dict | None = None) -> Mapper:
+    cond = Conditioner(len(directions), directions, geometry)
+    net = LatentMapper(G.num_ws, G.w_dim, cond.dim, hidden, w_avg=w_avg, w_std=1.0 if w_std is None else w_std)
+    gen = {"hash": generator_hash(G), "num_ws": G.num_ws, "w_dim": G.w_dim, "img_resolution": G.img_resolution}
+    stage = {"num_lights": len(directions), "hash": stage_hash(directions),
+             "directions": torch.from_numpy(np.asarray(directions, np.float32))}
+    return Mapper(net, cond, gen, stage, pose_range or {"yaw": 45.0, "pitch": 20.0}, info)
+
+
+def save_mapper(M: Mapper, path: str | os.PathLike) -> None:
+    cfg = {**M.net.config(), "geometry": M.geometry}
+    state = {k: v.detach().cpu().clone() for k, v in M.state_dict().items()
+             if not k.startswith("conditioner.probe.")}  # the probe is rebuilt from the stage
+    atomic_torch_save({"format": FORMAT, "version": 1, "config": cfg, "state_dict": state,
+                       "generator": M.generator, "stage": M.stage, "pose_range": M.pose_range, "info": M.info}, path)
+
+
+def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> Mapper:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file; expected a mapper checkpoint (.pt)")
+    if _sniff(path) != "torch":
+        raise CheckpointError(f"{path}: not a torch file; expected a mapper checkpoint (.pt)")
+    obj = _torch_load(path)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a stylerelight mapper; train one with `stylerelight train mapper`")
+    try:
+        cfg, stage = obj["config"], obj["stage"]
+        dirs = stage["directions"].double().numpy()
+        if dirs.ndim != 2 or dirs.shape[1] != 3 or not np.isfinite(dirs).all():
+            raise ValueError("light directions are not [L, 3]")
+        cond = Conditioner(len(dirs), dirs, bool(cfg["geometry"]))
+        net = LatentMapper(int(cfg["num_ws"]), int(cfg["w_dim"]), int(cfg["cond_dim"]), int(cfg["hidden"]),
+                           cond_hidden=int(cfg["cond_hidden"]))
+        if net.cond_dim != cond.dim:
+            raise ValueError(f"condition size {net.cond_dim} != {cond.dim}")
+        M = Mapper(net, cond, dict(obj["generator"]), dict(stage), dict(obj["pose_range"]), dict(obj.get("info") or {}))
+        sd = obj["state_dict"]
+        missing, unexpected = M.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.startswith("conditioner.probe.")]
+        if missing or unexpected:
+            raise ValueError(f"weights do not fit ({(missing + unexpected)[:3]})")
+        for k, v in sd.items():
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                raise ValueError(f"{k} holds non-finite values")
+        yaw, pitch = float(M.pose_range["yaw"]), float(M.pose_range["pitch"])
+        if not (0 < yaw <= 180 and 0 < pitch <= 90):
+            raise ValueError("pose range out of bounds")
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path}: damaged mapper checkpoint ({first})") from None
+    return M.to(device).eval().requires_grad_(False)

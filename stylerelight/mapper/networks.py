@@ -1,0 +1,55 @@
+"""The latent mapper: PhotoApp's per-layer networks on W+.
+
+Every ws layer has its own MLP that reads that layer's code (standardised by the generator's w
+statistics) and an embedding of the condition, and writes a residual. The per-layer MLPs run as
+one batched matrix product over layers (`LayerwiseLinear`), so mapping a code is a handful of
+small matmuls.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class LayerwiseLinear(nn.Module):
+    """num_layers independent linear maps applied to x [N, num_layers, c_in]."""
+
+    def __init__(self, num_layers: int, c_in: int, c_out: int, init_scale: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_layers, c_in, c_out) * (init_scale / math.sqrt(c_in)))
+        self.bias = nn.Parameter(torch.zeros(num_layers, c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("nli,lio->nlo", x, self.weight) + self.bias
+
+
+class LatentMapper(nn.Module):
+    """w+ [N, num_ws, w_dim] and a condition [N, cond_dim] -> edited w+ (same shape)."""
+
+    def __init__(self, num_ws: int, w_dim: int, cond_dim: int, hidden: int = 256, cond_hidden: int = 256,
+                 w_avg: torch.Tensor | None = None, w_std: torch.Tensor | float = 1.0):
+        super().__init__()
+        self.num_ws, self.w_dim, self.cond_dim, self.hidden = num_ws, w_dim, cond_dim, hidden
+        self.register_buffer("w_avg", torch.zeros(w_dim) if w_avg is None else w_avg.detach().clone().float())
+        self.register_buffer("w_std", torch.as_tensor(w_std, dtype=torch.float32).clone())
+        self.cond = nn.Sequential(nn.Linear(cond_dim, cond_hidden), nn.LeakyReLU(0.2),
+                                  nn.Linear(cond_hidden, cond_hidden), nn.LeakyReLU(0.2))
+        self.layer_cond = LayerwiseLinear(num_ws, cond_hidden, hidden)
+        self.fc1 = LayerwiseLinear(num_ws, w_dim, hidden)
+        self.fc2 = LayerwiseLinear(num_ws, hidden, hidden)
+        self.out = LayerwiseLinear(num_ws, hidden, w_dim, init_scale=0.01)  # starts near the identity map
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, ws: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = (ws - self.w_avg) / self.w_std
+        c = self.cond(cond)[:, None].expand(-1, self.num_ws, -1)
+        h = self.act(self.fc1(x) + self.layer_cond(c))
+        h = self.act(self.fc2(h))
+        return ws + self.out(h) * self.w_std
+
+    def config(self) -> dict:
+        return {"num_ws": self.num_ws, "w_dim": self.w_dim, "cond_dim": self.cond_dim, "hidden": self.hidden,
+                "cond_hidden": self.cond[0].out_features}

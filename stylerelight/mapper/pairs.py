@@ -1,0 +1,218 @@
+"""Training pairs for the mapper, drawn from OLAT captures.
+
+Lighting is unlimited with OLAT data: any env map's image is a linear combination of a capture's
+images, shown through the one display transform (`lighting.face_display`). What is not free on a
+CPU is putting images into W+, so sources come from a *latent bank*: per subject, every camera
+under K bank lights, relit, encoded once (the encoder, as the Editor will) and read off by the
+reconstruction's fast path (pose, light, shape). Pairs then join a bank source with either a bank
+target (image and latent supervision) or a fresh target under a light never encoded (image
+supervision only), so the mapper sees unlimited target lights. On a GPU the bank can be large.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..lighting import LightStage, OLATCapture, face_display, load_envmap
+
+BANK_FORMAT = "stylerelight-latent-bank"
+
+
+def capture_dirs(olat_dir) -> list[Path]:
+    """The complete captures (capture.json present) under `olat_dir`, sorted."""
+    d = Path(olat_dir)
+    if (d / "capture.json").exists():
+        return [d]
+    dirs = sorted(p.parent for p in d.glob("*/capture.json"))
+    if not dirs:
+        raise FileNotFoundError(f"{d}: no OLAT captures (folders with capture.json); render some with "
+                                "`stylerelight lightstage render --aligned`")
+    return dirs
+
+
+class LightPool:
+    """n light-stage coefficient vectors [n, L, 3] drawn from procedural env maps of every kind
+    (each randomly rotated) and, when a folder is given, from its .hdr/.exr files at random
+    rotations. Index i always gives the same light for the same (seed, n, folder)."""
+
+    def __init__(self, stage: LightStage, n: int, seed: int = 0, hdr_dir: str | None = None,
+                 kinds: tuple[str, ...] | None = None):
+        from ..synth.envmaps import KINDS, sample_envmap
+
+        kinds = kinds or KINDS
+        files = sorted([*Path(hdr_dir).glob("*.hdr"), *Path(hdr_dir).glob("*.exr")]) if hdr_dir else []
+        rng = np.random.default_rng([seed, 4242])
+        out = []
+        for _ in range(n):
+            if files and rng.random() < 0.5:
+                env = load_envmap(files[rng.integers(len(files))]).rotate(float(rng.uniform(0, 360)))
+            else:
+                env = sample_envmap(int(rng.integers(2**31)), height=32, kind=str(kinds[rng.integers(len(kinds))]))
+            out.append(stage.project(env))
+        self.coeffs = np.stack(out).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.coeffs)
+
+
+def display(cap: OLATCapture, coeffs: np.ndarray, camera: int) -> np.ndarray:
+    """uint8 [H, W, 3]: the capture relit by `coeffs` from `camera`, as every portrait is shown."""
+    return face_display(cap.relight(coeffs, camera), cap.mask[camera])[0]
+
+
+def to_tensor(u8: np.ndarray) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(u8)).float() / 127.5 - 1
+    return x.movedim(-1, -3)
+
+
+@dataclass
+class BankSpec:
+    lights_per_subject: int = 6
+    light_pool: int = 2000
+    seed: int = 0
+
+
+def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = None, progress: bool = True,
+               limit: int | None = None) -> Path:
+    """Relight, encode and read off every (subject, camera, bank light); one shard per subject,
+    written atomically, so a stopped build resumes. Returns out_dir."""
+    from tqdm import tqdm
+
+    dirs = capture_dirs(olat_dir)[:limit]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = OLATCapture.load(dirs[0]).stage
+    pool = LightPool(stage, spec.light_pool, spec.seed, hdr_dir)
+    meta = {"format": BANK_FORMAT, "version": 1, "olat": str(Path(olat_dir).resolve()), "spec": spec.__dict__,
+            "hdr_dir": hdr_dir, "encoder": E.meta.get("generator", {}).get("hash", "")}
+    mpath = out / "bank.json"
+    if mpath.exists():
+        old = json.loads(mpath.read_text())
+        keys = ("spec", "hdr_dir", "encoder")
+        if {k: old.get(k) for k in keys} != {k: meta[k] for k in keys}:
+            raise FileExistsError(f"{out} holds a latent bank made with other settings; use another run folder")
+    mpath.write_text(json.dumps(meta, indent=1))
+    np.save(out / "lights.npy", pool.coeffs)
+    for d in tqdm(dirs, desc="latent bank", unit="subject", disable=not progress):
+        shard = out / f"{d.name}.npz"
+        if shard.exists():
+            continue
+        cap = OLATCapture.load(d)
+        rng = np.random.default_rng([spec.seed, int(d.name.split("_")[-1]) if d.name.split("_")[-1].isdigit() else 0])
+        ids = rng.choice(len(pool), spec.lights_per_subject, replace=False)
+        C, K = cap.num_cameras, len(ids)
+        imgs = np.stack([[display(cap, pool.coeffs[k], c) for k in ids] for c in range(C)])  # [C, K, H, W, 3]
+        x = to_tensor(imgs.reshape(C * K, *imgs.shape[2:]))
+        with torch.no_grad():
+            ws = torch.cat([E(x[i:i + 32]) for i in range(0, len(x), 32)])
+            est = cnn.estimate(x)
+        rec = dict(images=imgs, ws=ws.reshape(C, K, *ws.shape[1:]).half().numpy(), light_ids=ids,
+                   cam=np.array([[c["yaw"], c["pitch"]] for c in cap.cameras], np.float32),
+                   est_pose=np.stack([est.yaw, est.pitch], -1).reshape(C, K, 2).astype(np.float32),
+                   est_light=est.light.reshape(C, K, *est.light.shape[1:]).astype(np.float16),
+                   est_id=est.identity.reshape(C, K, -1).astype(np.float32),
+                   est_expr=est.expression.reshape(C, K, -1).astype(np.float32))
+        tmp = out / f".{d.name}.tmp.npz"
+        np.savez(tmp, **rec)
+        os.replace(tmp, shard)
+    return out
+
+
+class Bank:
+    """A latent bank in memory (small: uint8 images, float16 ws) plus its OLAT captures (mmap)."""
+
+    def __init__(self, bank_dir, olat_dir=None):
+        d = Path(bank_dir)
+        meta = json.loads((d / "bank.json").read_text())
+        self.lights = np.load(d / "lights.npy")
+        olat_root = Path(olat_dir or meta["olat"])
+        shards = sorted(d.glob("subject_*.npz"))
+        if not shards:
+            raise FileNotFoundError(f"{d}: the latent bank is empty")
+        z = [dict(np.load(s)) for s in shards]
+        self.names = [s.stem for s in shards]
+        self.olat_dirs = [olat_root / n for n in self.names]
+        self.images = torch.from_numpy(np.stack([s["images"] for s in z]))          # [S, C, K, H, W, 3] u8
+        self.ws = torch.from_numpy(np.stack([s["ws"] for s in z]))                  # [S, C, K, n, w] f16
+        self.light_ids = np.stack([s["light_ids"] for s in z])                      # [S, K]
+        self.cam = torch.from_numpy(np.stack([s["cam"] for s in z]))                 # [S, C, 2]
+        self.est_pose = torch.from_numpy(np.stack([s["est_pose"] for s in z]))       # [S, C, K, 2]
+        self.est_light = torch.from_numpy(np.stack([s["est_light"] for s in z]).astype(np.float32))
+        self.est_id = torch.from_numpy(np.stack([s["est_id"] for s in z]))
+        self.est_expr = torch.from_numpy(np.stack([s["est_expr"] for s in z]))
+        self._caps: dict[int, OLATCapture] = {}
+
+    def probe_normals(self, probe) -> torch.Tensor:
+        """[S, C, K, P, 3] normals of every bank image's estimated shape (computed once per bank)."""
+        if getattr(self, "_normals", None) is None:
+            ids, ex = self.est_id.flatten(0, 2), self.est_expr.flatten(0, 2)
+            n = torch.cat([probe.normals(ids[i:i + 256], ex[i:i + 256]) for i in range(0, len(ids), 256)])
+            self._normals = n.reshape(*self.est_id.shape[:3], *n.shape[1:]).half()
+        return self._normals
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[:3])
+
+    def capture(self, s: int) -> OLATCapture:
+        if s not in self._caps:
+            self._caps[s] = OLATCapture.load(self.olat_dirs[s])
+        return self._caps[s]
+
+
+MODES = ("relight", "view", "both", "same")
+
+
+@dataclass
+class PairBatch:
+    src_ws: torch.Tensor       # [N, n, w]
+    tgt_img: torch.Tensor      # [N, 3, H, W] in [-1, 1]
+    tgt_ws: torch.Tensor       # [N, n, w] (zeros where unknown)
+    has_tgt_ws: torch.Tensor   # [N] bool
+    src_img: torch.Tensor
+    edit: object               # conditioning.Edit
+    mode: list
+    src_index: tuple           # (subject, camera, bank light) tensors of the sources
+
+
+def sample_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.35, 0.25, 0.25, 0.15),
+                 fresh_fraction: float = 0.5, subjects: list[int] | None = None) -> PairBatch:
+    """n pairs (source from the bank; target a bank image or a fresh relight) and their edits."""
+    from .conditioning import Edit
+
+    S, C, K = bank.shape
+    pick = lambda hi: int(torch.randint(hi, [1], generator=gen))  # noqa: E731
+    rows = []
+    for _ in range(n):
+        s = subjects[pick(len(subjects))] if subjects else pick(S)
+        c1, k1 = pick(C), pick(K)
+        mode = MODES[int(torch.multinomial(torch.tensor(mode_probs), 1, generator=gen))]
+        c2 = c1 if mode in ("relight", "same") else (c1 + 1 + pick(C - 1)) % C
+        k2 = k1 if mode in ("view", "same") else (k1 + 1 + pick(K - 1)) % K
+        fresh = mode in ("relight", "both") and float(torch.rand([1], generator=gen)) < fresh_fraction
+        if fresh:
+            light = bank.lights[pick(len(bank.lights))]
+            img = to_tensor(display(bank.capture(s), light, c2))
+            tws, has = torch.zeros_like(bank.ws[s, c1, k1], dtype=torch.float32), False
+        else:
+            light = bank.lights[bank.light_ids[s, k2]]
+            img = to_tensor(bank.images[s, c2, k2].numpy())
+            tws, has = bank.ws[s, c2, k2].float(), True
+        rows.append((s, c1, k1, c2, light, img, tws, has, mode))
+    s_, c1_, k1_ = (torch.tensor([r[i] for r in rows]) for i in range(3))
+    c2_ = torch.tensor([r[3] for r in rows])
+    delta = bank.cam[s_, c2_] - bank.cam[s_, c1_]
+    edit = Edit(light=torch.from_numpy(np.stack([r[4] for r in rows])).float(), src_pose=bank.est_pose[s_, c1_, k1_],
+                delta_pose=delta, same_view=(c1_ == c2_).float(), src_light=bank.est_light[s_, c1_, k1_],
+                identity=bank.est_id[s_, c1_, k1_], expression=bank.est_expr[s_, c1_, k1_])
+    return PairBatch(src_ws=bank.ws[s_, c1_, k1_].float(), tgt_img=torch.stack([r[5] for r in rows]),
+                     tgt_ws=torch.stack([r[6] for r in rows]), has_tgt_ws=torch.tensor([r[7] for r in rows]),
+                     src_img=to_tensor(bank.images[s_, c1_, k1_].numpy()), edit=edit, mode=[r[8] for r in rows],
+                     src_index=(s_, c1_, k1_))

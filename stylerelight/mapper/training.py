@@ -1,0 +1,182 @@
+"""Training the latent mapper (`stylerelight train mapper`), on one process or data-parallel
+through torchrun (torch.distributed: gloo on CPU, nccl on GPUs).
+
+Losses, as PhotoApp with what this package adds: the image of the mapped code against the target
+(MS-SSIM + L1; LPIPS when its VGG weights are present), the latent loss against the encoded target
+where the target is in the bank, and the identity edit (same light and view) that must give the
+input back. The generator, encoder and reconstruction stay frozen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..gan.io import generator_hash
+from ..invert.losses import PerceptualLoss, ms_ssim_l1
+from ..invert.optimize import w_stats
+from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml
+from .model import build_mapper, save_mapper
+from .pairs import Bank, sample_pairs
+
+
+@dataclass
+class MapperTrainConfig:
+    geometry: bool = True        # condition on the source reconstruction (pose, light, shading of its shape)
+    hidden: int = 256
+    lights_per_subject: int = 6  # latent bank: lights per subject, each seen from every camera
+    light_pool: int = 2000       # target lights drawn from this many env maps
+    hdr_dir: str = ""            # optional folder of .hdr/.exr env maps mixed into the light pool
+    batch: int = 32              # global batch (split over processes)
+    image_batch: int = 8         # of which this many also get the image loss (G forward/backward)
+    lr: float = 3e-4
+    lr_halflife_kimg: float = 200.0
+    latent_weight: float = 1.0
+    image_weight: float = 1.0
+    lpips_weight: float = 0.8    # used only when LPIPS' VGG weights are present offline
+    same_weight: float = 1.0     # extra weight of the identity edit's latent loss
+    mode_probs: tuple = (0.35, 0.25, 0.25, 0.15)  # relight, view, both, same
+    fresh_fraction: float = 0.5  # relight targets under a light outside the bank (image loss only)
+    holdout_subjects: int = 0    # the last k bank subjects are kept out of training (validation)
+    total_kimg: float = 100.0
+    snapshot_kimg: float = 2.0
+    image_kimg: float = 10.0
+    seed: int = 0
+    threads: int = 0
+
+    @classmethod
+    def from_yaml(cls, path) -> MapperTrainConfig:
+        cfg = config_from_yaml(cls, path)
+        cfg.mode_probs = tuple(cfg.mode_probs)
+        return cfg
+
+
+def _dist() -> tuple[int, int]:
+    d = torch.distributed
+    if d.is_available() and d.is_initialized():
+        return d.get_rank(), d.get_world_size()
+    return 0, 1
+
+
+class MapperTrainer(RunTrainer):
+    kind = "mapper"
+    run_control = RUN_CONTROL + ("hdr_dir",)
+
+    def __init__(self, cfg: MapperTrainConfig, G, bank: Bank, run_dir, log: bool = True):
+        self.rank, self.world = _dist()
+        super().__init__(cfg, run_dir, log and self.rank == 0)
+        if cfg.batch % self.world or cfg.image_batch % self.world:
+            raise ValueError(f"batch {cfg.batch} and image_batch {cfg.image_batch} must divide by the "
+                             f"{self.world} processes")
+        self.G = G.eval().requires_grad_(False)
+        self.bank = bank
+        if tuple(bank.ws.shape[-2:]) != (G.num_ws, G.w_dim):
+            raise ValueError(f"the latent bank holds {tuple(bank.ws.shape[-2:])} ws, the generator takes "
+                             f"{(G.num_ws, G.w_dim)}; rebuild the bank for this generator")
+        self.gen_hash = generator_hash(G)
+        w_avg, w_std = w_stats(G)
+        self.var = w_std**2 / G.w_dim
+        stage_dirs = bank.capture(0).stage.directions
+        yaw = float(bank.cam[..., 0].abs().max())
+        pitch = float(bank.cam[..., 1].abs().max())
+        with self.scope():
+            self.M = build_mapper(G, stage_dirs, cfg.geometry, cfg.hidden, {"yaw": yaw, "pitch": pitch},
+                                  w_avg=w_avg, w_std=w_std / math.sqrt(G.w_dim),
+                                  info={"bank_subjects": bank.shape[0]})
+        from .conditioning import light_code
+
+        self.M.conditioner.set_light_stats(light_code(torch.from_numpy(bank.lights)))
+        self.net = self.M.net
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.M.net)
+        self.opt = torch.optim.Adam(self.M.net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        self.data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 1 + self.rank)
+        S = bank.shape[0]
+        self.train_subjects = list(range(S - cfg.holdout_subjects)) if cfg.holdout_subjects else None
+        self.loss_fn = PerceptualLoss("auto")
+        self.grid_pairs = sample_pairs(bank, 6, torch.Generator().manual_seed(99), fresh_fraction=1.0)
+        self.resume()
+
+    # -- run hooks -------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {"M": {k: v for k, v in self.M.state_dict().items() if not k.startswith("conditioner.probe.")},
+                "opt": self.opt.state_dict(), "data_rng": self.data_gen.get_state(), "generator_hash": self.gen_hash}
+
+    def load_state(self, s: dict) -> None:
+        if s.get("generator_hash") != self.gen_hash:
+            raise ValueError(f"{self.snapshot_path} was trained for generator {s.get('generator_hash')}, not "
+                             f"{self.gen_hash}; use that generator or a new run folder")
+        self.M.load_state_dict(s["M"], strict=False)
+        self.opt.load_state_dict(s["opt"])
+        if self.rank == 0:
+            self.data_gen.set_state(s["data_rng"])
+
+    def save_snapshot(self) -> None:
+        if self.rank == 0:
+            super().save_snapshot()
+
+    def export(self) -> None:
+        self.M.info.update({"kimg": self.nimg / 1000, "config": {k: v for k, v in self.cfg.__dict__.items()}})
+        save_mapper(self.M, self.run_dir / "mapper.pt")
+
+    # -- one step --------------------------------------------------------------------------------
+
+    def losses(self, b, n_img: int) -> tuple[torch.Tensor, dict]:
+        """The training objective on a batch of pairs (the first n_img also get the image loss)."""
+        cfg = self.cfg
+        normals = None
+        if self.M.geometry:
+            normals = self.bank.probe_normals(self.M.conditioner.probe)[b.src_index].float()
+        ws = self.net(b.src_ws, self.M.conditioner(b.edit, normals))
+        stats, loss = {}, torch.zeros([])
+        w = b.has_tgt_ws.float() * (1 + cfg.same_weight * torch.tensor([m == "same" for m in b.mode]).float())
+        if cfg.latent_weight and w.sum() > 0:
+            per = (ws - b.tgt_ws).square().mean(dim=[1, 2]) / self.var
+            lat = (per * w).sum() / w.sum()
+            loss = loss + cfg.latent_weight * lat
+            stats["loss/latent"] = float(lat.detach())
+        if n_img and cfg.image_weight:
+            img = self.G.synthesis(ws[:n_img], noise_mode="const")
+            im = ms_ssim_l1(img, b.tgt_img[:n_img]).mean()
+            loss = loss + cfg.image_weight * im
+            stats["loss/msssim_l1"] = float(im.detach())
+            if self.loss_fn.kind == "lpips" and cfg.lpips_weight:
+                lp = self.loss_fn(img, b.tgt_img[:n_img]).mean()
+                loss = loss + cfg.lpips_weight * lp
+                stats["loss/lpips"] = float(lp.detach())
+            with torch.no_grad():
+                p = 10 * torch.log10(4 / (img - b.tgt_img[:n_img]).square().mean(dim=[1, 2, 3]).clamp_min(1e-12))
+            stats["psnr/edit"] = float(p.mean())
+        stats["loss"] = float(loss.detach())
+        return loss, stats
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        n, n_img = cfg.batch // self.world, cfg.image_batch // self.world
+        lr = cfg.lr * 0.5 ** (self.nimg / 1000 / cfg.lr_halflife_kimg)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        b = sample_pairs(self.bank, n, self.data_gen, cfg.mode_probs, cfg.fresh_fraction, self.train_subjects)
+        self.M.net.train()
+        loss, stats = self.losses(b, n_img)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.M.net.eval()
+        stats["lr"] = lr
+        return stats
+
+    def image_grid(self) -> np.ndarray:
+        """Rows: source | edit | target for a fixed set of held pairs."""
+        from ..imageio import gan_to_uint8
+
+        b = self.grid_pairs
+        with torch.no_grad():
+            ws = self.M(b.src_ws, b.edit)
+            edit = self.G.synthesis(ws, noise_mode="const")
+        rows = [torch.cat(list(t), 2) for t in (b.src_img, edit, b.tgt_img)]
+        return gan_to_uint8(torch.cat(rows, 1)[None])[0]

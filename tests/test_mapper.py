@@ -1,0 +1,206 @@
+"""The latent mapper: aligned OLAT captures, conditioning (against independent references),
+the network, its file, pairs, training (loss falls, exact resume, generator refusal) and the
+2-process torchrun path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_generator
+
+import stylerelight as sr
+from stylerelight.bundled import ENCODER, GENERATOR, bundled
+from stylerelight.lighting import LightStage, face_display
+from stylerelight.mapper import Edit, build_mapper, load_mapper, normalise_light, save_mapper
+from stylerelight.mapper.conditioning import ShadingProbe, _vertex_normals
+from stylerelight.mapper.networks import LatentMapper
+from stylerelight.mapper.pairs import Bank, BankSpec, build_bank, sample_pairs
+from stylerelight.mapper.training import MapperTrainConfig, MapperTrainer
+from stylerelight.synth import sample_envmap, sample_subject
+from stylerelight.synth.head_model import HeadModel
+from stylerelight.synth.olat_aligned import render_olat_aligned, sample_cameras, warp_to_crop
+
+STAGE = LightStage.default()
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory):
+    """Two subjects, two cameras each, aligned for a 64^2 generator."""
+    d = tmp_path_factory.mktemp("olat")
+    for s in (3, 4):
+        cap = render_olat_aligned(sample_subject(s), STAGE, sample_cameras(s)[::5][:2], 64, seed=s)
+        cap.save(d / f"subject_{s:04d}")
+    return d
+
+
+@pytest.fixture(scope="module")
+def bundled_parts():
+    G = sr.load_generator(bundled(GENERATOR))
+    E = sr.load_encoder(bundled(ENCODER))
+    from stylerelight.recon import default_cnn
+
+    return G, E, default_cnn()
+
+
+@pytest.fixture(scope="module")
+def bank_dir(captures, bundled_parts, tmp_path_factory):
+    G, E, cnn = bundled_parts
+    return build_bank(captures, tmp_path_factory.mktemp("bank"), E, cnn, BankSpec(2, 12, 0), progress=False)
+
+
+def test_aligned_capture_matches_dataset_portrait(captures):
+    """Relit aligned OLAT shown through the one display transform ~ the dataset's Mitsuba portrait."""
+    cap = sr.lighting.OLATCapture.load(captures / "subject_0003")
+    env = sample_envmap(7, kind="overcast")
+    cam = sr.synth.Camera(**{k: cap.cameras[0][k] for k in ("yaw", "pitch", "distance", "fov")})
+    relit = face_display(cap.relight(STAGE.project(env), 0), cap.mask[0])[0].astype(float)
+    ref = sr.synth.render_portrait(sample_subject(3), env, cam, 64, spp=32).astype(float)
+    psnr = 10 * np.log10(255**2 / ((relit - ref) ** 2).mean())
+    assert psnr > 24, psnr
+    # the crop's landmarks sit where the FFHQ recipe puts eyes and mouth
+    lm = np.asarray(cap.meta["landmarks"][0])
+    eyes = (lm[36:42].mean(0) + lm[42:48].mean(0)) / 2
+    assert abs(eyes[0] - 32) < 4 and 20 < eyes[1] < 32
+
+
+def test_warp_to_crop_is_exact_for_affine_ramps():
+    """A linear ramp warped by a quad comes out as the ramp evaluated at the crop's pixel centres."""
+    h = w = 40
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([xx, yy, np.ones_like(xx)], -1)
+    quad = np.array([[8, 6], [8, 30], [32, 30], [32, 6]], np.float64)  # axis-aligned 24 px square
+    out = warp_to_crop(img, quad, 12, oversample=4)
+    # output pixel i averages the oversampled centres, i.e. the ramp at raw index 8 + (i + 0.5) * 2
+    i = np.arange(12)
+    np.testing.assert_allclose(out[0, :, 0], 8 + (i + 0.5) * 2, atol=1e-3)
+    np.testing.assert_allclose(out[:, 0, 1], 6 + (i + 0.5) * 2, atol=1e-3)
+    np.testing.assert_allclose(out[..., 2], 1, atol=1e-5)
+
+
+def test_probe_normals_match_mesh_normals():
+    probe = ShadingProbe(STAGE.directions)
+    m = HeadModel.default()
+    rng = np.random.default_rng(0)
+    idc, ex = rng.standard_normal((2, len(m.id_names))), rng.uniform(0, 1, (2, len(m.expr_names)))
+    got = probe.normals(torch.from_numpy(idc), torch.from_numpy(ex)).numpy()
+    for i in range(2):
+        ref = _vertex_normals(m.vertices(idc[i], ex[i]), m.triangles)[probe.vertex_index]
+        np.testing.assert_allclose(got[i], ref, atol=2e-4)
+
+
+def test_shading_is_linear_shadowed_and_scale_free():
+    probe = ShadingProbe(STAGE.directions)
+    n = probe.normals(torch.zeros(1, 16), torch.zeros(1, 4))
+    front = torch.zeros(1, STAGE.num_lights, 3)
+    back = torch.zeros_like(front)
+    front[0, int(np.argmax(STAGE.directions[:, 2]))] = 1.0   # the light towards the face
+    back[0, int(np.argmin(STAGE.directions[:, 2]))] = 1.0    # the light behind the head
+    sf, sb = probe(n, front), probe(n, back)
+    assert float(sb.abs().max()) == 0.0  # the face is in the head's own shadow
+    assert float(sf.min()) > 0.05
+    torch.testing.assert_close(probe(n, 2 * front + back), 2 * sf + sb)
+    c = torch.rand(2, STAGE.num_lights, 3)
+    torch.testing.assert_close(normalise_light(c), normalise_light(7.5 * c))
+
+
+def test_mapper_starts_near_identity_and_maps_fast():
+    m = LatentMapper(10, 128, 30)
+    ws = torch.randn(4, 10, 128)
+    out = m(ws, torch.randn(4, 30))
+    assert (out - ws).abs().max() < 0.2 * ws.abs().max()
+
+
+def test_mapper_file_round_trip_and_refusals(tmp_path):
+    G, G2 = make_generator(res=16, seed=0), make_generator(res=16, seed=1)
+    M = build_mapper(G, STAGE.directions, geometry=True, hidden=32)
+    with torch.no_grad():
+        for p in M.net.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    save_mapper(M, tmp_path / "m.pt")
+    M2 = load_mapper(tmp_path / "m.pt")
+    ws = torch.randn(2, G.num_ws, G.w_dim)
+    e = Edit(torch.rand(2, 150, 3), torch.zeros(2, 2), torch.tensor([[10.0, 0], [0, 0]]), torch.tensor([0.0, 1]),
+             torch.rand(2, 150, 3), torch.randn(2, 16), torch.rand(2, 4))
+    torch.testing.assert_close(M2(ws, e), M.eval()(ws, e))
+    M2.check_for(G)
+    with pytest.raises(sr.CheckpointError, match="trained for generator"):
+        M2.check_for(G2)
+    with pytest.raises(sr.CheckpointError, match="light-stage layout"):
+        M2.check_for(G, directions=LightStage.default(120).directions[:150])
+    torch.save({"format": "stylerelight-mapper", "config": {}}, tmp_path / "bad.pt")
+    with pytest.raises(sr.CheckpointError, match="damaged mapper"):
+        load_mapper(tmp_path / "bad.pt")
+
+
+def test_pairs_follow_their_modes(bank_dir, captures):
+    bank = Bank(bank_dir, captures)
+    b = sample_pairs(bank, 64, torch.Generator().manual_seed(0), fresh_fraction=0.5)
+    for i, mode in enumerate(b.mode):
+        same_view = bool(b.edit.same_view[i])
+        assert same_view == (mode in ("relight", "same"))
+        if mode == "same":
+            torch.testing.assert_close(b.tgt_img[i], b.src_img[i])
+            torch.testing.assert_close(b.tgt_ws[i], b.src_ws[i])
+    assert b.has_tgt_ws.any() and not b.has_tgt_ws.all()
+    # a bank image is the capture relit by its bank light through the display transform
+    cap = bank.capture(0)
+    k = bank.light_ids[0, 1]
+    ref = face_display(cap.relight(bank.lights[k], 1), cap.mask[1])[0]
+    np.testing.assert_array_equal(bank.images[0, 1, 1].numpy(), ref)
+
+
+def _trainer(bank_dir, captures, run, G, **kw):
+    cfg = MapperTrainConfig(lights_per_subject=2, light_pool=12, batch=8, image_batch=2, lr=1e-3, image_weight=0.2,
+                            total_kimg=0.08, snapshot_kimg=0.04, image_kimg=1, threads=1, **kw)
+    return MapperTrainer(cfg, G, Bank(bank_dir, captures), run, log=False)
+
+
+def test_training_lowers_the_loss_and_resumes_exactly(tmp_path, bank_dir, captures, bundled_parts):
+    G = bundled_parts[0]
+    t = _trainer(bank_dir, captures, tmp_path / "a", G)
+    fixed = sample_pairs(t.bank, 16, torch.Generator().manual_seed(5))
+
+    def objective(tr):  # the trained loss (latent + image) on a fixed batch
+        with torch.no_grad():
+            return float(tr.losses(fixed, 16)[0])
+
+    before = objective(t)
+    t.train(0.04, progress=False)
+    t2 = _trainer(bank_dir, captures, tmp_path / "a", G)  # a new process would do the same
+    assert t2.nimg == 40
+    t2.train(0.08, progress=False)
+    straight = _trainer(bank_dir, captures, tmp_path / "b", G)
+    straight.train(0.08, progress=False)
+    for (k, a), (_, b) in zip(t2.M.state_dict().items(), straight.M.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=k)
+    straight.train(0.4, progress=False)
+    assert objective(straight) < 0.9 * before, (objective(straight), before)
+    M = load_mapper(tmp_path / "b" / "mapper.pt")
+    M.check_for(G)
+    with pytest.raises(ValueError, match="latent bank holds"):
+        _trainer(bank_dir, captures, tmp_path / "c", make_generator(res=16))
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path, bank_dir, captures):
+    run = tmp_path / "ddp"
+    run.mkdir()
+    os.symlink(bank_dir, run / "bank")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("lights_per_subject: 2\nlight_pool: 12\nbatch: 8\nimage_batch: 4\ntotal_kimg: 0.016\n"
+                   "snapshot_kimg: 0.008\nimage_kimg: 1\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29533", "-m", "stylerelight",
+                        "train", "mapper", "--olat", str(captures), "--config", str(cfg), "--run-dir", str(run),
+                        "--threads", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("done at 0.016 kimg") == 1  # rank 0 reports
+    load_mapper(run / "mapper.pt")
+    s = torch.load(run / "snapshot.pt", weights_only=True)
+    assert s["nimg"] == 16
