@@ -267,11 +267,9 @@ def _sweep(text: str | None, name: str):
     try:
         a, b, step = (float(v) for v in str(text).split(":"))
     except ValueError:
-        raise click.BadParameter(f"{text!r}: a sweep is START:STOP:STEP in degrees, e.g. 0:360:30",
-                                 param_hint=f"--{name}") from None
+        raise click.ClickException(f"--{name} {text!r}: a sweep is START:STOP:STEP in degrees, e.g. 0:360:30") from None
     if step == 0 or (b - a) / step < 0 or abs((b - a) / step) > 360:
-        raise click.BadParameter(f"{text!r}: STEP must move from START to STOP in at most 360 steps",
-                                 param_hint=f"--{name}")
+        raise click.ClickException(f"--{name} {text!r}: STEP must move from START to STOP in at most 360 steps")
     vals = [a + i * step for i in range(int(np.floor((b - a) / step + 1e-9)) + 1)]
     if name == "rotate-light" and len(vals) > 1 and abs(vals[-1] - vals[0]) >= 360 - 1e-9:
         vals = vals[:-1]  # 360 is 0 again
@@ -284,10 +282,9 @@ def _angle(text: str | None, name: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a number of degrees (or a sweep START:STOP:STEP)",
-                                 param_hint=f"--{name}") from None
+        raise click.ClickException(f"--{name} {text!r} is not a number of degrees (or a sweep A:B:STEP)") from None
     if not np.isfinite(v):
-        raise click.BadParameter(f"{text!r} is not a finite number of degrees", param_hint=f"--{name}")
+        raise click.ClickException(f"--{name} {text!r} is not a finite number of degrees")
     return v
 
 
@@ -337,7 +334,7 @@ def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_laten
     sweeps = {k: v for k, v in (("yaw", _sweep(yaw, "yaw")), ("pitch", _sweep(pitch, "pitch")),
                                 ("rotate_light", _sweep(rotate_light, "rotate-light"))) if v is not None}
     if len(sweeps) > 1:
-        raise click.BadParameter("sweep one of --yaw, --pitch, --rotate-light at a time")
+        raise click.ClickException("sweep one of --yaw, --pitch, --rotate-light at a time")
     angles = {"yaw": 0.0 if "yaw" in sweeps else _angle(yaw, "yaw"),
               "pitch": 0.0 if "pitch" in sweeps else _angle(pitch, "pitch"),
               "rotate_light": 0.0 if "rotate_light" in sweeps else _angle(rotate_light, "rotate-light")}
@@ -346,15 +343,15 @@ def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_laten
         raise click.ClickException(f"{src}: no such file or folder")
     folder = src.is_dir()
     if folder and sweeps:
-        raise click.BadParameter("sweeps take one INPUT, not a folder")
+        raise click.ClickException("sweeps take one INPUT, not a folder")
     if folder and save_latent:
-        raise click.BadParameter("--save-latent takes one INPUT, not a folder")
+        raise click.ClickException("--save-latent takes one INPUT, not a folder")
     if not folder:
         imageio.check_writable(out, force)
         if sweeps and Path(out).suffix.lower() not in (".gif", ".mp4", ".png"):
-            raise click.BadParameter(f"{out}: a sweep is written as .gif, .mp4 or .png (grid)", param_hint="-o")
+            raise click.ClickException(f"-o {out}: a sweep is written as .gif, .mp4 or .png (grid)")
         if not sweeps and Path(out).suffix.lower() not in (".png", ".jpg", ".jpeg"):
-            raise click.BadParameter(f"{out}: write the edit as .png or .jpg", param_hint="-o")
+            raise click.ClickException(f"-o {out}: write the edit as .png or .jpg")
     if save_latent:
         imageio.check_writable(save_latent, force)
     default = checkpoint is None
@@ -367,8 +364,6 @@ def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_laten
         return
     item = _edit_input(ed, src)
     lat = item if not isinstance(item, Path) else ed.invert(src, aligned=aligned, steps=steps)
-    if lat.info.get("faces_found", 1) > 1:
-        click.echo(f"found {lat.info['faces_found']} faces; edited the largest")
     if sweeps:
         (name, values), = sweeps.items()
         frames = []
@@ -380,7 +375,8 @@ def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_laten
         click.echo(f"wrote {out}: {len(frames)} frames, {name.replace('_', '-')} {values[0]:g}..{values[-1]:g}")
     else:
         res = ed.edit_batch([lat], light, angles["yaw"], angles["pitch"], angles["rotate_light"])[0]
-        image = res.crop if (aligned or lat.alignment is None) else ed.paste(src, lat, res.crop)
+        image = res.crop if (aligned or lat.alignment is None or not isinstance(item, Path)) else \
+            ed.paste(src, lat, res.crop)
         imageio.save_image(image, out, force=force)
         click.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]})")
     if save_latent:
@@ -388,6 +384,8 @@ def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_laten
 
         write_latent(lat, save_latent, force=force)
         click.echo(f"wrote {save_latent}")
+    if lat.info.get("faces_found", 1) > 1:
+        click.echo(f"note: found {lat.info['faces_found']} faces; edited the largest")
 
 
 def _need_encoder():

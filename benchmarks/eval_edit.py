@@ -1,0 +1,136 @@
+"""Edits against ground truth on held-out subjects: the mapper, its ablation without geometry
+conditioning, no-op (the input), the GAN ceiling (optimisation inversion of the target itself)
+and the physically based re-render of the reconstruction, in one table.
+
+Sources and targets are rendered by Mitsuba (`render_portrait`, the dataset path), never relit
+from OLAT. Cases: relight (another env map, same view), view (yaw +-15, +-30, pitch +-10 under
+the source light), both (another env map and yaw +15).
+
+    python benchmarks/eval_edit.py --subjects 8 --mapper checkpoints/lightstage_mapper.pt \
+        --ablation runs/map64_nogeo/mapper.pt --json checkpoints/lightstage_mapper_eval.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import stylerelight as sr  # noqa: E402
+from stylerelight.edit import Editor  # noqa: E402
+from stylerelight.imageio import gan_to_uint8  # noqa: E402
+from stylerelight.invert import ssim  # noqa: E402
+from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_subject  # noqa: E402
+
+CASES = [("relight", 0, 0, True), ("yaw+15", 15, 0, False), ("yaw-15", -15, 0, False), ("yaw+30", 30, 0, False),
+         ("yaw-30", -30, 0, False), ("pitch+10", 0, 10, False), ("pitch-10", 0, -10, False),
+         ("both", 15, 0, True)]
+GROUPS = {"relight": ["relight"], "view15": ["yaw+15", "yaw-15"], "view30": ["yaw+30", "yaw-30"],
+          "pitch10": ["pitch+10", "pitch-10"], "both": ["both"]}
+
+
+def metrics(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    p = 10 * np.log10(255**2 / max(((a - b) ** 2).mean(), 1e-12))
+    t = lambda x: torch.from_numpy(x / 127.5 - 1).permute(2, 0, 1)[None].float()  # noqa: E731
+    return float(p), float(ssim(t(a), t(b)).mean())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--subjects", type=int, default=8)
+    ap.add_argument("--offset", type=int, default=1_000_000, help="first held-out subject seed")
+    ap.add_argument("--mapper", default=None, help="default: the bundled mapper")
+    ap.add_argument("--ablation", default=None, help="a mapper trained without geometry conditioning")
+    ap.add_argument("--ceiling-steps", type=int, default=200)
+    ap.add_argument("--no-ceiling", action="store_true")
+    ap.add_argument("--no-rerender", action="store_true")
+    ap.add_argument("--spp", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ed = Editor.from_pretrained(mapper=args.mapper)
+    ab = Editor.from_pretrained(mapper=args.ablation) if args.ablation else None
+    res = ed.resolution
+    rows = []  # (case, method, psnr, ssim, idist, seconds)
+    from stylerelight.identity import identity_distance
+
+    for i in range(args.subjects):
+        seed = args.offset + i
+        rng = np.random.default_rng([seed, 77])
+        subj = sample_subject(seed)
+        cam = Camera(yaw=float(rng.uniform(-12, 12)), pitch=float(rng.uniform(-8, 8)))
+        env_s = sample_envmap(int(rng.integers(2**31)))
+        env_t = sample_envmap(int(rng.integers(2**31)))
+        src = render_portrait(subj, env_s, cam, res, spp=args.spp, seed=seed)
+        lat = ed.invert(src, aligned=True)
+        lat_ab = ab.invert(src, aligned=True) if ab else None
+        rec = None
+        if not args.no_rerender:
+            t0 = time.time()
+            rec = sr.reconstruct(src, aligned=True)
+            rec_s = time.time() - t0
+        for name, dy, dp, relight in CASES:
+            env = env_t if relight else env_s
+            tcam = Camera(yaw=cam.yaw + dy, pitch=cam.pitch + dp)
+            tgt = render_portrait(subj, env, tcam, res, spp=args.spp, seed=seed + 1)
+            out = {"no-op": (src, 0.0)}
+            coeffs = ed.stage.project(env)
+            for label, e, la in (("mapper", ed, lat), ("mapper w/o geometry", ab, lat_ab)):
+                if e is None:
+                    continue
+                try:
+                    t0 = time.perf_counter()
+                    img = gan_to_uint8(e.relight(la, coeffs, yaw=dy, pitch=dp))[0]
+                    out[label] = (img, time.perf_counter() - t0)
+                except ValueError as err:  # the estimated pose put the target outside the trained range
+                    print(f"subject {seed} {name} {label}: {err}")
+            if rec is not None:
+                t0 = time.time()
+                y, p, _ = rec.pose
+                img = rec.render(env, Camera(yaw=y + dy, pitch=p + dp), resolution=res, spp=args.spp)
+                out["re-render"] = (img, time.time() - t0 + rec_s)
+            if not args.no_ceiling:
+                t0 = time.time()
+                x = torch.from_numpy(tgt.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+                ws = sr.invert(ed.G, x, steps=args.ceiling_steps, progress=False)
+                with torch.no_grad():
+                    out["GAN ceiling"] = (gan_to_uint8(ed.G.synthesis(ws, noise_mode="const"))[0], time.time() - t0)
+            for method, (img, secs) in out.items():
+                p, s = metrics(img, tgt)
+                idist = float(np.asarray(identity_distance(tgt, img)).ravel()[0])
+                rows.append((name, method, p, s, idist, secs))
+        print(f"subject {i + 1}/{args.subjects} done", flush=True)
+    methods = ["no-op", "mapper", "mapper w/o geometry", "re-render", "GAN ceiling"]
+    table = {}
+    print(f"\n{'group':9s} {'method':20s} {'PSNR':>7s} {'SSIM':>6s} {'id dist':>8s} {'s/edit':>8s}  n")
+    for g, cases in GROUPS.items():
+        for m in methods:
+            r = [row for row in rows if row[0] in cases and row[1] == m]
+            if not r:
+                continue
+            a = np.array([row[2:] for row in r], np.float64)
+            mean = a.mean(0)
+            table.setdefault(g, {})[m] = {"psnr": mean[0], "ssim": mean[1], "identity_distance": mean[2],
+                                          "seconds": mean[3], "n": len(r)}
+            print(f"{g:9s} {m:20s} {mean[0]:7.2f} {mean[1]:6.3f} {mean[2]:8.3f} {mean[3]:8.4f}  {len(r)}")
+    for g, t in table.items():
+        if "no-op" in t and "GAN ceiling" in t and "mapper" in t:
+            half = (t["no-op"]["psnr"] + t["GAN ceiling"]["psnr"]) / 2
+            print(f"{g}: mapper {t['mapper']['psnr']:.2f} dB vs half-gap target {half:.2f} dB "
+                  f"(no-op {t['no-op']['psnr']:.2f}, ceiling {t['GAN ceiling']['psnr']:.2f})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "table": table}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""The Editor API and `stylerelight edit`: light types, batches, paste-back, the sign of --yaw,
+and every user-facing refusal as one line with nothing written."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from click.testing import CliRunner
+from conftest import make_generator
+from PIL import Image
+
+import stylerelight as sr
+from stylerelight.cli import cli
+from stylerelight.edit import EditError, Editor
+from stylerelight.lighting import LightStage, save_envmap
+from stylerelight.mapper import build_mapper, save_mapper
+from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_subject
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
+
+
+def _one_line_error(r, *words):
+    assert r.exit_code == 1, r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error"), r.output
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def ed():
+    torch.set_num_threads(2)
+    return Editor.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def render():
+    """A held-out subject's aligned render (the generator's crop)."""
+    return render_portrait(sample_subject(1_000_123), sample_envmap(5, kind="studio"), Camera(yaw=5, pitch=3), 64,
+                           spp=16)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("edit_files")
+    env = sample_envmap(11, kind="sun_sky")
+    save_envmap(env, d / "env.hdr")
+    save_envmap(env, d / "env.exr")
+    np.save(d / "coeffs.npy", LightStage.default().project(env).astype(np.float32))
+    bad = env.data.copy()
+    bad[3, 4] = np.nan
+    np.save(d / "nan.npy", bad)
+    (d / "corrupt.hdr").write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 8 +X 16\n\x02\x02")
+    (d / "light.txt").write_text("1 2 3")
+    Image.fromarray(skimage.data.astronaut()).save(d / "astro.png")
+    Image.fromarray(np.full((120, 160, 3), 128, np.uint8)).save(d / "blank.png")
+    return d, env
+
+
+def test_every_light_type_gives_the_same_edit(ed, render, files):
+    d, env = files
+    lat = ed.invert(render, aligned=True)
+    ref = ed.relight(lat, env)
+    assert ref.shape == (1, 3, 64, 64) and torch.isfinite(ref).all()
+    coeffs = LightStage.default().project(env)
+    for light in (d / "env.exr", d / "coeffs.npy", coeffs, torch.from_numpy(coeffs), 3.0 * coeffs):
+        torch.testing.assert_close(ed.relight(lat, light), ref, atol=2e-3, rtol=0)
+    # .hdr stores 8-bit mantissas: the same light to within its rounding
+    assert (ed.relight(lat, d / "env.hdr") - ref).abs().max() < 0.05
+    # None keeps the source's own (estimated) light; rotations change the light
+    assert torch.isfinite(ed.relight(lat, None)).all()
+    assert (ed.relight(lat, env, rotate_light=90) - ref).abs().mean() > 1e-3
+
+
+def test_identity_edit_gives_the_input_back(ed, render):
+    """Target light = the source's own estimate and no turn: close to the encoder's own image."""
+    lat = ed.invert(render, aligned=True)
+    with torch.no_grad():
+        enc = ed.G.synthesis(lat.ws, noise_mode="const")
+    same = ed.relight(lat, None)
+    assert float((same - enc).square().mean()) < 0.01
+
+
+def test_positive_yaw_shows_more_of_the_left_cheek(ed, render):
+    """The reconstruction's pose estimate of the edit moves with the requested yaw, in
+    synth.Camera's convention (positive: camera towards the subject's left)."""
+    lat = ed.invert(render, aligned=True)
+    est = {}
+    for yaw in (-20.0, 0.0, 20.0):
+        est[yaw] = float(ed.recon.estimate(ed.relight(lat, None, yaw=yaw)).yaw[0])
+    assert est[20.0] > est[0.0] + 5 > est[-20.0] + 10, est
+
+
+def test_edit_pastes_back_into_the_photo(ed, files):
+    d, env = files
+    photo = np.asarray(Image.open(d / "astro.png"))
+    t0 = time.time()
+    res = ed.edit(d / "astro.png", light=env, yaw=10)
+    print(f"edit of the astronaut: {time.time() - t0:.2f} s")
+    assert res.image.shape == photo.shape and res.crop.shape == (64, 64, 3)
+    from stylerelight.align import AlignedFace, face_mask  # noqa: F401
+
+    changed = np.any(res.image != photo, axis=2)
+    ys, xs = np.nonzero(changed)
+    quad = np.asarray(res.latent.alignment["quad"])
+    assert changed.sum() > 2000
+    # every changed pixel lies inside the crop quad's bounding box
+    assert xs.min() >= quad[:, 0].min() - 1 and xs.max() <= quad[:, 0].max() + 1
+    assert ys.min() >= quad[:, 1].min() - 1 and ys.max() <= quad[:, 1].max() + 1
+    assert res.latent.info["faces_found"] >= 1
+
+
+def test_batch_equals_single_edits(ed, render, files):
+    d, env = files
+    other = render_portrait(sample_subject(1_000_124), sample_envmap(6), Camera(yaw=-8), 64, spp=16)
+    lights = [env, d / "coeffs.npy"]
+    res = ed.edit_batch([render, other], light=lights, yaw=[10.0, -10.0], aligned=True)
+    for r, img, light, yaw in zip(res, [render, other], lights, [10.0, -10.0], strict=True):
+        single = ed.edit(img, light=light, yaw=yaw, aligned=True)
+        assert np.abs(r.crop.astype(int) - single.crop.astype(int)).max() <= 1
+    with pytest.raises(EditError, match="one value or one per image"):
+        ed.edit_batch([render, other], yaw=[1.0, 2.0, 3.0], aligned=True)
+
+
+def test_angles_outside_the_trained_range_are_refused(ed, render):
+    lat = ed.invert(render, aligned=True)
+    with pytest.raises(EditError, match="outside the range the mapper was trained on"):
+        ed.relight(lat, None, yaw=80)
+    with pytest.raises(EditError, match="pitch"):
+        ed.relight(lat, None, pitch=-40)
+
+
+def test_cli_edit_and_refusals(tmp_path, files, render):
+    d, _ = files
+    Image.fromarray(render).save(tmp_path / "face.png")
+    out = tmp_path / "out.png"
+    r = _run("edit", d / "astro.png", "--light", d / "env.exr", "--yaw", 10, "-o", out, "--save-latent",
+             tmp_path / "lat.pt")
+    assert r.exit_code == 0, r.output
+    assert Image.open(out).size == (512, 512) and (tmp_path / "lat.pt").exists()
+    before = out.read_bytes()
+    _one_line_error(_run("edit", d / "astro.png", "-o", out), "exists", "--force")
+    assert out.read_bytes() == before
+    # a saved latent edits without the photo
+    r = _run("edit", tmp_path / "lat.pt", "--light", d / "coeffs.npy", "-o", tmp_path / "from_latent.png")
+    assert r.exit_code == 0, r.output
+    new = tmp_path / "new.png"
+    for args, words in [((d / "blank.png",), ("no face",)),
+                        ((d / "astro.png", "--light", d / "corrupt.hdr"), ("corrupt.hdr",)),
+                        ((d / "astro.png", "--light", d / "nan.npy"), ("non-finite",)),
+                        ((d / "astro.png", "--light", d / "light.txt"), ("unknown light file type",)),
+                        ((d / "astro.png", "--yaw", 90), ("outside the range", "+-")),
+                        ((tmp_path / "face.png", "--aligned", "--pitch", "abc"), ("not a number",))]:
+        _one_line_error(_run("edit", *args, "-o", new), *words)
+        assert not new.exists()
+    # a latent and a mapper of another generator
+    G = make_generator(res=16)
+    sr.invert.latent_file.save_latent(sr.invert.latent_file.Latent.for_generator(G, torch.randn(1, G.num_ws, G.w_dim)),
+                                      tmp_path / "other.pt")
+    _one_line_error(_run("edit", tmp_path / "other.pt", "-o", new), "ws")
+    save_mapper(build_mapper(G, LightStage.default().directions, hidden=16), tmp_path / "other_mapper.pt")
+    _one_line_error(_run("edit", tmp_path / "face.png", "--aligned", "--mapper", tmp_path / "other_mapper.pt",
+                         "-o", new), "mapper")
+    assert not new.exists()
+
+
+def test_cli_sweeps(tmp_path, render):
+    Image.fromarray(render).save(tmp_path / "face.png")
+    r = _run("edit", tmp_path / "face.png", "--aligned", "--rotate-light", "0:360:90", "-o", tmp_path / "s.gif")
+    assert r.exit_code == 0, r.output
+    gif = Image.open(tmp_path / "s.gif")
+    assert gif.n_frames == 4 and gif.size == (256, 256)
+    r = _run("edit", tmp_path / "face.png", "--aligned", "--yaw", "-20:20:10", "-o", tmp_path / "s.png")
+    assert r.exit_code == 0, r.output
+    _one_line_error(_run("edit", tmp_path / "face.png", "--aligned", "--yaw", "0:10:0", "-o", tmp_path / "z.gif"),
+                    "STEP")
+
+
+def test_cli_folder_resumes(tmp_path, render):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(np.roll(render, i, axis=1)).save(src / f"p{i}.png")
+    Image.fromarray(np.full((64, 64, 3), 7, np.uint8)).save(src / "dark.png")  # edits fine (aligned)
+    r = _run("edit", src, "--aligned", "--yaw", 5, "-o", out, "--batch-size", 2)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["dark.png", "p0.png", "p1.png", "p2.png"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    os.remove(out / "p1.png")  # as if the run had stopped before it
+    r = _run("edit", src, "--aligned", "--yaw", 5, "-o", out)
+    assert r.exit_code == 0 and "wrote 1 edits" in r.output, r.output
+    for name, t in stamps.items():
+        if name != "p1.png":
+            assert (out / name).stat().st_mtime_ns == t  # finished files were not redone
