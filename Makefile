@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-DEBS    := libllvm19
+DEBS    := libllvm19 chromium chromium-driver  # Mitsuba's LLVM; the page's browser test
 
 .PHONY: setup demo test test-slow bench lint clean
 
@@ -12,9 +12,9 @@ setup: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 	  dpkg -s $(DEBS) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(DEBS)) \
-	  || echo "warning: could not install $(DEBS); Mitsuba falls back to scalar_rgb"; \
+	  || echo "warning: could not install $(DEBS); Mitsuba falls back to scalar_rgb, the browser test is skipped"; \
 	else \
-	  dpkg -s $(DEBS) >/dev/null 2>&1 || echo "note: install Debian's $(DEBS) (sudo apt-get install $(DEBS)) for Mitsuba's llvm_ad_rgb"; \
+	  dpkg -s $(DEBS) >/dev/null 2>&1 || echo "note: install Debian's $(DEBS) (sudo apt-get install $(DEBS)) for Mitsuba's llvm_ad_rgb and the browser test"; \
 	fi
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip setuptools wheel

@@ -847,6 +847,40 @@ def demo(out, resolution, checkpoint, steps):
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on (127.0.0.1: this machine only; 0.0.0.0 exposes the page to the network).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@_checkpoint_option
+@click.option("--encoder", "encoder_path", type=click.Path(dir_okay=False), default=None,
+              help="Encoder (default: the bundled one).")
+@click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False), default=None,
+              help="Latent mapper (default: the bundled one).")
+@click.option("--device", default="cpu", show_default=True)
+@user_errors
+def serve(host, port, checkpoint, encoder_path, mapper_path, device):
+    """The live editing page: drop a portrait, drag the light and the head.
+
+    Uploads are limited to 10 MB and validated before anything runs; each browser tab keeps its
+    own photo in a temporary folder that is removed when the tab closes.
+
+    \b
+    Example:
+      stylerelight serve            # then open http://127.0.0.1:8000
+    """
+    import uvicorn
+
+    from .edit import Editor
+    from .web import create_app
+
+    if checkpoint is not None and encoder_path is None:
+        _need_encoder()
+    ed = Editor.from_pretrained(device, checkpoint=_resolve_checkpoint(checkpoint), encoder=encoder_path,
+                                mapper=mapper_path)  # fails here, in one line, before the server starts
+    click.echo(f"stylerelight: open http://{host}:{port} (Ctrl+C stops)")
+    uvicorn.run(create_app(lambda: ed), host=host, port=port, log_level="warning")
+
+
+@cli.command()
 def doctor():
     """Report torch/CUDA, compiled ops, Mitsuba/LLVM, dlib landmarks and LPIPS weights."""
     from .doctor import run_checks

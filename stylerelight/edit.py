@@ -57,6 +57,9 @@ class Editor:
 
             recon = default_cnn()
         self.encoder, self.mapper, self.recon = encoder.to(self.device), mapper.to(self.device), recon
+        from .gan.io import generator_hash
+
+        self.generator_hash = generator_hash(self.G)  # hashed once: latents are checked on every edit
         dirs = mapper.stage["directions"].double().numpy()
         self.stage = LightStage(dirs)
         self._light_cache: dict = {}
@@ -196,7 +199,7 @@ class Editor:
     def map(self, latents: list[Latent], lights: list[torch.Tensor], yaws, pitches) -> torch.Tensor:
         """Edited ws [N, num_ws, w_dim] for latents with one light/yaw/pitch each."""
         for lat in latents:
-            lat.check(self.G)
+            self._check(lat)
             self.ensure_reconstruction(lat)
         src = [self.check_angles(lat, y, p) for lat, y, p in zip(latents, yaws, pitches, strict=True)]
         recs = [lat.reconstruction or {} for lat in latents]
@@ -216,6 +219,12 @@ class Editor:
         ws = torch.cat([lat.ws for lat in latents]).to(self.device)
         with torch.no_grad():
             return self.mapper(ws, _to(edit, self.device), normals)
+
+    def _check(self, lat: Latent) -> None:
+        """Latent.check with the generator's hash computed once."""
+        if tuple(lat.ws.shape[1:]) != (self.G.num_ws, self.G.w_dim) or \
+                lat.generator.get("hash") not in (None, self.generator_hash):
+            lat.check(self.G)
 
     def _normals(self, lat: Latent) -> torch.Tensor:
         cached = getattr(lat, "_normals", None)  # not a field: never written to latent files
@@ -245,7 +254,7 @@ class Editor:
         """[N, 3, H, W] in [-1, 1]: the latent's face under `light`, turned by (yaw, pitch)."""
         if len(latent.ws) != 1:
             raise EditError("relight takes one latent per call; use edit_batch for many")
-        latent.check(self.G)
+        self._check(latent)
         self.ensure_reconstruction(latent)
         lights = [self.resolve_light(light, rotate_light, latent)]
         ws = self.map([latent], lights, [yaw], [pitch])
@@ -273,7 +282,7 @@ class Editor:
             lats = iter(self.invert_batch(photos, aligned, steps) if photos else [])
             latents = [it if isinstance(it, Latent) else next(lats) for it in chunk]
             for lat in latents:
-                lat.check(self.G)
+                self._check(lat)
                 self.ensure_reconstruction(lat)
             idx = range(i0, i0 + len(chunk))
             lights = [self.resolve_light(per["light"][i], per["rotate_light"][i], lat) for i, lat in zip(idx, latents,

@@ -1,0 +1,62 @@
+"""The interactive loop's speed: `Editor.relight` (mapper + synthesis) at batch 1 against one
+`G.synthesis` call in the same run, plus the mapper alone, `Editor.invert` (once per photo) and
+a whole `Editor.edit` of the astronaut photo.
+
+    python benchmarks/bench_edit.py [--threads 2] [--mapper PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _timing import timeit  # noqa: E402
+
+from stylerelight.edit import Editor  # noqa: E402
+from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_subject  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--mapper", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ed = Editor.from_pretrained(mapper=args.mapper)
+    src = render_portrait(sample_subject(1_000_321), sample_envmap(2), Camera(yaw=10), ed.resolution, spp=16)
+    lat = ed.invert(src, aligned=True)
+    env = sample_envmap(9, kind="studio")
+    ws = lat.ws
+    with torch.no_grad():
+        t_syn = timeit(lambda: ed.G.synthesis(ws, noise_mode="const"), repeat=9)
+    t_rel = timeit(lambda: ed.relight(lat, env, yaw=10.0, rotate_light=30.0), repeat=9)
+    coeffs = ed.resolve_light(env, 30.0)
+    t_map = timeit(lambda: ed.map([lat], [coeffs], [10.0], [0.0]), repeat=9)
+    angle = iter(range(10**6))
+    t_drag = timeit(lambda: ed.relight(lat, env, yaw=10.0, rotate_light=float(next(angle) % 360)), repeat=5)
+    t_inv = timeit(lambda: ed.invert(src, aligned=True), repeat=3)
+    import skimage.data
+
+    photo = skimage.data.astronaut()
+    t0 = time.perf_counter()
+    ed.edit(photo, light=env, yaw=10.0)
+    t_edit = time.perf_counter() - t0
+    print(f"torch threads: {args.threads}; generator {ed.resolution}^2, {ed.G.num_ws} ws; "
+          f"mapper geometry conditioning: {ed.mapper.geometry}")
+    print(f"G.synthesis, batch 1:                       {t_syn * 1e3:8.2f} ms")
+    print(f"mapper alone (map), batch 1:                {t_map * 1e3:8.2f} ms")
+    print(f"Editor.relight, same light (cached):        {t_rel * 1e3:8.2f} ms  = {t_rel / t_syn:.2f}x synthesis")
+    print(f"Editor.relight, new rotation every call:    {t_drag * 1e3:8.2f} ms  = {t_drag / t_syn:.2f}x synthesis")
+    print(f"Editor.invert (encoder + fast reconstruction, aligned 64^2): {t_inv * 1e3:8.1f} ms")
+    print(f"Editor.edit of the astronaut (512^2 photo: detect, align, invert, map, paste): {t_edit:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""FastAPI app for the live page. One Editor serves every browser; each browser tab opens its own
+session (photo, latent, uploaded env map, a temporary folder) that ends when its WebSocket closes.
+
+Endpoints (JSON unless said): GET / (the page), GET /api/envmaps, GET /api/samples,
+POST /api/session, POST /api/session/{sid}/photo (multipart `file`), POST .../sample/{name},
+POST .../light (multipart `file`: .hdr/.exr), GET .../download/photo (PNG), GET .../download/latent
+(.pt), WS /ws/{sid} (send {"seq", "light", "rotate", "yaw", "pitch", "exposure"}; receive
+{"seq", "image", "ms"} or {"error"}).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, File, Request, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # photos and env maps
+STATIC = Path(__file__).parent / "static"
+ENVMAP_KINDS = ("studio", "sun_sky", "overcast", "indoor", "colored", "hard")
+
+
+def png_data_url(img: np.ndarray, scale: int = 1) -> str:
+    from PIL import Image
+
+    if scale > 1:
+        img = np.repeat(np.repeat(img, scale, 0), scale, 1)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def envmap_thumb(env, width: int = 128) -> np.ndarray:
+    from PIL import Image
+
+    from ..lighting import to_display
+
+    d = to_display(env.data / max(float(np.percentile(env.data, 99)), 1e-6) * 0.8, exposure=1.0)
+    return np.asarray(Image.fromarray(d).resize((width, width // 2), Image.BILINEAR))
+
+
+def apply_exposure(img_u8: np.ndarray, stops: float) -> np.ndarray:
+    """Exposure in stops on display sRGB pixels (through linear light)."""
+    if not stops:
+        return img_u8
+    from ..lighting import srgb_decode, srgb_encode
+
+    lin = srgb_decode(img_u8.astype(np.float64) / 255) * 2.0**stops
+    return np.clip(np.round(srgb_encode(lin) * 255), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Session:
+    sid: str
+    folder: Path
+    photo: np.ndarray | None = None
+    latent: object = None
+    custom_light: object = None
+    params: dict = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    connected: bool = False
+
+
+class UserError(ValueError):
+    pass
+
+
+def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str | None = None):
+    """The app; `editor_factory()` builds the Editor on first use (so the page opens at once)."""
+    from ..synth import sample_envmap
+
+    sessions: dict[str, Session] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        for sid in list(sessions):  # the server stops: every session's folder goes
+            end(sid)
+
+    app = FastAPI(title="stylerelight", lifespan=lifespan)
+    lock = threading.Lock()  # the Editor (torch) runs one request at a time
+    state: dict = {}
+
+    def editor():
+        with lock:
+            if "ed" not in state:
+                state["ed"] = editor_factory()
+        return state["ed"]
+
+    envmaps = {k: sample_envmap(100 + i, kind=k) for i, k in enumerate(ENVMAP_KINDS)}
+
+    def session(sid: str) -> Session:
+        s = sessions.get(sid)
+        if s is None:
+            raise UserError("this page's session has ended; reload the page")
+        return s
+
+    def end(sid: str) -> None:
+        s = sessions.pop(sid, None)
+        if s is not None:
+            shutil.rmtree(s.folder, ignore_errors=True)
+
+    @app.exception_handler(UserError)
+    async def _user_error(_request: Request, exc: UserError):
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    async def read_upload(f: UploadFile) -> bytes:
+        data = await f.read(max_upload + 1)
+        if len(data) > max_upload:
+            raise UserError(f"the file is larger than {max_upload // (1024 * 1024)} MB; upload a smaller one")
+        if not data:
+            raise UserError("the file is empty")
+        return data
+
+    @app.get("/")
+    def index():
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/static/{name}")
+    def static(name: str):
+        p = (STATIC / name).resolve()
+        if p.parent != STATIC.resolve() or not p.is_file():
+            return JSONResponse({"error": "not found"}, status_code=404)
+        return FileResponse(p)
+
+    @app.get("/api/envmaps")
+    def list_envmaps():
+        return {"envmaps": [{"name": k, "thumb": png_data_url(envmap_thumb(e))} for k, e in envmaps.items()]}
+
+    @app.get("/api/samples")
+    def list_samples():
+        return {"samples": sorted(p.stem for p in (STATIC / "samples").glob("*.png"))}
+
+    @app.post("/api/session")
+    def new_session():
+        for old in [k for k, v in sessions.items() if not v.connected and time.time() - v.created > 600]:
+            end(old)  # pages that never opened their WebSocket
+        sid = uuid.uuid4().hex
+        folder = Path(tempfile.mkdtemp(prefix=f"stylerelight-{sid[:8]}-", dir=tmp_root))
+        sessions[sid] = Session(sid, folder)
+        ed = editor()
+        return {"session": sid, "yaw_range": ed.mapper.pose_range["yaw"], "pitch_range": ed.mapper.pose_range["pitch"]}
+
+    def set_photo(s: Session, img: np.ndarray) -> dict:
+        ed = editor()
+        aligned = img.shape[0] == img.shape[1] and img.shape[0] <= 2 * ed.resolution
+        with lock:
+            lat = ed.invert(img, aligned=aligned)
+        s.photo, s.latent = img, lat
+        from ..recon import light_to_envmap
+
+        rec = lat.reconstruction
+        src_env = light_to_envmap(np.asarray(rec["light"], np.float64), ed.stage)
+        crop = lat.info["crop"].numpy()
+        return {"input": png_data_url(crop, max(1, 256 // crop.shape[0])),
+                "source_light": png_data_url(envmap_thumb(src_env)), "aligned": aligned,
+                "faces": int(lat.info.get("faces_found", 1)),
+                "pose": [round(float(rec["yaw"]), 1), round(float(rec["pitch"]), 1)]}
+
+    @app.post("/api/session/{sid}/photo")
+    async def upload_photo(sid: str, file: UploadFile = File(...)):  # noqa: B008 - FastAPI's idiom
+        s = session(sid)
+        data = await read_upload(file)
+        from ..align import load_image
+
+        try:
+            img = load_image(io.BytesIO(data))
+        except ValueError as e:
+            raise UserError(f"{file.filename}: not an image we can read ({str(e).split(': ')[-1]})") from None
+        try:
+            return await asyncio.to_thread(set_photo, s, img)
+        except ValueError as e:
+            raise UserError(str(e).splitlines()[0]) from None
+
+    @app.post("/api/session/{sid}/sample/{name}")
+    async def use_sample(sid: str, name: str):
+        s = session(sid)
+        p = STATIC / "samples" / f"{name}.png"
+        if name not in list_samples()["samples"]:
+            raise UserError(f"no sample named {name!r}")
+        from ..align import load_image
+
+        return await asyncio.to_thread(set_photo, s, load_image(p))
+
+    @app.post("/api/session/{sid}/light")
+    async def upload_light(sid: str, file: UploadFile = File(...)):  # noqa: B008
+        s = session(sid)
+        data = await read_upload(file)
+        suffix = Path(file.filename or "").suffix.lower()
+        if suffix not in (".hdr", ".exr"):
+            raise UserError(f"{file.filename}: upload an env map as .hdr or .exr")
+        path = s.folder / f"light{suffix}"
+        path.write_bytes(data)
+        from ..edit import _load_light_file
+
+        try:
+            env = _load_light_file(path, editor().stage.num_lights)
+            editor().resolve_light(env)  # finite, not black
+        except ValueError as e:
+            path.unlink(missing_ok=True)
+            raise UserError(str(e).splitlines()[0].replace(str(path), file.filename or "env map")) from None
+        s.custom_light = env
+        return {"thumb": png_data_url(envmap_thumb(env))}
+
+    def light_of(s: Session, name: str):
+        if name == "source":
+            return None
+        if name == "custom":
+            if s.custom_light is None:
+                raise UserError("no env map uploaded yet")
+            return s.custom_light
+        if name not in envmaps:
+            raise UserError(f"unknown env map {name!r}")
+        return envmaps[name]
+
+    def render(s: Session, p: dict) -> np.ndarray:
+        from ..imageio import gan_to_uint8
+
+        if s.latent is None:
+            raise UserError("choose a photo first")
+        ed = editor()
+        with lock:
+            img = ed.relight(s.latent, light_of(s, str(p.get("light", "source"))), float(p.get("yaw", 0)),
+                             float(p.get("pitch", 0)), float(p.get("rotate", 0)))
+        return apply_exposure(gan_to_uint8(img)[0], float(p.get("exposure", 0)))
+
+    @app.get("/api/session/{sid}/download/photo")
+    def download_photo(sid: str):
+        s = session(sid)
+        crop = render(s, s.params)
+        out = crop if s.latent.alignment is None else editor().paste(s.photo, s.latent, crop)
+        buf = io.BytesIO()
+        from PIL import Image
+
+        Image.fromarray(out).save(buf, format="PNG")
+        return Response(buf.getvalue(), media_type="image/png",
+                        headers={"Content-Disposition": 'attachment; filename="edited.png"'})
+
+    @app.get("/api/session/{sid}/download/latent")
+    def download_latent(sid: str):
+        s = session(sid)
+        if s.latent is None:
+            raise UserError("choose a photo first")
+        from ..invert.latent_file import save_latent
+
+        path = save_latent(s.latent, s.folder / "latent.pt", force=True)
+        return FileResponse(path, filename="latent.pt", media_type="application/octet-stream")
+
+    @app.websocket("/ws/{sid}")
+    async def live(ws: WebSocket, sid: str):
+        await ws.accept()
+        if sid not in sessions:
+            await ws.send_json({"error": "this page's session has ended; reload the page"})
+            await ws.close()
+            return
+        s = sessions[sid]
+        s.connected = True
+        latest: dict = {}
+        wake = asyncio.Event()
+
+        async def receive():
+            while True:
+                latest["msg"] = await ws.receive_json()  # newer requests overwrite older ones
+                wake.set()
+
+        recv = asyncio.create_task(receive())
+        try:
+            while True:
+                wait = asyncio.create_task(wake.wait())
+                done, _ = await asyncio.wait({wait, recv}, return_when=asyncio.FIRST_COMPLETED)
+                if recv in done:
+                    wait.cancel()
+                    recv.result()  # raises the disconnect
+                wake.clear()
+                msg = latest.pop("msg", None)
+                if msg is None:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    img = await asyncio.to_thread(render, s, msg)
+                    s.params = dict(msg)
+                    await ws.send_json({"seq": msg.get("seq"), "image": png_data_url(img, 4),
+                                        "ms": (time.perf_counter() - t0) * 1e3})
+                except (ValueError, TypeError) as e:
+                    await ws.send_json({"seq": msg.get("seq"), "error": str(e).splitlines()[0]})
+        except WebSocketDisconnect:
+            pass
+        finally:
+            recv.cancel()
+            end(sid)
+
+    app.state.sessions = sessions
+    return app

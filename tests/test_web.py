@@ -1,0 +1,197 @@
+"""The live page in a real browser (Debian's headless Chromium driven by Selenium): upload a render,
+move the light dial and the yaw slider and see the image follow, matching `Editor.relight`; a
+corrupt upload shows a message and the server keeps serving; two tabs keep their own state;
+stale requests are dropped; session folders go when the tab closes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylerelight.edit import Editor
+from stylerelight.imageio import gan_to_uint8
+from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_subject
+from stylerelight.web import create_app
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or DRIVER is None,
+    reason="needs Debian's chromium and chromium-driver (`sudo apt-get install chromium chromium-driver`; "
+           "`make setup` installs them when run as root)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def editor():
+    torch.set_num_threads(1)
+    return Editor.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def server(editor, tmp_path_factory):
+    import uvicorn
+
+    tmp = tmp_path_factory.mktemp("sessions")
+    app = create_app(lambda: editor, tmp_root=str(tmp))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    for _ in range(100):
+        if srv.started:
+            break
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", app, tmp
+    srv.should_exit = True
+    th.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+              "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--window-size=1100,900"):
+        opts.add_argument(a)
+    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    yield drv
+    drv.quit()
+
+
+def _wait(cond, timeout=60.0, what="condition"):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _img(drv, elem_id) -> np.ndarray:
+    src = drv.find_element("id", elem_id).get_attribute("src")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"))
+
+
+def _set_range(drv, elem_id, value):
+    drv.execute_script("const e = document.getElementById(arguments[0]); e.value = arguments[1];"
+                       "e.dispatchEvent(new Event('input'));", elem_id, str(value))
+
+
+def _open(drv, url):
+    drv.get(url)
+    _wait(lambda: drv.execute_script("return document.body.dataset.ready === '1'"), what="page ready")
+
+
+def _shown(drv):
+    return int(drv.find_element("id", "result").get_attribute("data-seq") or 0)
+
+
+def _settle(drv):
+    """Wait until the newest request sent is the one displayed."""
+    _wait(lambda: _shown(drv) == drv.execute_script("return seq"), what="the newest image")
+
+
+def test_page_follows_the_sliders_and_matches_the_editor(server, browser, editor, tmp_path):
+    url, app, tmp = server
+    render = render_portrait(sample_subject(1_000_777), sample_envmap(3, kind="indoor"), Camera(yaw=8), 64, spp=16)
+    Image.fromarray(render).save(tmp_path / "face.png")
+    _open(browser, url)
+    browser.find_element("id", "photo").send_keys(str(tmp_path / "face.png"))
+    _settle(browser)
+    _wait(lambda: _shown(browser) > 0, what="first image")
+    first = _img(browser, "result")
+    # the same photo through the API (inverted the same way: a 64^2 square is an aligned crop)
+    lat = editor.invert(render, aligned=True)
+    browser.execute_script("document.getElementById('light').value = 'studio';"
+                           "document.getElementById('light').dispatchEvent(new Event('change'));")
+    _set_range(browser, "rotate-light", 90)
+    _set_range(browser, "yaw", 12)
+    _settle(browser)
+    shown = _img(browser, "result")[::4, ::4]  # the page shows 4x nearest-neighbour upscaling
+    from stylerelight.web.app import ENVMAP_KINDS
+
+    env = sample_envmap(100 + ENVMAP_KINDS.index("studio"), kind="studio")
+    ref = gan_to_uint8(editor.relight(lat, env, yaw=12.0, rotate_light=90.0))[0]
+    assert np.abs(shown.astype(int) - ref).max() <= 1
+    assert np.abs(first[::4, ::4].astype(int) - ref).mean() > 0.5  # the picture changed
+    # a quick drag: many moves, only the newest must end up displayed
+    for v in range(0, 200, 10):
+        _set_range(browser, "rotate-light", v)
+    _settle(browser)
+    lat_ms = browser.execute_script("return window.stylerelight.latencies")
+    print(f"slider move -> new image displayed: median {np.median(lat_ms):.0f} ms over {len(lat_ms)} updates")
+    ref = gan_to_uint8(editor.relight(lat, env, yaw=12.0, rotate_light=190.0))[0]
+    assert np.abs(_img(browser, "result")[::4, ::4].astype(int) - ref).max() <= 1
+    assert len(lat_ms) < 22  # stale requests were dropped (20 moves + the earlier ones)
+
+
+def test_bad_uploads_show_a_message_and_the_server_keeps_serving(server, browser, tmp_path):
+    url, _, _ = server
+    _open(browser, url)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    browser.find_element("id", "photo").send_keys(str(tmp_path / "broken.png"))
+    msg = _wait(lambda: browser.find_element("id", "message").text, what="a message")
+    assert "not an image" in msg
+    (tmp_path / "broken.exr").write_bytes(b"v/1\x01" + b"\x07" * 64)
+    browser.find_element("id", "light-file").send_keys(str(tmp_path / "broken.exr"))
+    msg = _wait(lambda: "broken.exr" in browser.find_element("id", "message").text and
+                browser.find_element("id", "message").text, what="the corrupt env map message")
+    assert "unreadable" in msg
+    from stylerelight.lighting import save_envmap
+
+    save_envmap(np.zeros((8, 16, 3), np.float32), tmp_path / "black.hdr")
+    browser.find_element("id", "light-file").send_keys(str(tmp_path / "black.hdr"))
+    _wait(lambda: "black" in browser.find_element("id", "message").text, what="the black env map message")
+    # still serving: a sample photo works
+    browser.execute_script("const s = document.getElementById('sample'); s.value = 'heldout_1';"
+                           "s.dispatchEvent(new Event('change'));")
+    _wait(lambda: _shown(browser) > 0, what="an image after the errors")
+
+
+def test_two_tabs_keep_their_own_photo(server, browser, tmp_path):
+    url, app, tmp = server
+    a = render_portrait(sample_subject(1_000_901), sample_envmap(1, kind="studio"), Camera(yaw=-10), 64, spp=16)
+    b = render_portrait(sample_subject(1_000_902), sample_envmap(2, kind="sun_sky"), Camera(yaw=12), 64, spp=16)
+    Image.fromarray(a).save(tmp_path / "a.png")
+    Image.fromarray(b).save(tmp_path / "b.png")
+    _open(browser, url)
+    browser.find_element("id", "photo").send_keys(str(tmp_path / "a.png"))
+    _wait(lambda: _shown(browser) > 0, what="tab 1 image")
+    first_tab = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    _open(browser, url)
+    browser.find_element("id", "photo").send_keys(str(tmp_path / "b.png"))
+    _wait(lambda: _shown(browser) > 0, what="tab 2 image")
+    img_b = _img(browser, "input")
+    browser.switch_to.window(first_tab)
+    _set_range(browser, "yaw", 5)
+    _settle(browser)
+    img_a = _img(browser, "input")
+    assert np.abs(img_a.astype(int) - img_b.astype(int)).mean() > 5  # each tab shows its own photo
+    assert len(list(Path(tmp).iterdir())) >= 2  # one folder per live session
+    browser.switch_to.window(browser.window_handles[-1])
+    browser.close()
+    browser.switch_to.window(first_tab)
+    browser.get("about:blank")  # closes the first tab's session too
+    _wait(lambda: not app.state.sessions, what="sessions to end")
+    assert not list(Path(tmp).iterdir())  # their folders are gone

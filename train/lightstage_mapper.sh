@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Recipe for checkpoints/lightstage_mapper.pt (see train/README.md and the model card).
+# Every step resumes where it stopped, so the script can be re-run after an interruption.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SR=${SR:-.venv/bin/stylerelight}
+PY=${PY:-.venv/bin/python}
+KIMG=${KIMG:-200}
+
+# 1. OLAT captures aligned for the bundled 64^2 generator: 300 training subjects (seeds 0..299)
+#    and 30 held-out ones (seeds 1,000,000..), 8 cameras each across yaw +-45, pitch +-20
+$SR lightstage render --aligned --subjects 300 --seed 0 --resolution 64 --out data/olat64
+$SR lightstage render --aligned --subjects 30 --seed 1000000 --resolution 64 --out data/olat64_heldout
+# 2. the mapper and its ablation without geometry conditioning, one thread each (both build the
+#    same latent bank in their run folder first: every capture relit under 6 lights, encoded once)
+$SR train mapper --olat data/olat64 --config train/configs/lightstage_mapper.yaml --run runs/map64 \
+    --threads 1 --kimg "$KIMG"
+$SR train mapper --olat data/olat64 --config train/configs/lightstage_mapper_nogeo.yaml --run runs/map64_nogeo \
+    --threads 1 --kimg "$KIMG"
+# 3. evaluation against Mitsuba ground truth on held-out subjects, and shipping
+cp runs/map64/mapper.pt checkpoints/lightstage_mapper.pt
+$PY benchmarks/eval_edit.py --subjects 8 --ablation runs/map64_nogeo/mapper.pt \
+    --json checkpoints/lightstage_mapper_eval.json
