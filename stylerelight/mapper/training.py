@@ -141,6 +141,8 @@ class MapperTrainer(RunTrainer):
             stats["loss/latent"] = float(lat.detach())
         if n_img and cfg.image_weight:
             img = self.G.synthesis(ws[:n_img], noise_mode="const")
+            if img.shape[-1] != b.tgt_img.shape[-1]:  # captures smaller than the generator (e.g. FFHQ at 256^2)
+                img = torch.nn.functional.interpolate(img, size=b.tgt_img.shape[-2:], mode="area")
             im = ms_ssim_l1(img, b.tgt_img[:n_img]).mean()
             loss = loss + cfg.image_weight * im
             stats["loss/msssim_l1"] = float(im.detach())
