@@ -169,6 +169,7 @@ def test_cli_edit_and_refusals(tmp_path, files, render):
     _one_line_error(_run("edit", tmp_path / "face.png", "--aligned", "--mapper", tmp_path / "other_mapper.pt",
                          "-o", new), "mapper")
     assert not new.exists()
+    _one_line_error(_run("serve", "--mapper", tmp_path / "other_mapper.pt"), "mapper")  # before any server starts
 
 
 def test_cli_sweeps(tmp_path, render):

@@ -22,12 +22,15 @@ def test_wheel_install_finds_bundled_models(tmp_path):
     (site,) = prefix.glob("lib/python*/site-packages")
     code = ("import stylerelight, stylerelight.bundled as b; "
             "print(stylerelight.__file__); print(b.bundled(b.GENERATOR)); print(b.bundled(b.ENCODER)); "
-            "print(b.bundled('lightstage_recon.pt'))")
+            "print(b.bundled('lightstage_recon.pt')); print(b.bundled(b.MAPPER)); "
+            "import stylerelight.web.app as w; print(w.STATIC / 'index.html'); print(w.STATIC / 'samples')")
     r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(site)), cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    module, generator, encoder, recon = r.stdout.split()
+    module, generator, encoder, recon, mapper, page, samples = r.stdout.split()
     assert Path(module).is_relative_to(prefix)  # the installed copy, not this checkout
     assert Path(generator).is_relative_to(prefix) and Path(generator).is_file()
     assert Path(encoder).is_relative_to(prefix) and Path(encoder).is_file()
     assert Path(recon).is_relative_to(prefix) and Path(recon).is_file()
+    assert Path(mapper).is_relative_to(prefix) and Path(mapper).is_file()
+    assert Path(page).is_file() and len(list(Path(samples).glob("*.png"))) == 3  # the page is package data
