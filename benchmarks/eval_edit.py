@@ -3,8 +3,9 @@ conditioning, no-op (the input), the GAN ceiling (optimisation inversion of the 
 and the physically based re-render of the reconstruction, in one table.
 
 Sources and targets are rendered by Mitsuba (`render_portrait`, the dataset path), never relit
-from OLAT. Cases: relight (another env map, same view), view (yaw +-15, +-30, pitch +-10 under
-the source light), both (another env map and yaw +15).
+from OLAT. Cases: same (the source's own light and view: the edit must give the input back, compared with
+the encoder's and encoder + 20 steps' reconstructions), relight (another env map, same view), view
+(yaw +-15, +-30, pitch +-10 under the source light), both (another env map and yaw +15).
 
     python benchmarks/eval_edit.py --subjects 8 --mapper checkpoints/lightstage_mapper.pt \
         --ablation runs/map64_nogeo/mapper.pt --json checkpoints/lightstage_mapper_eval.json
@@ -32,7 +33,7 @@ from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_su
 CASES = [("relight", 0, 0, True), ("yaw+15", 15, 0, False), ("yaw-15", -15, 0, False), ("yaw+30", 30, 0, False),
          ("yaw-30", -30, 0, False), ("pitch+10", 0, 10, False), ("pitch-10", 0, -10, False),
          ("both", 15, 0, True)]
-GROUPS = {"relight": ["relight"], "view15": ["yaw+15", "yaw-15"], "view30": ["yaw+30", "yaw-30"],
+GROUPS = {"same": ["same"], "relight": ["relight"], "view15": ["yaw+15", "yaw-15"], "view30": ["yaw+30", "yaw-30"],
           "pitch10": ["pitch+10", "pitch-10"], "both": ["both"]}
 
 
@@ -78,6 +79,20 @@ def main():
             t0 = time.time()
             rec = sr.reconstruct(src, aligned=True)
             rec_s = time.time() - t0
+        # the identity edit: the source's own light and view must give the input back
+        coeffs_s = ed.stage.project(env_s)
+        same = {"mapper": gan_to_uint8(ed.relight(lat, coeffs_s))[0]}
+        if ab is not None:
+            same["mapper w/o geometry"] = gan_to_uint8(ab.relight(lat_ab, coeffs_s))[0]
+        with torch.no_grad():
+            same["encoder only"] = gan_to_uint8(ed.G.synthesis(lat.ws, noise_mode="const"))[0]
+        x = torch.from_numpy(src.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        ws20 = sr.invert(ed.G, x, encoder=ed.encoder, steps=20, progress=False)
+        with torch.no_grad():
+            same["encoder + 20 steps"] = gan_to_uint8(ed.G.synthesis(ws20, noise_mode="const"))[0]
+        for method, img in same.items():
+            p, s_ = metrics(img, src)
+            rows.append(("same", method, p, s_, float(np.asarray(identity_distance(src, img)).ravel()[0]), 0.0))
         for name, dy, dp, relight in CASES:
             env = env_t if relight else env_s
             tcam = Camera(yaw=cam.yaw + dy, pitch=cam.pitch + dp)
@@ -109,7 +124,8 @@ def main():
                 idist = float(np.asarray(identity_distance(tgt, img)).ravel()[0])
                 rows.append((name, method, p, s, idist, secs))
         print(f"subject {i + 1}/{args.subjects} done", flush=True)
-    methods = ["no-op", "mapper", "mapper w/o geometry", "re-render", "GAN ceiling"]
+    methods = ["no-op", "mapper", "mapper w/o geometry", "re-render", "GAN ceiling", "encoder only",
+               "encoder + 20 steps"]
     table = {}
     print(f"\n{'group':9s} {'method':20s} {'PSNR':>7s} {'SSIM':>6s} {'id dist':>8s} {'s/edit':>8s}  n")
     for g, cases in GROUPS.items():
