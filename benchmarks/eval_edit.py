@@ -52,6 +52,8 @@ def main():
     ap.add_argument("--ablation", default=None, help="a mapper trained without geometry conditioning")
     ap.add_argument("--ceiling-steps", type=int, default=200)
     ap.add_argument("--no-ceiling", action="store_true")
+    ap.add_argument("--refine", type=int, default=20, help="also map a source inverted with this many extra "
+                    "optimisation steps (0: skip)")
     ap.add_argument("--no-rerender", action="store_true")
     ap.add_argument("--spp", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
@@ -73,6 +75,7 @@ def main():
         env_t = sample_envmap(int(rng.integers(2**31)))
         src = render_portrait(subj, env_s, cam, res, spp=args.spp, seed=seed)
         lat = ed.invert(src, aligned=True)
+        lat_r = ed.invert(src, aligned=True, steps=args.refine) if args.refine else None
         lat_ab = ab.invert(src, aligned=True) if ab else None
         rec = None
         if not args.no_rerender:
@@ -99,8 +102,9 @@ def main():
             tgt = render_portrait(subj, env, tcam, res, spp=args.spp, seed=seed + 1)
             out = {"no-op": (src, 0.0)}
             coeffs = ed.stage.project(env)
-            for label, e, la in (("mapper", ed, lat), ("mapper w/o geometry", ab, lat_ab)):
-                if e is None:
+            for label, e, la in (("mapper", ed, lat), ("mapper w/o geometry", ab, lat_ab),
+                                 (f"mapper, source +{args.refine} steps", ed, lat_r)):
+                if e is None or la is None:
                     continue
                 try:
                     t0 = time.perf_counter()
@@ -124,7 +128,8 @@ def main():
                 idist = float(np.asarray(identity_distance(tgt, img)).ravel()[0])
                 rows.append((name, method, p, s, idist, secs))
         print(f"subject {i + 1}/{args.subjects} done", flush=True)
-    methods = ["no-op", "mapper", "mapper w/o geometry", "re-render", "GAN ceiling", "encoder only",
+    methods = ["no-op", "mapper", "mapper w/o geometry", f"mapper, source +{args.refine} steps", "re-render",
+               "GAN ceiling", "encoder only",
                "encoder + 20 steps"]
     table = {}
     print(f"\n{'group':9s} {'method':20s} {'PSNR':>7s} {'SSIM':>6s} {'id dist':>8s} {'s/edit':>8s}  n")
