@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import shutil
 import socket
 import threading
@@ -143,6 +144,9 @@ def test_page_follows_the_sliders_and_matches_the_editor(server, browser, editor
     ref = gan_to_uint8(editor.relight(lat, env, yaw=12.0, rotate_light=190.0))[0]
     assert np.abs(_img(browser, "result")[::4, ::4].astype(int) - ref).max() <= 1
     assert len(lat_ms) < 22  # stale requests were dropped (20 moves + the earlier ones)
+    shot = os.environ.get("STYLERELIGHT_SCREENSHOT")  # docs/live_page.png is made this way
+    if shot:
+        browser.save_screenshot(shot)
 
 
 def test_bad_uploads_show_a_message_and_the_server_keeps_serving(server, browser, tmp_path):
