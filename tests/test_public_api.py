@@ -19,6 +19,9 @@ def test_design_names_resolve():
         "import stylerelight.invert\n"
         "assert callable(sr.invert) and sr.invert.encoders.Encoder is sr.invert.Encoder\n"
         "assert callable(sr.load_encoder) and callable(sr.reconstruct) and hasattr(sr.Reconstruction, 'render')\n"
+        "for n in ('from_pretrained', 'invert', 'relight', 'edit', 'edit_batch'):\n"
+        "    assert callable(getattr(sr.Editor, n)), n\n"
+        "assert callable(sr.mapper.load_mapper) and callable(sr.web.create_app)\n"
         "print('ok')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
