@@ -87,6 +87,8 @@ def main():
         same = {"mapper": gan_to_uint8(ed.relight(lat, coeffs_s))[0]}
         if ab is not None:
             same["mapper w/o geometry"] = gan_to_uint8(ab.relight(lat_ab, coeffs_s))[0]
+        if lat_r is not None:
+            same[f"mapper, source +{args.refine} steps"] = gan_to_uint8(ed.relight(lat_r, coeffs_s))[0]
         with torch.no_grad():
             same["encoder only"] = gan_to_uint8(ed.G.synthesis(lat.ws, noise_mode="const"))[0]
         x = torch.from_numpy(src.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
