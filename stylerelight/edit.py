@@ -148,7 +148,7 @@ class Editor:
         turned by rotate_light degrees about +y -> [L, 3] scale-free coefficients."""
         key = (None if light is None else str(light) if _is_path(light) else id(light), float(rotate_light))
         hit = self._light_cache.get(key) if light is not None else None
-        if hit is not None and hit[0] is light:
+        if hit is not None and (hit[0] is light or _is_path(light)):
             return hit[1]
         L = self.stage.num_lights
         original = light
@@ -314,8 +314,6 @@ def _to(e: Edit, device) -> Edit:
 
 
 def _expand(images) -> list:
-    from .align import load_image  # noqa: F401 - import check only
-
     if _is_path(images) and Path(images).is_dir():
         files = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:

@@ -18,10 +18,11 @@ import stylerelight as sr
 from stylerelight.bundled import ENCODER, GENERATOR, bundled
 from stylerelight.lighting import LightStage, face_display
 from stylerelight.mapper import Edit, build_mapper, load_mapper, normalise_light, save_mapper
-from stylerelight.mapper.conditioning import ShadingProbe, _vertex_normals
+from stylerelight.mapper.conditioning import ShadingProbe
 from stylerelight.mapper.networks import LatentMapper
 from stylerelight.mapper.pairs import Bank, BankSpec, build_bank, sample_pairs
 from stylerelight.mapper.training import MapperTrainConfig, MapperTrainer
+from stylerelight.recon.reconstruction import _vertex_normals
 from stylerelight.synth import sample_envmap, sample_subject
 from stylerelight.synth.head_model import HeadModel
 from stylerelight.synth.olat_aligned import render_olat_aligned, sample_cameras, warp_to_crop

@@ -19,6 +19,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from ..recon.reconstruction import _vertex_normals
+
 LUMA = np.array([0.2126, 0.7152, 0.0722])
 LIGHT_EPS = 0.02
 YAW_SCALE, PITCH_SCALE = 45.0, 20.0
@@ -82,14 +84,6 @@ class ShadingProbe(torch.nn.Module):
         """normals [N, P, 3], light [N, L, 3] (scale-free) -> shading [N, R, 3]."""
         cos = (normals @ self.directions.T).clamp_min(0) * self.visibility  # [N, P, L]
         return self.pool @ (cos @ light)
-
-
-def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
 @lru_cache(maxsize=4)
