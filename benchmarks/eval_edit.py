@@ -89,6 +89,9 @@ def main():
             same["mapper w/o geometry"] = gan_to_uint8(ab.relight(lat_ab, coeffs_s))[0]
         if lat_r is not None:
             same[f"mapper, source +{args.refine} steps"] = gan_to_uint8(ed.relight(lat_r, coeffs_s))[0]
+        ed.cancel_bias = True
+        same["mapper, bias cancelled"] = gan_to_uint8(ed.relight(lat, coeffs_s))[0]
+        ed.cancel_bias = False
         with torch.no_grad():
             same["encoder only"] = gan_to_uint8(ed.G.synthesis(lat.ws, noise_mode="const"))[0]
         x = torch.from_numpy(src.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
@@ -105,15 +108,19 @@ def main():
             out = {"no-op": (src, 0.0)}
             coeffs = ed.stage.project(env)
             for label, e, la in (("mapper", ed, lat), ("mapper w/o geometry", ab, lat_ab),
-                                 (f"mapper, source +{args.refine} steps", ed, lat_r)):
+                                 (f"mapper, source +{args.refine} steps", ed, lat_r),
+                                 ("mapper, bias cancelled", ed, lat)):
                 if e is None or la is None:
                     continue
                 try:
+                    e.cancel_bias = label == "mapper, bias cancelled"
                     t0 = time.perf_counter()
                     img = gan_to_uint8(e.relight(la, coeffs, yaw=dy, pitch=dp))[0]
                     out[label] = (img, time.perf_counter() - t0)
                 except ValueError as err:  # the estimated pose put the target outside the trained range
                     print(f"subject {seed} {name} {label}: {err}")
+                finally:
+                    e.cancel_bias = False
             if rec is not None:
                 t0 = time.time()
                 y, p, _ = rec.pose
@@ -130,7 +137,8 @@ def main():
                 idist = float(np.asarray(identity_distance(tgt, img)).ravel()[0])
                 rows.append((name, method, p, s, idist, secs))
         print(f"subject {i + 1}/{args.subjects} done", flush=True)
-    methods = ["no-op", "mapper", "mapper w/o geometry", f"mapper, source +{args.refine} steps", "re-render",
+    methods = ["no-op", "mapper", "mapper w/o geometry", f"mapper, source +{args.refine} steps",
+               "mapper, bias cancelled", "re-render",
                "GAN ceiling", "encoder only",
                "encoder + 20 steps"]
     table = {}

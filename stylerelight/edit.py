@@ -63,6 +63,7 @@ class Editor:
         dirs = mapper.stage["directions"].double().numpy()
         self.stage = LightStage(dirs)
         self._light_cache: dict = {}
+        self.cancel_bias = False  # see map(); measured in benchmarks/eval_edit.py
 
     @classmethod
     def from_pretrained(cls, device: str | torch.device = "cpu", checkpoint=None, encoder=None,
@@ -218,7 +219,16 @@ class Editor:
             normals = torch.cat([self._normals(lat) for lat in latents]) if n else None
         ws = torch.cat([lat.ws for lat in latents]).to(self.device)
         with torch.no_grad():
-            return self.mapper(ws, _to(edit, self.device), normals)
+            out = self.mapper(ws, _to(edit, self.device), normals)
+            if self.cancel_bias:
+                # the mapper's own answer to "keep the light it sees and the view" is subtracted,
+                # so an edit that changes nothing gives the inverted code back exactly
+                src_light = torch.stack([normalise_light(torch.as_tensor(r["light"]).float()) for r in recs])
+                keep = Edit(light=src_light, src_pose=edit.src_pose, delta_pose=torch.zeros_like(delta),
+                            same_view=torch.ones(n), src_light=edit.src_light, identity=edit.identity,
+                            expression=edit.expression)
+                out = ws + out - self.mapper(ws, _to(keep, self.device), normals)
+            return out
 
     def _check(self, lat: Latent) -> None:
         """Latent.check with the generator's hash computed once."""
