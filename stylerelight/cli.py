@@ -260,6 +260,16 @@ def _bundled_encoder() -> str | None:
     return str(path) if path else None
 
 
+def _editor_options(f):
+    """-c/--checkpoint, --encoder, --mapper, --device: the models an Editor is built from."""
+    f = click.option("--device", default="cpu", show_default=True)(f)
+    f = click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False), default=None,
+                     help="Latent mapper (default: the bundled one).")(f)
+    f = click.option("--encoder", "encoder_path", type=click.Path(dir_okay=False), default=None,
+                     help="Encoder (default: the bundled one).")(f)
+    return _checkpoint_option(f)
+
+
 def _sweep(text: str | None, name: str):
     """'a:b:s' -> values a, a+s, ..., b (inclusive); a plain number -> None (not a sweep)."""
     if text is None or ":" not in str(text):
@@ -306,12 +316,7 @@ def _angle(text: str | None, name: str) -> float:
 @click.option("-o", "--out", required=True, type=click.Path(),
               help="Output image (.png/.jpg); a folder when INPUT is one; .gif/.mp4/.png for a sweep.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@_checkpoint_option
-@click.option("--encoder", "encoder_path", type=click.Path(dir_okay=False), default=None,
-              help="Encoder (default: the bundled one).")
-@click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False), default=None,
-              help="Latent mapper (default: the bundled one).")
-@click.option("--device", default="cpu", show_default=True)
+@_editor_options
 @click.option("--force", is_flag=True, help="Overwrite outputs that exist (a folder run redoes finished files).")
 @user_errors
 def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_latent, out, batch_size, checkpoint,
@@ -329,7 +334,6 @@ def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_laten
       stylerelight edit photos/ --light sunset.exr -o edited/ --batch-size 32
     """
     from . import imageio
-    from .edit import Editor
 
     sweeps = {k: v for k, v in (("yaw", _sweep(yaw, "yaw")), ("pitch", _sweep(pitch, "pitch")),
                                 ("rotate_light", _sweep(rotate_light, "rotate-light"))) if v is not None}
@@ -354,9 +358,7 @@ def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_laten
             raise click.ClickException(f"-o {out}: write the edit as .png or .jpg")
     if save_latent:
         imageio.check_writable(save_latent, force)
-    default = checkpoint is None
-    ed = Editor.from_pretrained(device, checkpoint=_resolve_checkpoint(checkpoint),
-                                encoder=encoder_path or (None if default else _need_encoder()), mapper=mapper_path)
+    ed = _load_editor(checkpoint, encoder_path, mapper_path, device)
     if light is not None:
         ed.resolve_light(light, 0.0)  # a bad light file fails before any work
     if folder:
@@ -388,9 +390,15 @@ def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_laten
         click.echo(f"note: found {lat.info['faces_found']} faces; edited the largest")
 
 
-def _need_encoder():
-    raise click.ClickException("a generator other than the bundled one needs its encoder: pass --encoder "
-                               "(and --mapper)")
+def _load_editor(checkpoint, encoder_path, mapper_path, device):
+    """The Editor for the CLI's model options (bundled by default); a foreign generator needs its encoder."""
+    from .edit import Editor
+
+    if checkpoint is not None and encoder_path is None:
+        raise click.ClickException("a generator other than the bundled one needs its encoder: pass --encoder "
+                                   "(and --mapper)")
+    return Editor.from_pretrained(device, checkpoint=_resolve_checkpoint(checkpoint), encoder=encoder_path,
+                                  mapper=mapper_path)
 
 
 def _edit_input(ed, src: Path):
@@ -850,12 +858,7 @@ def demo(out, resolution, checkpoint, steps):
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on (127.0.0.1: this machine only; 0.0.0.0 exposes the page to the network).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@_checkpoint_option
-@click.option("--encoder", "encoder_path", type=click.Path(dir_okay=False), default=None,
-              help="Encoder (default: the bundled one).")
-@click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False), default=None,
-              help="Latent mapper (default: the bundled one).")
-@click.option("--device", default="cpu", show_default=True)
+@_editor_options
 @user_errors
 def serve(host, port, checkpoint, encoder_path, mapper_path, device):
     """The live editing page: drop a portrait, drag the light and the head.
@@ -869,13 +872,9 @@ def serve(host, port, checkpoint, encoder_path, mapper_path, device):
     """
     import uvicorn
 
-    from .edit import Editor
     from .web import create_app
 
-    if checkpoint is not None and encoder_path is None:
-        _need_encoder()
-    ed = Editor.from_pretrained(device, checkpoint=_resolve_checkpoint(checkpoint), encoder=encoder_path,
-                                mapper=mapper_path)  # fails here, in one line, before the server starts
+    ed = _load_editor(checkpoint, encoder_path, mapper_path, device)  # fails here, in one line, before serving
     click.echo(f"stylerelight: open http://{host}:{port} (Ctrl+C stops)")
     uvicorn.run(create_app(lambda: ed), host=host, port=port, log_level="warning")
 
