@@ -149,6 +149,17 @@ def _sniff(path: Path) -> str:
         "NVlabs .pkl)")
 
 
+def read_torch_file(path: str | os.PathLike, expected: str):
+    """The contents of a torch file, weights only; a missing or non-torch file is a one-line
+    CheckpointError saying what was `expected` (e.g. "an encoder checkpoint (.pt)")."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file; expected {expected}")
+    if _sniff(path) != "torch":
+        raise CheckpointError(f"{path}: not a torch file; expected {expected}")
+    return _torch_load(path)
+
+
 def _torch_load(path: Path):
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..gan.io import CheckpointError, _sniff, _torch_load, generator_hash
+from ..gan.io import CheckpointError, generator_hash, read_torch_file
 from ..runs import atomic_torch_save
 from .encoders import CompactEncoder, Encoder, PSPEncoder, ir_units
 
@@ -41,11 +41,7 @@ def save_encoder(E: Encoder, path: str | os.PathLike, G=None) -> None:
 def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> Encoder:
     """An encoder from the own format or an official pSp/e4e checkpoint, in eval mode."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file; expected an encoder checkpoint (.pt)")
-    if _sniff(path) != "torch":
-        raise CheckpointError(f"{path}: not a torch file; expected an encoder checkpoint (.pt)")
-    obj = _torch_load(path)
+    obj = read_torch_file(path, "an encoder checkpoint (.pt)")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: holds no encoder; expected a stylerelight, pSp or e4e encoder checkpoint")
     try:

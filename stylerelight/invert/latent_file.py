@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..gan.io import CheckpointError, _sniff, _torch_load, generator_hash
+from ..gan.io import CheckpointError, generator_hash, read_torch_file
 from ..runs import atomic_torch_save
 
 FORMAT = "stylerelight-latent"
@@ -69,11 +69,7 @@ def save_latent(lat: Latent, path: str | os.PathLike, force: bool = False) -> Pa
 def load_latent(path: str | os.PathLike, G=None) -> Latent:
     """Read a latent file (checked against G when given)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file; expected a latent (.pt) from `stylerelight invert`")
-    if _sniff(path) != "torch":
-        raise CheckpointError(f"{path}: not a latent file; expected a .pt from `stylerelight invert`")
-    obj = _torch_load(path)
+    obj = read_torch_file(path, "a latent (.pt) from `stylerelight invert`")
     try:
         ws = obj["ws"]
         if not isinstance(ws, torch.Tensor) or ws.ndim != 3 or not torch.isfinite(ws).all():

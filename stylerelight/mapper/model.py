@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..gan.io import CheckpointError, _sniff, _torch_load, generator_hash
+from ..gan.io import CheckpointError, generator_hash, read_torch_file
 from ..runs import atomic_torch_save
 from .conditioning import Conditioner, Edit
 from .networks import LatentMapper
@@ -85,11 +85,7 @@ def save_mapper(M: Mapper, path: str | os.PathLike) -> None:
 
 def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> Mapper:
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file; expected a mapper checkpoint (.pt)")
-    if _sniff(path) != "torch":
-        raise CheckpointError(f"{path}: not a torch file; expected a mapper checkpoint (.pt)")
-    obj = _torch_load(path)
+    obj = read_torch_file(path, "a mapper checkpoint (.pt)")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a stylerelight mapper; train one with `stylerelight train mapper`")
     try:
