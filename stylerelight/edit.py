@@ -130,7 +130,7 @@ class Editor:
         with torch.no_grad():
             ws = self.encoder(x)
         if steps:
-            ws = optimise(self.G, x, steps=steps, encoder=self.encoder, progress=False)
+            ws = optimise(self.G, x, steps=steps, init=ws, progress=False)  # the encoder ran above
         est = self.recon.estimate(x.cpu())
         out = []
         for i, a in enumerate(aligns):
