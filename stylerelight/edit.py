@@ -158,7 +158,7 @@ class Editor:
                 raise EditError("no light given and the latent holds no reconstruction of its own light; pass a light")
             light = source.reconstruction["light"]
         if _is_path(light):
-            light = _load_light_file(Path(light), L)
+            light = load_light_file(Path(light), L)
         if isinstance(light, EnvMap):
             coeffs = self.stage.project(light.rotate(rotate_light) if rotate_light else light)
         else:
@@ -345,7 +345,7 @@ def _per_image(v, n: int, name: str) -> list:
     return [v] * n
 
 
-def _load_light_file(path: Path, num_lights: int):
+def load_light_file(path: Path, num_lights: int):
     """.hdr/.exr -> EnvMap; .npy -> coefficients [L, 3] or a lat-long env map. Strict: a file with
     non-finite or negative values is refused (not repaired)."""
     if not path.is_file():

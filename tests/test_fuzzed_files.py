@@ -11,7 +11,7 @@ from conftest import make_generator, write_nvlabs_shaped_pickle
 
 import stylerelight as sr
 from stylerelight.align import AlignError, load_image
-from stylerelight.edit import _load_light_file
+from stylerelight.edit import load_light_file
 from stylerelight.gan.io import rosinality_state_dict
 from stylerelight.invert.encoders import CompactEncoder, Encoder
 from stylerelight.invert.latent_file import Latent, load_latent, save_latent
@@ -44,7 +44,7 @@ def originals(tmp_path_factory):
 
     def light(p):
         try:
-            return _load_light_file(p, 24)
+            return load_light_file(p, 24)
         except EnvMapError as e:
             raise sr.CheckpointError(str(e)) from None
 

@@ -202,10 +202,10 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
             raise UserError(f"{file.filename}: upload an env map as .hdr or .exr")
         path = s.folder / f"light{suffix}"
         path.write_bytes(data)
-        from ..edit import _load_light_file
+        from ..edit import load_light_file
 
         try:
-            env = _load_light_file(path, editor().stage.num_lights)
+            env = load_light_file(path, editor().stage.num_lights)
             editor().resolve_light(env)  # finite, not black
         except ValueError as e:
             path.unlink(missing_ok=True)
