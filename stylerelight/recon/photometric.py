@@ -57,20 +57,25 @@ def render_res_for(fit: PoseFit, crop_size: int) -> int:
     return int(np.clip(round(fit.raw_resolution * fit.scale), 32, 512))
 
 
-def white_subject(identity, expression, model: HeadModel | None = None) -> Subject:
+def white_subject(identity, expression, model: HeadModel | None = None, albedo: float = 1.0,
+                  specular: float = 0.0, roughness: float = 0.5) -> Subject:
+    """The fitted shape with uniform material: albedo 1 / specular 0 gives the diffuse basis, albedo
+    0 / specular 1 the specular lobe alone (the blend BSDF is linear in its specular weight)."""
     model = model or HeadModel.default()
     V = model.num_vertices
     return Subject(seed=-1, id_coeffs=np.asarray(identity, np.float64), expr_coeffs=np.asarray(expression, np.float64),
-                   tone=0.0, albedo=np.ones((V, 3), np.float32), specular=np.zeros(V, np.float32),
-                   roughness=np.full(V, 0.5, np.float32), model=model)
+                   tone=0.0, albedo=np.full((V, 3), albedo, np.float32), specular=np.full(V, specular, np.float32),
+                   roughness=np.full(V, roughness, np.float32), model=model)
 
 
 def olat_basis(fit: PoseFit, crop_size: int, stage: LightStage, spp: int = 4, seed: int = 0,
-               model: HeadModel | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(B [L, S, S, 3] white diffuse shading with shadows, coverage mask [S, S]) in the crop frame."""
+               model: HeadModel | None = None, roughness: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(B [L, S, S, 3], coverage mask [S, S]) in the crop frame, shadows included: the white
+    diffuse shading, or with `roughness` the specular lobe of unit specular weight."""
     res = render_res_for(fit, crop_size)
-    cap = render_olat(white_subject(fit.identity, fit.expression, model), stage, [fit.camera()], res, spp=spp,
-                      seed=seed)
+    subj = (white_subject(fit.identity, fit.expression, model) if roughness is None else
+            white_subject(fit.identity, fit.expression, model, albedo=0.0, specular=1.0, roughness=roughness))
+    cap = render_olat(subj, stage, [fit.camera()], res, spp=spp, seed=seed)
     B = warp_to_crop(cap.olat[0], fit, crop_size)
     mask = warp_to_crop(cap.mask[0][..., None], fit, crop_size)[..., 0]
     return np.maximum(B, 0), np.clip(mask, 0, 1)
@@ -91,42 +96,111 @@ class PhotometricFit:
     light: np.ndarray         # [L, 3] displayed light (the portrait's exposure included), head frame
     albedo_map: np.ndarray    # [S, S, 3] per-pixel diffuse albedo in the crop
     shading: np.ndarray       # [S, S, 3] sum_l c_l B_l
-    mask: np.ndarray          # [S, S] pixels used (face coverage, eroded)
+    mask: np.ndarray          # [S, S] pixels whose albedo was measured (face coverage, eroded)
     basis: np.ndarray         # [L, S, S, 3]
+    specular: float = 0.0     # weight of the specular lobe (the blend BSDF's), 0: diffuse only
+    roughness: float = 0.5    # its GGX roughness (chosen from the specular bases given)
+    highlight: np.ndarray | None = None  # [S, S, 3] specular * sum_l c_l G_l
+    residual: float = 0.0     # mean squared linear residual of the light fit (smooth albedo)
 
 
-def fit_light_albedo(crop: np.ndarray, basis: np.ndarray, coverage: np.ndarray, light0: np.ndarray,
-                     albedo0: np.ndarray, iterations: int = 4) -> PhotometricFit:
-    """Alternate NNLS light and per-pixel albedo on the covered pixels of an aligned crop (uint8)."""
+def _smooth(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of `values` [S, S, 3] over `mask`, normalised so pixels outside it are filled in."""
     import scipy.ndimage
 
-    y = srgb_decode(np.asarray(crop, np.float64) / 255.0)
-    mask = scipy.ndimage.binary_erosion(coverage > 0.99, iterations=1)
-    # saturated or black pixels carry no linear information
-    mask &= (crop.max(-1) < 254) & (crop.min(-1) > 1)
-    Bm = basis[:, mask].astype(np.float64)  # [L, P, 3]
-    ym = y[mask]                            # [P, 3]
-    a0 = np.broadcast_to(np.asarray(albedo0, np.float64), ym.shape)
-    a_light = a0.copy()
-    light = np.asarray(light0, np.float64).copy()
-    for it in range(iterations):
+    full = np.where(mask[..., None], values, 0.0)
+    w = scipy.ndimage.gaussian_filter(mask.astype(np.float64), sigma)
+    sm = np.stack([scipy.ndimage.gaussian_filter(full[..., k], sigma) for k in range(3)], -1)
+    return sm / np.maximum(w, 1e-6)[..., None]
+
+
+def _alternate(Bm, Gm, ym, a0, light0, mask, iterations):
+    """Alternate NNLS light (and the specular weight) with per-pixel albedo on the P fitted pixels."""
+    S = mask.shape[0]
+    a_light, light = a0.copy(), np.asarray(light0, np.float64).copy()
+    s, hl = (0.0, None) if Gm is None else (0.3, None)
+    for _ in range(iterations):
         # the light sees a smooth albedo: the prior's level (albedo and light scale trade off exactly)
         # times the low-frequency part of the current per-pixel albedo, so shading is not baked in
         for k in range(3):
-            A = (Bm[:, :, k] * a_light[:, k][None]).T  # [P, L]
+            A = Bm[:, :, k].T * a_light[:, k][:, None]  # [P, L]
+            if Gm is not None:
+                A = A + s * Gm[:, :, k].T
             light[:, k] = _nnls_prior(A, ym[:, k], light0[:, k], LIGHT_PRIOR)
         shade = np.einsum("lpk,lk->pk", Bm, light)
+        spec = np.zeros_like(ym)
+        if Gm is not None:
+            # the specular weight: least squares on what the smooth diffuse part leaves (white lobe)
+            hl = np.einsum("lpk,lk->pk", Gm, light)
+            s = float(np.clip(((ym - a_light * shade) * hl).sum() / max((hl**2).sum(), 1e-12), 0.0, 1.0))
+            spec = s * hl
+        residual = float(((ym - a_light * shade - spec) ** 2).mean())
         ref = np.median(shade, axis=0) ** 2
-        a = np.clip((ym * shade + ALBEDO_PRIOR * a0 * ref) / (shade**2 + ALBEDO_PRIOR * ref), 0.0, 1.0)
-        if it + 1 < iterations:
-            full = np.zeros(y.shape)
-            full[mask] = a / np.median(a, axis=0) * np.median(a0, axis=0)
-            w = scipy.ndimage.gaussian_filter(mask.astype(np.float64), SMOOTH_SIGMA * y.shape[0])
-            sm = np.stack([scipy.ndimage.gaussian_filter(full[..., k], SMOOTH_SIGMA * y.shape[0])
-                           for k in range(3)], -1) / np.maximum(w, 1e-6)[..., None]
-            a_light = sm[mask]
+        a = np.clip(((ym - spec) * shade + ALBEDO_PRIOR * a0 * ref) / (shade**2 + ALBEDO_PRIOR * ref), 0.0, 1.0)
+        full = np.zeros((S, S, 3))
+        full[mask] = a / np.maximum(np.median(a, axis=0), 1e-6) * np.median(a0, axis=0)
+        a_light = _smooth(full, mask, SMOOTH_SIGMA * S)[mask]
+    return light, a, s, residual
+
+
+def fit_light_albedo(crop: np.ndarray, basis: np.ndarray, coverage: np.ndarray, light0: np.ndarray,
+                     albedo0: np.ndarray, iterations: int = 4,
+                     specular_bases: dict[float, np.ndarray] | None = None,
+                     background: np.ndarray | None = None) -> PhotometricFit:
+    """Alternate NNLS light and per-pixel albedo on the covered pixels of an aligned crop (uint8).
+
+    specular_bases: {roughness: G [L, S, S, 3]} (`olat_basis(..., roughness=r)`); the image is then
+    modelled as albedo * diffuse + specular * highlight, with one specular weight for the face and
+    the roughness whose fit leaves the smallest residual. Saturated pixels are kept out of the light
+    fit; their albedo is the neighbourhood's, raised where needed so the re-render saturates too.
+    background: the flat display colour [3] (0..1) behind the head, when known: the partly covered
+    outline pixels are then un-composited (display = coverage * face + (1 - coverage) * background)
+    and get their albedo too, instead of the neighbourhood's."""
+    import scipy.ndimage
+
+    y = srgb_decode(np.asarray(crop, np.float64) / 255.0)
+    cover = scipy.ndimage.binary_erosion(coverage > 0.99, iterations=1)
+    clipped = crop >= 254                       # [S, S, 3]
+    dark = crop.min(-1) <= 1
+    # saturated or black pixels carry no linear information
+    mask = cover & ~clipped.any(-1) & ~dark
+    Bm = basis[:, mask].astype(np.float64)  # [L, P, 3]
+    ym = y[mask]                            # [P, 3]
+    a0 = np.broadcast_to(np.asarray(albedo0, np.float64), ym.shape).copy()
+    best = None
+    for r, G in (specular_bases or {None: None}).items():
+        Gm = None if G is None else G[:, mask].astype(np.float64)
+        light, a, s, residual = _alternate(Bm, Gm, ym, a0, light0, mask, iterations)
+        if best is None or residual < best[-1]:
+            best = (r, G, light, a, s, residual)
+    r, G, light, a, s, residual = best
     shading = np.einsum("lhwk,lk->hwk", basis.astype(np.float64), light)
+    highlight = (s * np.einsum("lhwk,lk->hwk", G.astype(np.float64), light) if G is not None
+                 else np.zeros_like(shading))
     albedo_map = np.zeros_like(y)
     albedo_map[mask] = a
     albedo_map[~mask] = np.asarray(albedo0, np.float64)
-    return PhotometricFit(light=light, albedo_map=albedo_map, shading=shading, mask=mask, basis=basis)
+    sat = cover & clipped.any(-1) & ~dark
+    if sat.any() and mask.any():
+        # a clipped channel only bounds the albedo from below
+        near = _smooth(albedo_map, mask, SMOOTH_SIGMA * y.shape[0])[sat]
+        direct = (y[sat] - highlight[sat]) / np.maximum(shading[sat], 1e-6)
+        albedo_map[sat] = np.clip(np.where(clipped[sat], np.maximum(near, direct), direct), 0.0, 1.0)
+        mask = mask | sat
+    if background is not None and mask.any():
+        alpha = np.clip(coverage, 0.0, 1.0)
+        rim = (alpha > 0.2) & ~mask & ~dark & ~clipped.any(-1)
+        if rim.any():
+            al = alpha[rim][:, None]
+            straight = np.clip((crop[rim] / 255.0 - (1 - al) * np.asarray(background)) / al, 0.0, 1.0)
+            sh = shading[rim] / al
+            direct = np.clip((srgb_decode(straight) - highlight[rim] / al) / np.maximum(sh, 1e-6), 0.0, 1.0)
+            near = _smooth(albedo_map, mask, SMOOTH_SIGMA * y.shape[0])[rim]
+            # trust the measurement where the pixel is mostly face and lit
+            ref = np.median(shading[mask], axis=0)
+            wgt = np.clip((al - 0.2) / 0.6, 0, 1) * np.clip(sh / (0.2 * ref), 0, 1)
+            albedo_map[rim] = wgt * direct + (1 - wgt) * near
+            mask = mask | rim
+    return PhotometricFit(light=light, albedo_map=albedo_map, shading=shading, mask=mask, basis=basis,
+                          specular=s, roughness=0.5 if r is None else float(r), highlight=highlight,
+                          residual=residual)

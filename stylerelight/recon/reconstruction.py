@@ -1,8 +1,7 @@
 """`sr.reconstruct(image)`: coarse to fine, as Dib et al. -- the CNN reads landmarks, pose, shape,
 tone and light off the aligned crop (milliseconds); landmarks -> pose and shape (L-BFGS); then the
-ray-traced photometric fit of light and albedo with self-shadows; the albedo goes onto the mesh.
-
-Not fitted yet (kept at the head model's typical values): specular intensity and roughness.
+ray-traced photometric fit of light, diffuse albedo, specular weight and roughness with
+self-shadows; the albedo goes onto the mesh.
 """
 
 from __future__ import annotations
@@ -19,8 +18,9 @@ from ..synth.head_model import HeadModel
 from ..synth.subject import Subject, skin_albedo
 from .photometric import fit_light_albedo, olat_basis, warp_to_crop
 from .pose_fit import PoseFit, fit_pose_shape, pose_from_estimate
+from .silhouette import background_matte, refine_with_matte
 
-SPECULAR, ROUGHNESS = 0.35, 0.45  # typical values of the procedural heads (not fitted yet)
+ROUGHNESS_GRID = (0.3, 0.45, 0.6)  # specular lobes tried by the fit (one OLAT basis each)
 
 
 @dataclass
@@ -166,7 +166,7 @@ def vertex_albedo(albedo_map: np.ndarray, mask: np.ndarray, fit: PoseFit, subj: 
     v = subj.vertices()
     n = _vertex_normals(v, subj.model.triangles)
     cam = fit.camera()
-    facing = ((cam.origin()[None] - v) * n).sum(1) / np.linalg.norm(cam.origin()[None] - v, axis=1) > 0.25
+    facing = ((cam.origin()[None] - v) * n).sum(1) / np.linalg.norm(cam.origin()[None] - v, axis=1) > 0.02
     p = fit.project(v)
     S = albedo_map.shape[0]
     ij = np.floor(p).astype(int)
@@ -183,9 +183,14 @@ def vertex_albedo(albedo_map: np.ndarray, mask: np.ndarray, fit: PoseFit, subj: 
 
 
 def reconstruct(image, aligned: bool = False, cnn=None, steps: int = 4, fast_only: bool = False,
-                spp: int = 4, crop_size: int = 64, stage: LightStage | None = None) -> Reconstruction:
+                spp: int = 4, crop_size: int = 64, stage: LightStage | None = None,
+                matte: np.ndarray | str | None = "auto") -> Reconstruction:
     """Reconstruct a portrait: a photo (aligned first with dlib) or, aligned=True, an aligned crop
-    (uint8 [H, W, 3], a path, or a [-1, 1] tensor [1, 3, H, W] / [3, H, W])."""
+    (uint8 [H, W, 3], a path, or a [-1, 1] tensor [1, 3, H, W] / [3, H, W]).
+
+    matte: the head's foreground mask [S, S] in the crop, "auto" (found when the crop lies on a
+    flat background, as renders and light-stage plates do; photos have none) or None. With a matte
+    the full fit also aligns the head's outline with it."""
     import time
 
     import torch
@@ -219,23 +224,37 @@ def reconstruct(image, aligned: bool = False, cnn=None, steps: int = 4, fast_onl
         fit = fit_pose_shape(est.landmarks[0], crop_size, model,
                              prior={"yaw": float(est.yaw[0]), "pitch": float(est.pitch[0]),
                                     "identity": est.identity[0], "expression": est.expression[0]})
+        background = None
+        if isinstance(matte, str) and matte == "auto":
+            found = background_matte(crop)
+            matte, background = found if found is not None else (None, None)
+        if matte is not None:
+            matte = np.asarray(matte, bool)
+            if matte.shape != crop.shape[:2]:
+                raise ValueError(f"matte must be [{crop.shape[0]}, {crop.shape[1]}], got {list(matte.shape)}")
+            fit = refine_with_matte(fit, matte, est.landmarks[0], model,
+                                    prior={"yaw": float(est.yaw[0]), "pitch": float(est.pitch[0])})
     albedo0 = skin_albedo(float(est.tone[0]))
-    info = {"cnn_seconds": t_cnn, "cnn": {"yaw": float(est.yaw[0]), "pitch": float(est.pitch[0]),
-                                                     "tone": float(est.tone[0])}}
+    info = {"cnn_seconds": t_cnn, "matte": matte is not None and not fast_only,
+            "cnn": {"yaw": float(est.yaw[0]), "pitch": float(est.pitch[0]),
+                    "tone": float(est.tone[0])}}
     if fast_only:
         V = model.num_vertices
         rec_albedo, light = np.tile(albedo0, (V, 1)), est.light[0]
+        specular, roughness = 0.0, 0.5  # the fast path's light was learnt as diffuse-only shading
     else:
         B, cov = olat_basis(fit, crop_size, stage, spp=spp, model=model)
-        pf = fit_light_albedo(crop, B, cov, est.light[0], albedo0, iterations=steps)
+        G = {r: olat_basis(fit, crop_size, stage, spp=spp, model=model, roughness=r)[0] for r in ROUGHNESS_GRID}
+        pf = fit_light_albedo(crop, B, cov, est.light[0], albedo0, iterations=steps, specular_bases=G,
+                              background=background)
         subj = Subject(-1, fit.identity, fit.expression, 0.0, np.zeros((model.num_vertices, 3), np.float32),
                        np.zeros(model.num_vertices, np.float32), np.zeros(model.num_vertices, np.float32), model)
         rec_albedo = vertex_albedo(pf.albedo_map, pf.mask, fit, subj, albedo0)
-        light = pf.light
+        light, specular, roughness = pf.light, pf.specular, pf.roughness
     V = model.num_vertices
     rec = Reconstruction(pose=(fit.yaw, fit.pitch, fit.roll), light=light, identity=fit.identity,
                          expression=fit.expression, albedo=np.clip(rec_albedo, 0.0, 1.0),
-                         specular=np.full(V, SPECULAR), roughness=np.full(V, ROUGHNESS), landmarks=est.landmarks[0],
+                         specular=np.full(V, specular), roughness=np.full(V, roughness), landmarks=est.landmarks[0],
                          fit=fit, crop_size=crop_size, stage=stage, info=info)
     rec.info["seconds"] = time.time() - t0
     rec.info["fast_only"] = bool(fast_only)
