@@ -487,9 +487,13 @@ def _edit_folder(ed, src: Path, out: Path, light, angles: dict, steps: int, alig
               help="Light/albedo alternations of the ray-traced fit.")
 @click.option("--network", type=click.Path(dir_okay=False), default=None,
               help="Fast-path network (default: the bundled checkpoints/lightstage_recon.pt).")
+@click.option("--matte", default=None, metavar="PATH|none",
+              help="Foreground mask of the aligned crop (white = head; needs --aligned): the fit aligns the "
+                   "head's outline with it. Default: found by itself on a flat background (renders, "
+                   "light-stage plates), none on photos; 'none' turns it off.")
 @click.option("--force", is_flag=True, help="Write into OUT even if it is not empty.")
 @user_errors
-def reconstruct(portrait, out, aligned, fast_only, steps, network, force):
+def reconstruct(portrait, out, aligned, fast_only, steps, network, matte, force):
     """Reconstruct a portrait: pose, shape, albedo and the light as light-stage coefficients.
 
     Writes OUT/mesh.obj, albedo.png, specular.png, light.exr (lat-long), render.png (the
@@ -509,8 +513,17 @@ def reconstruct(portrait, out, aligned, fast_only, steps, network, force):
         raise click.ClickException(f"{d} is not empty; pass --force to write into it")
     image = load_image(portrait)  # unreadable input fails here, before anything is written
     cnn = load_recon_cnn(network) if network else None
+    mask = "auto"
+    if matte is not None and matte.lower() == "none":
+        mask = None
+    elif matte is not None:
+        if not aligned:
+            raise click.ClickException("--matte is a mask of the aligned crop; pass --aligned with an aligned portrait")
+        from PIL import Image
+
+        mask = np.asarray(Image.fromarray(load_image(matte)).resize((64, 64), Image.NEAREST)).mean(-1) > 127
     with click.progressbar(length=1, label="reconstruct") as bar:
-        rec = run(image, aligned=aligned, cnn=cnn, steps=steps, fast_only=fast_only)
+        rec = run(image, aligned=aligned, cnn=cnn, steps=steps, fast_only=fast_only, matte=mask)
         bar.update(1)
     rec.save(d, force=True)
     y, p, r = rec.pose

@@ -69,16 +69,26 @@ def white_subject(identity, expression, model: HeadModel | None = None, albedo: 
 
 
 def olat_basis(fit: PoseFit, crop_size: int, stage: LightStage, spp: int = 4, seed: int = 0,
-               model: HeadModel | None = None, roughness: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(B [L, S, S, 3], coverage mask [S, S]) in the crop frame, shadows included: the white
-    diffuse shading, or with `roughness` the specular lobe of unit specular weight."""
+               model: HeadModel | None = None, albedo: float = 1.0, specular: float = 0.0,
+               roughness: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(B [L, S, S, 3], coverage mask [S, S]) in the crop frame, shadows included, of the fitted
+    shape in a uniform material (default: white and purely diffuse)."""
     res = render_res_for(fit, crop_size)
-    subj = (white_subject(fit.identity, fit.expression, model) if roughness is None else
-            white_subject(fit.identity, fit.expression, model, albedo=0.0, specular=1.0, roughness=roughness))
+    subj = white_subject(fit.identity, fit.expression, model, albedo=albedo, specular=specular, roughness=roughness)
     cap = render_olat(subj, stage, [fit.camera()], res, spp=spp, seed=seed)
     B = warp_to_crop(cap.olat[0], fit, crop_size)
     mask = warp_to_crop(cap.mask[0][..., None], fit, crop_size)[..., 0]
     return np.maximum(B, 0), np.clip(mask, 0, 1)
+
+
+def specular_basis(fit: PoseFit, crop_size: int, stage: LightStage, roughness: float, spp: int = 4, seed: int = 0,
+                   model: HeadModel | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(G, P) [L, S, S, 3] for one roughness: the specular lobe alone (albedo 0, specular weight 1)
+    and the full glossy BSDF of a white head (albedo 1, weight 1). The blend BSDF the heads are
+    rendered with is linear in albedo a and weight s: a * ((1 - s) D + s (P - G)) + s G."""
+    G = olat_basis(fit, crop_size, stage, spp, seed, model, albedo=0.0, specular=1.0, roughness=roughness)[0]
+    P = olat_basis(fit, crop_size, stage, spp, seed, model, albedo=1.0, specular=1.0, roughness=roughness)[0]
+    return G, P
 
 
 def _nnls_prior(A: np.ndarray, y: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:
@@ -114,29 +124,31 @@ def _smooth(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
     return sm / np.maximum(w, 1e-6)[..., None]
 
 
-def _alternate(Bm, Gm, ym, a0, light0, mask, iterations):
-    """Alternate NNLS light (and the specular weight) with per-pixel albedo on the P fitted pixels."""
+def _alternate(Bm, spec, ym, a0, light0, mask, iterations):
+    """Alternate NNLS light (and the specular weight) with per-pixel albedo on the P fitted pixels.
+    spec: None or (G, E) [L, P, 3], the lobe and the change of the diffuse part at weight 1."""
     S = mask.shape[0]
     a_light, light = a0.copy(), np.asarray(light0, np.float64).copy()
-    s, hl = (0.0, None) if Gm is None else (0.3, None)
+    s = 0.0 if spec is None else 0.3
     for _ in range(iterations):
         # the light sees a smooth albedo: the prior's level (albedo and light scale trade off exactly)
         # times the low-frequency part of the current per-pixel albedo, so shading is not baked in
         for k in range(3):
             A = Bm[:, :, k].T * a_light[:, k][:, None]  # [P, L]
-            if Gm is not None:
-                A = A + s * Gm[:, :, k].T
+            if spec is not None:
+                A = A + s * (spec[1][:, :, k].T * a_light[:, k][:, None] + spec[0][:, :, k].T)
             light[:, k] = _nnls_prior(A, ym[:, k], light0[:, k], LIGHT_PRIOR)
         shade = np.einsum("lpk,lk->pk", Bm, light)
-        spec = np.zeros_like(ym)
-        if Gm is not None:
-            # the specular weight: least squares on what the smooth diffuse part leaves (white lobe)
-            hl = np.einsum("lpk,lk->pk", Gm, light)
-            s = float(np.clip(((ym - a_light * shade) * hl).sum() / max((hl**2).sum(), 1e-12), 0.0, 1.0))
-            spec = s * hl
-        residual = float(((ym - a_light * shade - spec) ** 2).mean())
+        hl = np.zeros_like(ym)
+        if spec is not None:
+            # the specular weight: least squares on what the smooth diffuse part leaves
+            lobe, ediff = (np.einsum("lpk,lk->pk", x, light) for x in spec)
+            gain = a_light * ediff + lobe
+            s = float(np.clip(((ym - a_light * shade) * gain).sum() / max((gain**2).sum(), 1e-12), 0.0, 1.0))
+            shade, hl = shade + s * ediff, s * lobe
+        residual = float(((ym - a_light * shade - hl) ** 2).mean())
         ref = np.median(shade, axis=0) ** 2
-        a = np.clip(((ym - spec) * shade + ALBEDO_PRIOR * a0 * ref) / (shade**2 + ALBEDO_PRIOR * ref), 0.0, 1.0)
+        a = np.clip(((ym - hl) * shade + ALBEDO_PRIOR * a0 * ref) / (shade**2 + ALBEDO_PRIOR * ref), 0.0, 1.0)
         full = np.zeros((S, S, 3))
         full[mask] = a / np.maximum(np.median(a, axis=0), 1e-6) * np.median(a0, axis=0)
         a_light = _smooth(full, mask, SMOOTH_SIGMA * S)[mask]
@@ -145,13 +157,13 @@ def _alternate(Bm, Gm, ym, a0, light0, mask, iterations):
 
 def fit_light_albedo(crop: np.ndarray, basis: np.ndarray, coverage: np.ndarray, light0: np.ndarray,
                      albedo0: np.ndarray, iterations: int = 4,
-                     specular_bases: dict[float, np.ndarray] | None = None,
+                     specular_bases: dict[float, tuple[np.ndarray, np.ndarray]] | None = None,
                      background: np.ndarray | None = None) -> PhotometricFit:
     """Alternate NNLS light and per-pixel albedo on the covered pixels of an aligned crop (uint8).
 
-    specular_bases: {roughness: G [L, S, S, 3]} (`olat_basis(..., roughness=r)`); the image is then
-    modelled as albedo * diffuse + specular * highlight, with one specular weight for the face and
-    the roughness whose fit leaves the smallest residual. Saturated pixels are kept out of the light
+    specular_bases: {roughness: (G, P)} (`specular_basis`); the image is then modelled with the
+    heads' blend BSDF, one specular weight for the face and the roughness whose fit leaves the
+    smallest residual. Saturated pixels are kept out of the light
     fit; their albedo is the neighbourhood's, raised where needed so the re-render saturates too.
     background: the flat display colour [3] (0..1) behind the head, when known: the partly covered
     outline pixels are then un-composited (display = coverage * face + (1 - coverage) * background)
@@ -168,15 +180,19 @@ def fit_light_albedo(crop: np.ndarray, basis: np.ndarray, coverage: np.ndarray, 
     ym = y[mask]                            # [P, 3]
     a0 = np.broadcast_to(np.asarray(albedo0, np.float64), ym.shape).copy()
     best = None
-    for r, G in (specular_bases or {None: None}).items():
-        Gm = None if G is None else G[:, mask].astype(np.float64)
-        light, a, s, residual = _alternate(Bm, Gm, ym, a0, light0, mask, iterations)
+    for r, GP in (specular_bases or {None: None}).items():
+        spec = None if GP is None else (GP[0][:, mask].astype(np.float64),
+                                        (GP[1] - GP[0])[:, mask].astype(np.float64) - Bm)
+        light, a, s, residual = _alternate(Bm, spec, ym, a0, light0, mask, iterations)
         if best is None or residual < best[-1]:
-            best = (r, G, light, a, s, residual)
-    r, G, light, a, s, residual = best
+            best = (r, GP, light, a, s, residual)
+    r, GP, light, a, s, residual = best
     shading = np.einsum("lhwk,lk->hwk", basis.astype(np.float64), light)
-    highlight = (s * np.einsum("lhwk,lk->hwk", G.astype(np.float64), light) if G is not None
-                 else np.zeros_like(shading))
+    highlight = np.zeros_like(shading)
+    if GP is not None:
+        G, P = (x.astype(np.float64) for x in GP)
+        shading = shading + s * np.einsum("lhwk,lk->hwk", P - G - basis, light)
+        highlight = s * np.einsum("lhwk,lk->hwk", G, light)
     albedo_map = np.zeros_like(y)
     albedo_map[mask] = a
     albedo_map[~mask] = np.asarray(albedo0, np.float64)

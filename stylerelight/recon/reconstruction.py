@@ -16,11 +16,11 @@ from ..lighting import EnvMap, LightStage, face_display, srgb_encode
 from ..synth.camera import Camera
 from ..synth.head_model import HeadModel
 from ..synth.subject import Subject, skin_albedo
-from .photometric import fit_light_albedo, olat_basis, warp_to_crop
+from .photometric import fit_light_albedo, olat_basis, specular_basis, warp_to_crop
 from .pose_fit import PoseFit, fit_pose_shape, pose_from_estimate
 from .silhouette import background_matte, refine_with_matte
 
-ROUGHNESS_GRID = (0.3, 0.45, 0.6)  # specular lobes tried by the fit (one OLAT basis each)
+ROUGHNESS_GRID = (0.3, 0.5)  # specular lobes tried by the fit (one OLAT basis each)
 
 
 @dataclass
@@ -244,7 +244,7 @@ def reconstruct(image, aligned: bool = False, cnn=None, steps: int = 4, fast_onl
         specular, roughness = 0.0, 0.5  # the fast path's light was learnt as diffuse-only shading
     else:
         B, cov = olat_basis(fit, crop_size, stage, spp=spp, model=model)
-        G = {r: olat_basis(fit, crop_size, stage, spp=spp, model=model, roughness=r)[0] for r in ROUGHNESS_GRID}
+        G = {r: specular_basis(fit, crop_size, stage, r, spp=spp, model=model) for r in ROUGHNESS_GRID}
         pf = fit_light_albedo(crop, B, cov, est.light[0], albedo0, iterations=steps, specular_bases=G,
                               background=background)
         subj = Subject(-1, fit.identity, fit.expression, 0.0, np.zeros((model.num_vertices, 3), np.float32),
