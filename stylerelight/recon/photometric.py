@@ -163,8 +163,8 @@ def fit_light_albedo(crop: np.ndarray, basis: np.ndarray, coverage: np.ndarray, 
 
     specular_bases: {roughness: (G, P)} (`specular_basis`); the image is then modelled with the
     heads' blend BSDF, one specular weight for the face and the roughness whose fit leaves the
-    smallest residual. Saturated pixels are kept out of the light
-    fit; their albedo is the neighbourhood's, raised where needed so the re-render saturates too.
+    smallest residual. Saturated pixels are kept out of the light fit; their albedo is the
+    neighbourhood's, raised where needed so the re-render saturates too.
     background: the flat display colour [3] (0..1) behind the head, when known: the partly covered
     outline pixels are then un-composited (display = coverage * face + (1 - coverage) * background)
     and get their albedo too, instead of the neighbourhood's."""
