@@ -91,6 +91,8 @@ def main():
             same[f"mapper, source +{args.refine} steps"] = gan_to_uint8(ed.relight(lat_r, coeffs_s))[0]
         ed.cancel_bias = True
         same["mapper, bias cancelled"] = gan_to_uint8(ed.relight(lat, coeffs_s))[0]
+        if lat_r is not None:
+            same[f"mapper, source +{args.refine}, bias cancelled"] = gan_to_uint8(ed.relight(lat_r, coeffs_s))[0]
         ed.cancel_bias = False
         with torch.no_grad():
             same["encoder only"] = gan_to_uint8(ed.G.synthesis(lat.ws, noise_mode="const"))[0]
@@ -109,11 +111,12 @@ def main():
             coeffs = ed.stage.project(env)
             for label, e, la in (("mapper", ed, lat), ("mapper w/o geometry", ab, lat_ab),
                                  (f"mapper, source +{args.refine} steps", ed, lat_r),
-                                 ("mapper, bias cancelled", ed, lat)):
+                                 ("mapper, bias cancelled", ed, lat),
+                                 (f"mapper, source +{args.refine}, bias cancelled", ed, lat_r)):
                 if e is None or la is None:
                     continue
                 try:
-                    e.cancel_bias = label == "mapper, bias cancelled"
+                    e.cancel_bias = "bias cancelled" in label
                     t0 = time.perf_counter()
                     img = gan_to_uint8(e.relight(la, coeffs, yaw=dy, pitch=dp))[0]
                     out[label] = (img, time.perf_counter() - t0)
@@ -138,7 +141,7 @@ def main():
                 rows.append((name, method, p, s, idist, secs))
         print(f"subject {i + 1}/{args.subjects} done", flush=True)
     methods = ["no-op", "mapper", "mapper w/o geometry", f"mapper, source +{args.refine} steps",
-               "mapper, bias cancelled", "re-render",
+               "mapper, bias cancelled", f"mapper, source +{args.refine}, bias cancelled", "re-render",
                "GAN ceiling", "encoder only",
                "encoder + 20 steps"]
     table = {}
