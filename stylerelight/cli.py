@@ -494,7 +494,7 @@ def _edit_folder(ed, src: Path, out: Path, light, angles: dict, steps: int, alig
 @click.option("--force", is_flag=True, help="Write into OUT even if it is not empty.")
 @user_errors
 def reconstruct(portrait, out, aligned, fast_only, steps, network, matte, force):
-    """Reconstruct a portrait: pose, shape, albedo and the light as light-stage coefficients.
+    """Reconstruct a portrait: pose, shape, albedo, specular and the light as light-stage coefficients.
 
     Writes OUT/mesh.obj, albedo.png, specular.png, light.exr (lat-long), render.png (the
     reconstruction ray-traced under its own light) and params.json.
@@ -503,6 +503,7 @@ def reconstruct(portrait, out, aligned, fast_only, steps, network, matte, force)
     Example:
       stylerelight reconstruct photo.jpg -o rec/
       stylerelight reconstruct aligned.png --aligned --fast-only -o rec_fast/
+      stylerelight reconstruct plate.png --aligned --matte plate_mask.png -o rec_plate/
     """
     from .align import load_image
     from .recon import load_recon_cnn

@@ -107,6 +107,7 @@ class Reconstruction:
         np.savez(d / "arrays.npz", light=self.light, identity=self.identity, expression=self.expression,
                  albedo=self.albedo, specular=self.specular, roughness=self.roughness, landmarks=self.landmarks)
         params = {"format": "stylerelight-reconstruction", "version": 1, "pose": list(self.pose),
+                  "specular": float(np.mean(self.specular)), "roughness": float(np.mean(self.roughness)),
                   "crop_size": self.crop_size, "stage": self.stage.to_json(),
                   "fit": {"yaw": self.fit.yaw, "pitch": self.fit.pitch, "roll": self.fit.roll, "scale": self.fit.scale,
                           "shift": list(map(float, self.fit.shift)), "raw_resolution": self.fit.raw_resolution,
