@@ -94,7 +94,6 @@ def side_light_rows(n: int, cnn) -> list[dict]:
     albedo on the camera-facing vertices (head x > 0 vs < 0; frontal view, so halves match)."""
     from stylerelight.lighting import srgb_decode
     from stylerelight.recon.silhouette import background_matte
-    from stylerelight.synth import render_portrait
 
     out = []
     for k in range(n):
@@ -109,8 +108,9 @@ def side_light_rows(n: int, cnn) -> list[dict]:
         cols = np.arange(64)[None].repeat(64, 0)
         # the head's +x (its left) is the image's right at yaw 0
         img_ratio = abs(math.log(lin[matte & (cols >= 32)].mean() / lin[matte & (cols < 32)].mean()))
-        v = rec.subject().vertices()
-        vis = facing(rec.subject(), rec.fit.camera())
+        head = rec.subject()
+        v = head.vertices()
+        vis = facing(head, rec.fit.camera())
         alb = rec.albedo.mean(1)
         alb_ratio = abs(math.log(alb[vis & (v[:, 0] > 0)].mean() / alb[vis & (v[:, 0] < 0)].mean()))
         out.append({"subject": 3_000_000 + k, "image_imbalance": img_ratio, "albedo_imbalance": alb_ratio,

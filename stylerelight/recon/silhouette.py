@@ -104,8 +104,9 @@ def refine_with_matte(fit: PoseFit, matte: np.ndarray, landmarks: np.ndarray, mo
     pose0 = prior or {"yaw": fit.yaw, "pitch": fit.pitch}
 
     def to_crop(idx: torch.Tensor | None):
-        v = mean + torch.tensordot(a, idb, 1) + torch.tensordot(e, exb, 1)
-        v = v if idx is None else v[idx]
+        """Crop positions of the vertices `idx` (None: all), built from those vertices' rows only."""
+        sel = slice(None) if idx is None else idx
+        v = mean[sel] + torch.tensordot(a, idb[:, sel], 1) + torch.tensordot(e, exb[:, sel], 1)
         raw = _project(v, yaw, pitch, cam, res)
         c, s = torch.cos(ang), torch.sin(ang)
         rot = torch.stack([torch.stack([c, -s]), torch.stack([s, c])])
@@ -115,7 +116,7 @@ def refine_with_matte(fit: PoseFit, matte: np.ndarray, landmarks: np.ndarray, mo
         lm = to_crop(lm_idx)
         data = (w * (lm - target).square().sum(1)).sum() / w.sum() / norm
         p = to_crop(outline)
-        grid = ((p + 0.0) / S * 2 - 1)[None, None]  # pixel centres at +0.5 (align_corners=False)
+        grid = (p / S * 2 - 1)[None, None]  # pixel centres at +0.5 (align_corners=False)
         d = F.grid_sample(sd, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0, 0]
         sil = d.square().mean() / norm
         reg = ID_PRIOR * a.square().sum() + EXPR_PRIOR * e.square().sum()
