@@ -63,7 +63,8 @@ def lpips_weights_path() -> Path | None:
 
 
 class PerceptualLoss(torch.nn.Module):
-    """LPIPS-VGG at up to 256^2 when the VGG16 weights are in the torch hub cache, else MS-SSIM + L1."""
+    """LPIPS-VGG at up to 256^2 when the VGG16 weights are in the torch hub cache, else MS-SSIM + L1;
+    kind "l2" is zero (the caller's pixel term alone)."""
 
     def __init__(self, kind: str = "auto"):
         super().__init__()
@@ -84,6 +85,8 @@ class PerceptualLoss(torch.nn.Module):
                 self.kind = "msssim"
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.kind == "l2":
+            return a.new_zeros(a.shape[0])
         if self.lpips is not None:
             if a.shape[-1] > 256:
                 a, b = F.interpolate(a, size=256, mode="area"), F.interpolate(b, size=256, mode="area")

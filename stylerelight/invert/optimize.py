@@ -1,6 +1,14 @@
-"""W+ inversion by optimisation, after the StyleGAN2 projector (Karras et al. 2020) adapted to
-W+: one w per layer, Adam with a learning-rate ramp, w noise that fades out, per-layer noise
-maps optimised under the projector's multi-scale autocorrelation penalty and renormalised."""
+"""W+ inversion by optimisation.
+
+From scratch: the StyleGAN2 projector (Karras et al. 2020) adapted to W+: one w per layer, Adam
+with a learning-rate ramp, w noise that fades out, per-layer noise maps optimised under the
+projector's multi-scale autocorrelation penalty and renormalised. Its noise and ramp are for the
+global search from w_avg.
+
+From a start (an encoder's ws, or `init`): a local problem, so a quasi-Newton method wins. L-BFGS
+on ws per image (strong-Wolfe line search, constant noise) reaches in 20 iterations what Adam
+needs about 40 steps for, at the same cost per step (docs/inversion.md has the measurements).
+"""
 
 from __future__ import annotations
 
@@ -40,20 +48,64 @@ def _noise_regularizer(noise: dict) -> torch.Tensor:
     return reg
 
 
-# refinement from an encoder's start: a smaller step and no w noise, so the start is not thrown away
+# Adam refinement from a start: a smaller step and no w noise, so the start is not thrown away
 REFINE_LR, REFINE_W_NOISE = 0.05, 0.0
+OPTIMIZERS = ("auto", "adam", "lbfgs")
+
+
+def _refine_lbfgs(G, target: torch.Tensor, init: torch.Tensor, steps: int, dist_fn, pixel_weight: float,
+                  progress: bool):
+    """L-BFGS on each image's ws alone (its own curvature history and line search, so a result does
+    not depend on what else is in the batch); noise stays at the generator's constants.
+    Returns ws [N, num_ws, w_dim], the lowest loss reached by each iteration [steps, N], noise."""
+    from tqdm import tqdm
+
+    n = target.shape[0]
+    noise = {k: G.synthesis.get_submodule(k).noise_const.detach()[None, None] for k in G.synthesis.noise_shapes()}
+    out, history = [], torch.full((steps, n), float("nan"))
+    bar = tqdm(total=n * steps, desc="refine", unit="step", disable=not progress)
+    for i in range(n):
+        w = init[i: i + 1].detach().clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([w], lr=1.0, max_iter=steps, max_eval=steps * 5 // 4 + 1, history_size=steps,
+                                line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
+        best = [float("inf")] * steps
+        done = [0]
+
+        def closure(w=w, i=i, opt=opt, best=best, done=done):
+            opt.zero_grad(set_to_none=True)
+            synth = G.synthesis(w, noise=noise)
+            t = target[i: i + 1]
+            loss = (dist_fn(synth, t) + pixel_weight * (synth - t).square().mean(dim=[1, 2, 3])).sum()
+            loss.backward()
+            it = max(opt.state[w].get("n_iter", 1), 1) - 1
+            for k in range(it, steps):
+                best[k] = min(best[k], float(loss.detach()))
+            bar.update(max(0, it - done[0]))
+            done[0] = max(done[0], it)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+            return loss
+
+        opt.step(closure)
+        bar.update(steps - done[0])
+        history[:, i] = torch.tensor(best)
+        out.append(w.detach())
+    bar.close()
+    return torch.cat(out), history, {k: v.expand(n, 1, -1, -1) for k, v in noise.items()}
 
 
 def invert(G, images: torch.Tensor, steps: int = 500, init: torch.Tensor | None = None, seed: int = 0,
            lr: float | None = None, loss: str = "auto", pixel_weight: float = 10.0, noise_weight: float = 1e5,
            w_noise: float | None = None, optimize_noise: bool = True, return_info: bool = False,
-           progress: bool = True, psnr_every: int = 0, encoder=None):
+           progress: bool = True, psnr_every: int = 0, encoder=None, optimizer: str = "auto"):
     """Invert images [N, 3, H, W] in [-1, 1] into ws [N, num_ws, w_dim].
 
     encoder: an `Encoder` for this generator; its ws are the start (`steps=0`: encoder only).
     Without encoder or init the optimisation starts at w_avg with lr 0.1 and w noise 0.05 (the
     projector's); from an encoder or init the defaults are REFINE_LR and REFINE_W_NOISE.
-    loss: "auto" (LPIPS if its weights are found offline, else MS-SSIM + L1), "lpips", "msssim".
+    optimizer: "auto" (L-BFGS from a start, Adam from w_avg), "adam", "lbfgs" (needs a start; steps
+    are its iterations; lr, w noise, noise optimisation and psnr_every are Adam's alone).
+    loss: "auto" (LPIPS if its weights are found offline, else MS-SSIM + L1), "lpips", "msssim",
+    "l2" (the pixel term alone); each is added to pixel_weight * MSE.
     Returns ws, or (ws, info) with info = {"loss": [steps, N], "psnr": [(step, [N])...],
     "reconstruction": [N, 3, H, W], "loss_kind": str} when return_info.
     """
@@ -71,6 +123,11 @@ def invert(G, images: torch.Tensor, steps: int = 500, init: torch.Tensor | None 
         with torch.no_grad():
             init = encoder.to(dev)(target)
     warm = init is not None
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if optimizer == "lbfgs" and not warm:
+        raise ValueError("optimizer='lbfgs' refines a start: give encoder= or init=")
+    use_lbfgs = warm and steps > 0 and optimizer in ("auto", "lbfgs")
     lr = lr if lr is not None else (REFINE_LR if warm else 0.1)
     w_noise = w_noise if w_noise is not None else (REFINE_W_NOISE if warm else 0.05)
     if steps == 0 and warm:
@@ -83,6 +140,16 @@ def invert(G, images: torch.Tensor, steps: int = 500, init: torch.Tensor | None 
             rec = G.synthesis(ws, noise_mode="const")
         return ws, {"loss": torch.zeros(0, n), "psnr": [], "reconstruction": rec.cpu(), "noise": noise,
                     "loss_kind": "none"}
+    if use_lbfgs:
+        dist_fn = PerceptualLoss(loss).to(dev)
+        ws, history, noise = _refine_lbfgs(G, target, init.detach().to(dev), steps, dist_fn, pixel_weight,
+                                           progress)
+        if not return_info:
+            return ws
+        with torch.no_grad():
+            rec = G.synthesis(ws, noise=noise)
+        return ws, {"loss": history, "psnr": [], "reconstruction": rec.cpu(),
+                    "noise": {k: v.cpu() for k, v in noise.items()}, "loss_kind": dist_fn.kind}
     gen = torch.Generator(device="cpu").manual_seed(seed)
     w_avg, w_std = w_stats(G)
     ws = (init.detach().clone().to(dev) if init is not None else
