@@ -183,17 +183,21 @@ def align(photo, out, size, face_index, detector, force):
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Latent file (.pt).")
 @click.option("--steps", type=click.IntRange(min=0), default=None,
               help="Optimisation steps (default: 500 for optimize, 20 for hybrid; encoder uses none).")
+@click.option("--optimizer", type=click.Choice(["auto", "adam", "lbfgs"]), default="auto", show_default=True,
+              help="auto: L-BFGS for hybrid (a start to refine; steps are its iterations), Adam for optimize.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--aligned", is_flag=True, help="PHOTO is already FFHQ-aligned (skip detection); an aligned image of "
               "another size is resized to the generator's resolution.")
-@click.option("--loss", type=click.Choice(["auto", "lpips", "msssim"]), default="auto", show_default=True)
+@click.option("--loss", type=click.Choice(["auto", "lpips", "msssim", "l2"]), default="auto", show_default=True,
+              help="Added to 10 x MSE. auto: LPIPS when its VGG weights are present, else msssim "
+              "(MS-SSIM + L1); l2: the MSE alone (highest PSNR, a little lower SSIM).")
 @click.option("--save-reconstruction", type=click.Path(dir_okay=False), default=None, help="Also write the "
               "generator's reconstruction as PNG.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite outputs if they exist.")
 @user_errors
-def invert(photo, checkpoint, encoder_path, method, out, steps, seed, aligned, loss, save_reconstruction, device,
-           force):
+def invert(photo, checkpoint, encoder_path, method, out, steps, optimizer, seed, aligned, loss, save_reconstruction,
+           device, force):
     """Invert a photo into the generator's W+ space (align, then encode and/or optimise).
 
     Grey, RGBA and 16-bit images are converted as `align` does. Writes a latent file (ws, noise
@@ -230,6 +234,8 @@ def invert(photo, checkpoint, encoder_path, method, out, steps, seed, aligned, l
         steps = 0
     elif steps == 0:
         raise click.BadParameter(f"--method {method} needs --steps >= 1 (or use --method encoder)")
+    if method == "optimize" and optimizer == "lbfgs":
+        raise click.BadParameter("--optimizer lbfgs refines a start: use --method hybrid")
     G = load_generator(ck, device=device)
     E = load_encoder(encoder_path, device=device) if method != "optimize" else None
     a = None
@@ -241,10 +247,12 @@ def invert(photo, checkpoint, encoder_path, method, out, steps, seed, aligned, l
     if img.shape[0] != G.img_resolution or img.shape[1] != G.img_resolution:
         img = np.asarray(Image.fromarray(img).resize((G.img_resolution,) * 2, Image.LANCZOS))
     target = imageio.uint8_to_gan(img).to(device)
-    ws, info = run_invert(G, target, steps=steps, seed=seed, loss=loss, return_info=True, encoder=E)
+    ws, info = run_invert(G, target, steps=steps, seed=seed, loss=loss, return_info=True, encoder=E,
+                          optimizer=optimizer)
     p = float(psnr(info["reconstruction"], target.cpu())[0])
     lat = Latent.for_generator(G, ws, noise=info["noise"], alignment=alignment_dict(a) if a is not None else None,
-                               info={"psnr": p, "steps": steps, "method": method, "loss_kind": info["loss_kind"],
+                               info={"psnr": p, "steps": steps, "method": method, "optimizer": optimizer,
+                                     "loss_kind": info["loss_kind"],
                                      "source": str(photo)})
     save_latent(lat, out, force=force)
     if save_reconstruction:
