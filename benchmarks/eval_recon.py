@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from stylerelight.align import AlignedFace, ffhq_quad  # noqa: E402
-from stylerelight.lighting import LightStage  # noqa: E402
+from stylerelight.lighting import LightStage, disk_light  # noqa: E402
 from stylerelight.recon import default_cnn, load_recon_cnn, reconstruct  # noqa: E402
 from stylerelight.recon.cnn import crop_landmarks  # noqa: E402
 from stylerelight.recon.photometric import olat_basis  # noqa: E402
@@ -79,16 +79,6 @@ def psnr(a, b) -> float:
     return float(10 * np.log10(255**2 / max(((a.astype(np.float64) - b) ** 2).mean(), 1e-12)))
 
 
-def side_light_env(direction, height: int = 32):
-    """A small bright disk (8 degrees, a hard light) plus a faint fill."""
-    from stylerelight.lighting import EnvMap, latlong_directions
-
-    env = np.full((height, 2 * height, 3), 0.02, np.float32)
-    d = np.asarray(direction, np.float64) / np.linalg.norm(direction)
-    env[(latlong_directions(height, 2 * height) @ d) > np.cos(np.radians(8))] = 30.0
-    return EnvMap(env)
-
-
 def side_light_rows(n: int, cnn) -> list[dict]:
     """Imbalance |log(left / right)| of the input's linear face intensity and of the recovered
     albedo on the camera-facing vertices (head x > 0 vs < 0; frontal view, so halves match)."""
@@ -99,7 +89,7 @@ def side_light_rows(n: int, cnn) -> list[dict]:
     for k in range(n):
         subj = sample_subject(3_000_000 + k)
         side = 1.0 if k % 2 == 0 else -1.0
-        img = render_portrait(subj, side_light_env([side, 0.2, 0.35]), Camera(yaw=0.0, pitch=0.0), 64, spp=16)
+        img = render_portrait(subj, disk_light([side, 0.2, 0.35]), Camera(yaw=0.0, pitch=0.0), 64, spp=16)
         t0 = time.perf_counter()
         rec = reconstruct(img, aligned=True, cnn=cnn)
         sec = time.perf_counter() - t0

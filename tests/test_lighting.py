@@ -220,3 +220,19 @@ def test_face_display_is_the_one_transform():
     assert (img[:, :2] == 128).all()  # the grey background where nothing was hit
     edge = srgb_encode(straight[:, 2] * exp) * 0.5 + 0.25  # half covered: half face, half grey
     assert np.abs(img[:, 2] / 255.0 - edge).max() < 0.01
+
+
+
+def test_disk_light_covers_its_cap_and_points_where_asked():
+    d = np.array([0.6, 0.3, 0.74])
+    from stylerelight.lighting import disk_light
+
+    env = disk_light(d, angle_deg=10.0, radiance=5.0, fill=0.0, height=256)
+    lit = env.data[..., 0] > 0
+    cap = 2 * np.pi * (1 - np.cos(np.radians(10.0)))  # solid angle of a 10-degree cap
+    assert abs(float(env.solid_angles()[lit].sum()) - cap) < 0.03 * cap
+    # the irradiance-weighted mean direction is the disk's axis
+    w = (env.data[..., 0] * env.solid_angles())[..., None]
+    mean = (env.directions() * w).sum((0, 1))
+    assert np.degrees(np.arccos(mean @ d / np.linalg.norm(mean) / np.linalg.norm(d))) < 0.5
+    assert np.allclose(env.data[~lit], 0.0) and np.allclose(env.data[lit], 5.0)

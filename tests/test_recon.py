@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from stylerelight.lighting import EnvMap, LightStage, direction_to_pixel
+from stylerelight.lighting import LightStage, disk_light
 from stylerelight.recon.cnn import ReconTrainConfig, ReconTrainer, crop_landmarks
 from stylerelight.recon.photometric import fit_light_albedo, olat_basis, specular_basis
 from stylerelight.recon.pose_fit import fit_pose_shape
@@ -40,25 +40,13 @@ def test_pose_from_true_landmarks(yaw, pitch):
     assert np.abs(fit.project(model_lm) - crop).max() < 1.5
 
 
-def _side_light(direction, height=32) -> EnvMap:
-    """A small bright disk (hard light) plus a faint fill."""
-    env = np.full((height, 2 * height, 3), 0.02, np.float32)
-    d = np.asarray(direction, np.float64) / np.linalg.norm(direction)
-    from stylerelight.lighting import latlong_directions
-
-    dirs = latlong_directions(height, 2 * height)
-    env[(dirs @ d) > np.cos(np.radians(8))] = 30.0
-    assert direction_to_pixel(d[None], height, 2 * height)[0].size == 1
-    return EnvMap(env)
-
-
 @needs_llvm
 def test_side_light_is_found_and_shadows_are_not_baked_into_albedo():
     """One hard light from the subject's left: the fitted light points there, and the recovered
     albedo's left/right imbalance is at least 3x smaller than the image's (shadows explained)."""
     stage = LightStage.default()
     d = np.array([1.0, 0.2, 0.35])
-    subj, img, lm, info = _portrait(5, _side_light(d), 0.0, 0.0)
+    subj, img, lm, info = _portrait(5, disk_light(d), 0.0, 0.0)
     fit = fit_pose_shape(lm, 64)
     B, cov = olat_basis(fit, 64, stage, spp=4)
     light0 = np.full((stage.num_lights, 3), 1e-3)

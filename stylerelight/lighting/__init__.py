@@ -12,6 +12,7 @@ from .display import (
 from .envmap import (
            EnvMap,
            direction_to_pixel,
+           disk_light,
            latlong_directions,
            latlong_solid_angles,
            load_envmap,
@@ -22,6 +23,6 @@ from .olat import OLATCapture
 from .stage import LightStage
 
 __all__ = ["FACE_BACKGROUND", "face_display", "face_exposure",
-           "EnvMap", "EnvMapError", "LightStage", "OLATCapture", "auto_exposure", "direction_to_pixel",
+           "EnvMap", "EnvMapError", "LightStage", "OLATCapture", "auto_exposure", "direction_to_pixel", "disk_light",
            "latlong_directions", "latlong_solid_angles", "load_envmap", "save_envmap", "srgb_decode",
            "srgb_encode", "to_display"]

@@ -66,6 +66,16 @@ class EnvMap:
         return (self.data * w).sum((0, 1)) / (4 * np.pi)
 
 
+def disk_light(direction, angle_deg: float = 8.0, radiance: float = 30.0, fill: float = 0.02,
+               height: int = 32) -> EnvMap:
+    """A hard light: a disk of `radiance` within `angle_deg` of `direction` over a uniform `fill`.
+    The shadow tests and the self-shadow benchmark use it (one small source casts crisp shadows)."""
+    env = np.full((height, 2 * height, 3), fill, np.float32)
+    d = np.asarray(direction, np.float64) / np.linalg.norm(direction)
+    env[(latlong_directions(height, 2 * height) @ d) > np.cos(np.radians(angle_deg))] = radiance
+    return EnvMap(env)
+
+
 def latlong_directions(h: int, w: int) -> np.ndarray:
     theta = np.pi * (np.arange(h) + 0.5) / h
     phi = 2 * np.pi * ((np.arange(w) + 0.5) / w - 0.5)
