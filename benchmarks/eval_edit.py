@@ -6,6 +6,8 @@ Sources and targets are rendered by Mitsuba (`render_portrait`, the dataset path
 from OLAT. Cases: same (the source's own light and view: the edit must give the input back, compared with
 the encoder's and encoder + 20 steps' reconstructions), relight (another env map, same view), view
 (yaw +-15, +-30, pitch +-10 under the source light), both (another env map and yaw +15).
+"mapper" maps the encoder's own code; the default edit (`sr.Editor`, `stylerelight edit`) is the
+row "mapper, source +20, bias cancelled" (encoder + 20 L-BFGS steps, the mapper's change added).
 
     python benchmarks/eval_edit.py --subjects 8 --mapper checkpoints/lightstage_mapper.pt \
         --ablation runs/map64_nogeo/mapper.pt --json checkpoints/lightstage_mapper_eval.json
@@ -74,9 +76,10 @@ def main():
         env_s = sample_envmap(int(rng.integers(2**31)))
         env_t = sample_envmap(int(rng.integers(2**31)))
         src = render_portrait(subj, env_s, cam, res, spp=args.spp, seed=seed)
-        lat = ed.invert(src, aligned=True)
+        lat = ed.invert(src, aligned=True, steps=0)
         lat_r = ed.invert(src, aligned=True, steps=args.refine) if args.refine else None
-        lat_ab = ab.invert(src, aligned=True) if ab else None
+        lat_ab = ab.invert(src, aligned=True, steps=0) if ab else None
+        ed.cancel_bias = False  # each row below says whether it cancels the bias
         rec = None
         if not args.no_rerender:
             t0 = time.time()

@@ -316,8 +316,9 @@ def _angle(text: str | None, name: str) -> float:
 @click.option("--pitch", default=None, help="Degrees relative to the input's view; positive looks down on the face.")
 @click.option("--rotate-light", default=None, help="Turn the env map about the vertical axis (degrees, "
               "or a sweep 0:360:30).")
-@click.option("--steps", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Optimisation steps after the encoder (0: encoder only, fastest).")
+@click.option("--steps", type=click.IntRange(min=0), default=20, show_default=True,
+              help="L-BFGS refinement steps after the encoder (about 45 ms each at 64^2 on a CPU; 0: encoder "
+              "only, about 10x faster, lower fidelity).")
 @click.option("--aligned", is_flag=True, help="INPUT is an FFHQ-aligned crop (no detection, no paste-back).")
 @click.option("--save-latent", type=click.Path(dir_okay=False), default=None,
               help="Also write the source's latent (ws, alignment, reconstruction) for later edits.")

@@ -2,13 +2,18 @@
 the Python API and the live page.
 
     ed = sr.Editor.from_pretrained()
-    lat = ed.invert("photo.jpg")                       # once per photo
+    lat = ed.invert("photo.jpg")                       # once per photo (encoder + 20 L-BFGS steps)
     img = ed.relight(lat, light="studio.hdr", yaw=20)  # per slider move: mapper + synthesis only
     res = ed.edit("photo.jpg", light="studio.hdr", yaw=20); res.image  # the whole photo, face edited
 
 Angles are degrees relative to the input's own view, in synth.Camera's convention: yaw > 0 turns
 the camera towards the subject's left, so the edit shows more of the subject's LEFT cheek;
 pitch > 0 looks down on the face. `rotate_light` turns the env map about the vertical axis.
+
+A photo is inverted by the encoder and REFINE_STEPS L-BFGS steps (`steps=0`: the encoder alone,
+~10x faster). The mapper was trained on encoder codes; a refined code is edited by the mapper's
+change (M(w, target) - M(w, keep)) so that the detail the refinement recovered is kept
+(`Editor.cancel_bias`; measured in benchmarks/eval_edit.py and the mapper's model card).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from .invert.latent_file import Latent, alignment_dict
 from .lighting import EnvMap, EnvMapError, LightStage, load_envmap
 from .mapper import Edit, Mapper
 from .mapper.conditioning import normalise_light
+
+REFINE_STEPS = 20  # default refinement after the encoder (0: encoder only)
 
 
 class EditError(ValueError):
@@ -63,7 +70,8 @@ class Editor:
         dirs = mapper.stage["directions"].double().numpy()
         self.stage = LightStage(dirs)
         self._light_cache: dict = {}
-        self.cancel_bias = False  # see map(); measured in benchmarks/eval_edit.py
+        # None: per latent, on for codes that are not the encoder's own (refined, optimised); see map()
+        self.cancel_bias: bool | None = None
 
     @classmethod
     def from_pretrained(cls, device: str | torch.device = "cpu", checkpoint=None, encoder=None,
@@ -114,11 +122,11 @@ class Editor:
         x = torch.from_numpy(np.ascontiguousarray(crops)).float().to(self.device) / 127.5 - 1
         return x.permute(0, 3, 1, 2)
 
-    def invert(self, image, aligned: bool = False, steps: int = 0) -> Latent:
+    def invert(self, image, aligned: bool = False, steps: int = REFINE_STEPS) -> Latent:
         """A portrait -> Latent (ws, alignment, the fast reconstruction: pose, light, shape)."""
         return self.invert_batch([image], aligned, steps)[0]
 
-    def invert_batch(self, images, aligned: bool = False, steps: int = 0) -> list[Latent]:
+    def invert_batch(self, images, aligned: bool = False, steps: int = REFINE_STEPS) -> list[Latent]:
         from .invert import invert as optimise
 
         crops, aligns = [], []
@@ -220,15 +228,24 @@ class Editor:
         ws = torch.cat([lat.ws for lat in latents]).to(self.device)
         with torch.no_grad():
             out = self.mapper(ws, _to(edit, self.device), normals)
-            if self.cancel_bias:
+            cancel = self._cancels(latents)
+            if cancel.any():
                 # the mapper's own answer to "keep the light it sees and the view" is subtracted,
                 # so an edit that changes nothing gives the inverted code back exactly
                 src_light = torch.stack([normalise_light(torch.as_tensor(r["light"]).float()) for r in recs])
                 keep = Edit(light=src_light, src_pose=edit.src_pose, delta_pose=torch.zeros_like(delta),
                             same_view=torch.ones(n), src_light=edit.src_light, identity=edit.identity,
                             expression=edit.expression)
-                out = ws + out - self.mapper(ws, _to(keep, self.device), normals)
+                moved = ws + out - self.mapper(ws, _to(keep, self.device), normals)
+                out = torch.where(cancel.to(self.device)[:, None, None], moved, out)
             return out
+
+    def _cancels(self, latents: list[Latent]) -> torch.Tensor:
+        """Which latents are edited by the mapper's change rather than its answer: all or none when
+        cancel_bias is set, else those whose code is not the encoder's own (info "steps" > 0)."""
+        if self.cancel_bias is not None:
+            return torch.full((len(latents),), bool(self.cancel_bias))
+        return torch.tensor([int((lat.info or {}).get("steps", 0) or 0) > 0 for lat in latents])
 
     def _check(self, lat: Latent) -> None:
         """Latent.check with the generator's hash computed once."""
@@ -274,11 +291,11 @@ class Editor:
     # -- whole photos ----------------------------------------------------------------------------
 
     def edit(self, image, light=None, yaw: float = 0.0, pitch: float = 0.0, rotate_light: float = 0.0,
-             aligned: bool = False, steps: int = 0) -> EditResult:
+             aligned: bool = False, steps: int = REFINE_STEPS) -> EditResult:
         return self.edit_batch([image], light, yaw, pitch, rotate_light, aligned, steps)[0]
 
     def edit_batch(self, images, light=None, yaw=0.0, pitch=0.0, rotate_light=0.0, aligned: bool = False,
-                   steps: int = 0, batch_size: int = 16) -> list[EditResult]:
+                   steps: int = REFINE_STEPS, batch_size: int = 16) -> list[EditResult]:
         """Many edits: `images` a list (paths, arrays, PIL images, Latents) or a folder; light and angles
         one value or one per image. Batched through encoder, mapper and generator."""
         items = _expand(images)

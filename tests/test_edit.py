@@ -17,6 +17,7 @@ from PIL import Image
 import stylerelight as sr
 from stylerelight.cli import cli
 from stylerelight.edit import EditError, Editor
+from stylerelight.invert import psnr
 from stylerelight.lighting import LightStage, save_envmap
 from stylerelight.mapper import build_mapper, save_mapper
 from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_subject
@@ -80,12 +81,39 @@ def test_every_light_type_gives_the_same_edit(ed, render, files):
 
 
 def test_identity_edit_gives_the_input_back(ed, render):
-    """Target light = the source's own estimate and no turn: close to the encoder's own image."""
-    lat = ed.invert(render, aligned=True)
+    """Target light = the source's own estimate and no turn: the mapper's own answer (an encoder
+    code, mapped directly) is close to the encoder's image."""
+    lat = ed.invert(render, aligned=True, steps=0)
     with torch.no_grad():
         enc = ed.G.synthesis(lat.ws, noise_mode="const")
     same = ed.relight(lat, None)
     assert float((same - enc).square().mean()) < 0.01
+
+
+def test_refined_sources_are_edited_by_the_mappers_change(ed, render):
+    """The default inversion refines the encoder's code (L-BFGS); such a code is edited by the
+    mapper's change M(w, target) - M(w, keep), so keeping light and view returns it exactly and
+    a relight moves it by what the mapper would move it."""
+    lat = ed.invert(render, aligned=True)
+    lat0 = ed.invert(render, aligned=True, steps=0)
+    assert lat.info["steps"] == 20 and lat0.info["steps"] == 0
+    x = torch.from_numpy(render.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    assert float(psnr(ed.G.synthesis(lat.ws, noise_mode="const"), x)) > \
+        float(psnr(ed.G.synthesis(lat0.ws, noise_mode="const"), x)) + 1
+    keep = ed.resolve_light(None, 0.0, lat)
+    torch.testing.assert_close(ed.map([lat], [keep], [0.0], [0.0]), lat.ws, atol=1e-5, rtol=0)
+    light = ed.resolve_light(sample_envmap(3), 0.0, lat)
+    moved = ed.map([lat], [light], [10.0], [0.0])
+    ed.cancel_bias = False  # the mapper's plain answers for the same code
+    try:
+        plain = ed.map([lat, lat], [light, keep], [10.0, 0.0], [0.0, 0.0])
+    finally:
+        ed.cancel_bias = None
+    torch.testing.assert_close(moved, lat.ws + plain[:1] - plain[1:], atol=1e-5, rtol=0)
+    # a batch mixing encoder and refined codes treats each by its own kind
+    mixed = ed.map([lat0, lat], [light, light], [10.0, 10.0], [0.0, 0.0])
+    torch.testing.assert_close(mixed[1:], moved, atol=1e-5, rtol=0)
+    torch.testing.assert_close(mixed[:1], ed.map([lat0], [light], [10.0], [0.0]), atol=1e-5, rtol=0)
 
 
 def test_positive_yaw_shows_more_of_the_left_cheek(ed, render):
@@ -121,10 +149,18 @@ def test_batch_equals_single_edits(ed, render, files):
     d, env = files
     other = render_portrait(sample_subject(1_000_124), sample_envmap(6), Camera(yaw=-8), 64, spp=16)
     lights = [env, d / "coeffs.npy"]
+    # encoder codes: equal to rounding
+    res = ed.edit_batch([render, other], light=lights, yaw=[10.0, -10.0], aligned=True, steps=0)
+    for r, img, light, yaw in zip(res, [render, other], lights, [10.0, -10.0], strict=True):
+        single = ed.edit(img, light=light, yaw=yaw, aligned=True, steps=0)
+        assert np.abs(r.crop.astype(int) - single.crop.astype(int)).max() <= 1
+    # refined codes (the default): the refinement is per image, but it starts from the batched
+    # encoder's output, whose float rounding differs from batch 1; 20 L-BFGS steps carry that on
     res = ed.edit_batch([render, other], light=lights, yaw=[10.0, -10.0], aligned=True)
     for r, img, light, yaw in zip(res, [render, other], lights, [10.0, -10.0], strict=True):
         single = ed.edit(img, light=light, yaw=yaw, aligned=True)
-        assert np.abs(r.crop.astype(int) - single.crop.astype(int)).max() <= 1
+        diff = np.abs(r.crop.astype(int) - single.crop.astype(int))
+        assert diff.max() <= 4 and diff.mean() < 0.1, (diff.max(), diff.mean())
     with pytest.raises(EditError, match="one value or one per image"):
         ed.edit_batch([render, other], yaw=[1.0, 2.0, 3.0], aligned=True)
 
