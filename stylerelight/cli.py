@@ -823,11 +823,13 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
     E = load_encoder(enc)
     check_encoder_for(E, G)
     bank_dir = Path(run_dir) / "bank"
-    if rank == 0:
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        build_bank(olat_dir, bank_dir, E, default_cnn(), BankSpec(cfg.lights_per_subject, cfg.light_pool, cfg.seed),
-                   hdr_dir=cfg.hdr_dir or None)
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    # every process builds its share of the bank (one shard per subject, resumable)
+    build_bank(olat_dir, bank_dir, E, default_cnn(),
+               BankSpec(cfg.lights_per_subject, cfg.light_pool, cfg.seed, cfg.bank_refine_steps),
+               hdr_dir=cfg.hdr_dir or None, G=G, part=(rank, world), progress=rank == 0)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     trainer = MapperTrainer(cfg, G, Bank(bank_dir, olat_dir), run_dir, log=True)

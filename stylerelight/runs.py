@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import torch
@@ -130,7 +130,9 @@ class RunTrainer:
             (self.run_dir / "config.json").write_text(json.dumps(asdict(self.cfg), indent=1))
             return False
         s = torch.load(self.snapshot_path, map_location="cpu", weights_only=True)
-        old = without_run_control(s.get("config", {}), self.run_control)
+        # a field added to the config after the snapshot was written counts at its default
+        added = {f.name: f.default for f in fields(self.cfg) if f.default is not MISSING}
+        old = without_run_control({**added, **s.get("config", {})}, self.run_control)
         new = without_run_control(asdict(self.cfg), self.run_control)
         if old != new:
             raise ValueError(f"{self.snapshot_path} was made with another config ({differing(old, new)} differ); "

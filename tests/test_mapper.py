@@ -20,7 +20,7 @@ from stylerelight.lighting import LightStage, face_display
 from stylerelight.mapper import Edit, build_mapper, load_mapper, normalise_light, save_mapper
 from stylerelight.mapper.conditioning import ShadingProbe
 from stylerelight.mapper.networks import LatentMapper
-from stylerelight.mapper.pairs import Bank, BankSpec, build_bank, sample_pairs
+from stylerelight.mapper.pairs import Bank, BankSpec, build_bank, sample_pairs, to_tensor
 from stylerelight.mapper.training import MapperTrainConfig, MapperTrainer
 from stylerelight.recon.reconstruction import _vertex_normals
 from stylerelight.synth import sample_envmap, sample_subject
@@ -154,6 +154,36 @@ def test_pairs_follow_their_modes(bank_dir, captures):
     k = bank.light_ids[0, 1]
     ref = face_display(cap.relight(bank.lights[k], 1), cap.mask[1])[0]
     np.testing.assert_array_equal(bank.images[0, 1, 1].numpy(), ref)
+
+
+def test_refined_bank_built_in_parts(tmp_path, bank_dir, captures, bundled_parts):
+    """refine_steps > 0: the bank's codes are the encoder's refined by L-BFGS (as Editor.invert);
+    two builders with part=(0, 2), (1, 2) share the subjects; the settings are checked on reuse."""
+    import json
+
+    from stylerelight.invert import psnr
+
+    G, E, cnn = bundled_parts
+    spec = BankSpec(2, 12, 0, refine_steps=5)
+    with pytest.raises(ValueError, match="needs the generator"):
+        build_bank(captures, tmp_path / "r", E, cnn, spec, progress=False)
+    for part in ((0, 2), (1, 2)):
+        build_bank(captures, tmp_path / "r", E, cnn, spec, progress=False, G=G, part=part)
+    enc, ref = Bank(bank_dir, captures), Bank(tmp_path / "r", captures)
+    assert ref.shape == enc.shape
+    np.testing.assert_array_equal(ref.images.numpy(), enc.images.numpy())
+    x = to_tensor(enc.images.reshape(-1, *enc.images.shape[-3:]).numpy())
+    with torch.no_grad():
+        p_enc = psnr(G.synthesis(enc.ws.reshape(-1, G.num_ws, G.w_dim).float(), noise_mode="const"), x)
+        p_ref = psnr(G.synthesis(ref.ws.reshape(-1, G.num_ws, G.w_dim).float(), noise_mode="const"), x)
+    assert (p_ref > p_enc).all() and float(p_ref.mean()) > float(p_enc.mean()) + 0.5, (p_enc, p_ref)
+    with pytest.raises(FileExistsError, match="other settings"):
+        build_bank(captures, tmp_path / "r", E, cnn, BankSpec(2, 12, 0), progress=False)
+    # a bank written before refine_steps existed reads as encoder codes
+    meta = json.loads((bank_dir / "bank.json").read_text())
+    meta["spec"].pop("refine_steps", None)
+    (bank_dir / "bank.json").write_text(json.dumps(meta))
+    build_bank(captures, bank_dir, E, cnn, BankSpec(2, 12, 0), progress=False)
 
 
 def _trainer(bank_dir, captures, run, G, **kw):

@@ -77,14 +77,31 @@ class BankSpec:
     lights_per_subject: int = 6
     light_pool: int = 2000
     seed: int = 0
+    refine_steps: int = 0  # L-BFGS steps after the encoder (as Editor.invert); 0: encoder codes
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def _spec_key(spec: dict | None) -> dict:
+    return {**{"refine_steps": 0}, **(spec or {})}  # banks written before refine_steps are encoder codes
 
 
 def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = None, progress: bool = True,
-               limit: int | None = None) -> Path:
-    """Relight, encode and read off every (subject, camera, bank light); one shard per subject,
-    written atomically, so a stopped build resumes. Returns out_dir."""
+               limit: int | None = None, G=None, part: tuple[int, int] = (0, 1)) -> Path:
+    """Relight, encode (and refine, spec.refine_steps > 0, which needs G) and read off every
+    (subject, camera, bank light); one shard per subject, written atomically, so a stopped build
+    resumes. part=(i, k) builds every k-th subject from the i-th, so k processes share the work.
+    Returns out_dir."""
     from tqdm import tqdm
 
+    if spec.refine_steps and G is None:
+        raise ValueError("a refined latent bank needs the generator: build_bank(..., G=G)")
     dirs = capture_dirs(olat_dir)[:limit]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,11 +113,16 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
     if mpath.exists():
         old = json.loads(mpath.read_text())
         keys = ("spec", "hdr_dir", "encoder")
+        old["spec"], meta["spec"] = _spec_key(old.get("spec")), _spec_key(meta["spec"])
         if {k: old.get(k) for k in keys} != {k: meta[k] for k in keys}:
             raise FileExistsError(f"{out} holds a latent bank made with other settings; use another run folder")
-    mpath.write_text(json.dumps(meta, indent=1))
-    np.save(out / "lights.npy", pool.coeffs)
-    for d in tqdm(dirs, desc="latent bank", unit="subject", disable=not progress):
+    for name, write in (("bank.json", lambda f: f.write_text(json.dumps(meta, indent=1))),
+                        ("lights.npy", lambda f: f.write_bytes(_npy_bytes(pool.coeffs)))):
+        tmp = out / f".{name}.{os.getpid()}.tmp"  # several builders may write it: each atomically
+        write(tmp)
+        os.replace(tmp, out / name)
+    i, k = part
+    for d in tqdm(dirs[i::k], desc="latent bank", unit="subject", disable=not progress):
         shard = out / f"{d.name}.npz"
         if shard.exists():
             continue
@@ -111,8 +133,12 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
         imgs = np.stack([[display(cap, pool.coeffs[k], c) for k in ids] for c in range(C)])  # [C, K, H, W, 3]
         x = to_tensor(imgs.reshape(C * K, *imgs.shape[2:]))
         with torch.no_grad():
-            ws = torch.cat([E(x[i:i + 32]) for i in range(0, len(x), 32)])
+            ws = torch.cat([E(x[j:j + 32]) for j in range(0, len(x), 32)])
             est = cnn.estimate(x)
+        if spec.refine_steps:
+            from ..invert import invert
+
+            ws = invert(G, x, steps=spec.refine_steps, init=ws, progress=False)
         rec = dict(images=imgs, ws=ws.reshape(C, K, *ws.shape[1:]).half().numpy(), light_ids=ids,
                    cam=np.array([[c["yaw"], c["pitch"]] for c in cap.cameras], np.float32),
                    est_pose=np.stack([est.yaw, est.pitch], -1).reshape(C, K, 2).astype(np.float32),

@@ -30,6 +30,7 @@ class MapperTrainConfig:
     lights_per_subject: int = 6  # latent bank: lights per subject, each seen from every camera
     light_pool: int = 2000       # target lights drawn from this many env maps
     hdr_dir: str = ""            # optional folder of .hdr/.exr env maps mixed into the light pool
+    bank_refine_steps: int = 0   # latent bank codes: encoder + this many L-BFGS steps (0: encoder only)
     batch: int = 32              # global batch (split over processes)
     image_batch: int = 8         # of which this many also get the image loss (G forward/backward)
     lr: float = 3e-4
