@@ -242,9 +242,14 @@ class Editor:
 
     def _cancels(self, latents: list[Latent]) -> torch.Tensor:
         """Which latents are edited by the mapper's change rather than its answer: all or none when
-        cancel_bias is set, else those whose code is not the encoder's own (info "steps" > 0)."""
+        cancel_bias is set; else, for a mapper trained on encoder codes (its config's
+        bank_refine_steps is 0), those whose code is not the encoder's own (info "steps" > 0).
+        A mapper trained on refined codes maps every code directly."""
         if self.cancel_bias is not None:
             return torch.full((len(latents),), bool(self.cancel_bias))
+        cfg = (getattr(self.mapper, "info", None) or {}).get("config") or {}
+        if int(cfg.get("bank_refine_steps", 0) or 0) > 0:
+            return torch.zeros(len(latents), dtype=torch.bool)
         return torch.tensor([int((lat.info or {}).get("steps", 0) or 0) > 0 for lat in latents])
 
     def _check(self, lat: Latent) -> None:

@@ -114,6 +114,13 @@ def test_refined_sources_are_edited_by_the_mappers_change(ed, render):
     mixed = ed.map([lat0, lat], [light, light], [10.0, 10.0], [0.0, 0.0])
     torch.testing.assert_close(mixed[1:], moved, atol=1e-5, rtol=0)
     torch.testing.assert_close(mixed[:1], ed.map([lat0], [light], [10.0], [0.0]), atol=1e-5, rtol=0)
+    # a mapper trained on refined codes (its config says so) maps them directly
+    saved = ed.mapper.info
+    ed.mapper.info = {**saved, "config": {**(saved.get("config") or {}), "bank_refine_steps": 20}}
+    try:
+        torch.testing.assert_close(ed.map([lat], [light], [10.0], [0.0]), plain[:1], atol=1e-5, rtol=0)
+    finally:
+        ed.mapper.info = saved
 
 
 def test_positive_yaw_shows_more_of_the_left_cheek(ed, render):
