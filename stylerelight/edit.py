@@ -231,12 +231,18 @@ class Editor:
             cancel = self._cancels(latents)
             if cancel.any():
                 # the mapper's own answer to "keep the light it sees and the view" is subtracted,
-                # so an edit that changes nothing gives the inverted code back exactly
-                src_light = torch.stack([normalise_light(torch.as_tensor(r["light"]).float()) for r in recs])
-                keep = Edit(light=src_light, src_pose=edit.src_pose, delta_pose=torch.zeros_like(delta),
-                            same_view=torch.ones(n), src_light=edit.src_light, identity=edit.identity,
-                            expression=edit.expression)
-                moved = ws + out - self.mapper(ws, _to(keep, self.device), normals)
+                # so an edit that changes nothing gives the inverted code back exactly; it depends
+                # on the latent alone, so it is computed once per latent (cached like the normals)
+                kept = [self._kept(lat) for lat in latents]
+                if any(k is None for k in kept):
+                    src_light = torch.stack([normalise_light(torch.as_tensor(r["light"]).float()) for r in recs])
+                    keep = Edit(light=src_light, src_pose=edit.src_pose, delta_pose=torch.zeros_like(delta),
+                                same_view=torch.ones(n), src_light=edit.src_light, identity=edit.identity,
+                                expression=edit.expression)
+                    kept = list(self.mapper(ws, _to(keep, self.device), normals).split(1))
+                    for lat, k in zip(latents, kept, strict=True):
+                        object.__setattr__(lat, "_kept", (id(self.mapper), lat.ws.clone(), lat.reconstruction, k))
+                moved = ws + out - torch.cat(kept)
                 out = torch.where(cancel.to(self.device)[:, None, None], moved, out)
             return out
 
@@ -257,6 +263,14 @@ class Editor:
         if tuple(lat.ws.shape[1:]) != (self.G.num_ws, self.G.w_dim) or \
                 lat.generator.get("hash") not in (None, self.generator_hash):
             lat.check(self.G)
+
+    def _kept(self, lat: Latent) -> torch.Tensor | None:
+        """This mapper's cached keep-everything answer for lat, if its code and reconstruction are
+        the ones it was computed for."""
+        c = getattr(lat, "_kept", None)  # not a field: never written to latent files
+        if c is None or c[0] != id(self.mapper) or c[2] is not lat.reconstruction or not torch.equal(c[1], lat.ws):
+            return None
+        return c[3].to(self.device)
 
     def _normals(self, lat: Latent) -> torch.Tensor:
         cached = getattr(lat, "_normals", None)  # not a field: never written to latent files
