@@ -11,9 +11,9 @@ the camera towards the subject's left, so the edit shows more of the subject's L
 pitch > 0 looks down on the face. `rotate_light` turns the env map about the vertical axis.
 
 A photo is inverted by the encoder and REFINE_STEPS L-BFGS steps (`steps=0`: the encoder alone,
-~10x faster). The mapper was trained on encoder codes; a refined code is edited by the mapper's
-change (M(w, target) - M(w, keep)) so that the detail the refinement recovered is kept
-(`Editor.cancel_bias`; measured in benchmarks/eval_edit.py and the mapper's model card).
+~10x faster). For a mapper trained on encoder codes (the bundled one) a refined code is edited by
+the mapper's change, M(w, target) - M(w, keep), so that the detail the refinement recovered is
+kept (`Editor.cancel_bias`; measured in benchmarks/eval_edit.py and the mapper's model card).
 """
 
 from __future__ import annotations

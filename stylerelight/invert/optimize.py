@@ -7,7 +7,7 @@ global search from w_avg.
 
 From a start (an encoder's ws, or `init`): a local problem, so a quasi-Newton method wins. L-BFGS
 on ws per image (strong-Wolfe line search, constant noise) reaches in 20 iterations what Adam
-needs about 40 steps for, at the same cost per step (docs/inversion.md has the measurements).
+needs about 40 steps for, at the same cost per step (docs/encoders.md has the measurements).
 """
 
 from __future__ import annotations
@@ -77,12 +77,13 @@ def _refine_lbfgs(G, target: torch.Tensor, init: torch.Tensor, steps: int, dist_
             t = target[i: i + 1]
             loss = (dist_fn(synth, t) + pixel_weight * (synth - t).square().mean(dim=[1, 2, 3])).sum()
             loss.backward()
-            it = max(opt.state[w].get("n_iter", 1), 1) - 1
+            value = float(loss.detach())
+            it = max(opt.state[w].get("n_iter", 1), 1) - 1  # the iteration this evaluation belongs to
             for k in range(it, steps):
-                best[k] = min(best[k], float(loss.detach()))
+                best[k] = min(best[k], value)
             bar.update(max(0, it - done[0]))
             done[0] = max(done[0], it)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+            bar.set_postfix(loss=f"{value:.4f}")
             return loss
 
         opt.step(closure)
