@@ -142,3 +142,43 @@ def test_config_resolution_must_match_the_dataset(tmp_path):
     with pytest.raises(ValueError, match="16x16 but the config says resolution 32"):
         load_image_folder(_dataset(tmp_path), 32)
     assert load_image_folder(tmp_path / "data", 32, resize=True).shape[-1] == 32
+
+
+def test_resume_takes_config_fields_added_later_at_their_default(tmp_path):
+    """A snapshot written before a config field existed resumes when the field has its default
+    value, and is refused when it has another."""
+    from dataclasses import dataclass
+
+    from stylerelight.runs import RunTrainer
+
+    @dataclass
+    class Cfg:
+        batch: int = 1
+        seed: int = 0
+        threads: int = 0
+        total_kimg: float = 1.0
+        snapshot_kimg: float = 1.0
+        image_kimg: float = 1.0
+        lr: float = 0.1
+        new_field: int = 0  # the field "added later"
+
+    class Tiny(RunTrainer):
+        def state(self):
+            return {}
+
+        def load_state(self, s):
+            pass
+
+        def export(self):
+            pass
+
+    t = Tiny(Cfg(), tmp_path, log=False)
+    t.save_snapshot()
+    s = torch.load(t.snapshot_path, weights_only=True)
+    del s["config"]["new_field"]
+    torch.save(s, t.snapshot_path)
+    assert Tiny(Cfg(), tmp_path, log=False).resume()
+    with pytest.raises(ValueError, match="new_field"):
+        Tiny(Cfg(new_field=3), tmp_path, log=False).resume()
+    with pytest.raises(ValueError, match="lr"):
+        Tiny(Cfg(lr=0.2), tmp_path, log=False).resume()
