@@ -186,6 +186,20 @@ def test_refined_bank_built_in_parts(tmp_path, bank_dir, captures, bundled_parts
     build_bank(captures, bank_dir, E, cnn, BankSpec(2, 12, 0), progress=False)
 
 
+def test_bank_reads_captures_of_any_folder_name(tmp_path, captures, bundled_parts):
+    """A user's stage names its subject folders as it likes; the bank has one shard per folder."""
+    _, E, cnn = bundled_parts
+    olat = tmp_path / "olat"
+    olat.mkdir()
+    for src, name in zip(sorted(captures.iterdir()), ("alice", "bob"), strict=True):
+        (olat / name).symlink_to(src, target_is_directory=True)
+    (tmp_path / "bank").mkdir()
+    (tmp_path / "bank" / ".alice.tmp.npz").write_bytes(b"")  # a build stopped mid-write
+    bank = Bank(build_bank(olat, tmp_path / "bank", E, cnn, BankSpec(2, 12, 0), progress=False), olat)
+    assert bank.names == ["alice", "bob"] and bank.shape[0] == 2
+    assert bank.capture(1).num_cameras == 2
+
+
 def _trainer(bank_dir, captures, run, G, **kw):
     cfg = MapperTrainConfig(lights_per_subject=2, light_pool=12, batch=8, image_batch=2, lr=1e-3, image_weight=0.2,
                             total_kimg=0.08, snapshot_kimg=0.04, image_kimg=1, threads=1, **kw)

@@ -159,7 +159,7 @@ class Bank:
         meta = json.loads((d / "bank.json").read_text())
         self.lights = np.load(d / "lights.npy")
         olat_root = Path(olat_dir or meta["olat"])
-        shards = sorted(d.glob("subject_*.npz"))
+        shards = sorted(p for p in d.glob("*.npz") if not p.name.startswith("."))  # one per capture folder
         if not shards:
             raise FileNotFoundError(f"{d}: the latent bank is empty")
         z = [dict(np.load(s)) for s in shards]
