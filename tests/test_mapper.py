@@ -232,6 +232,23 @@ def test_training_lowers_the_loss_and_resumes_exactly(tmp_path, bank_dir, captur
         _trainer(bank_dir, captures, tmp_path / "c", make_generator(res=16))
 
 
+def test_new_run_warm_starts_from_a_mapper(tmp_path, bank_dir, captures, bundled_parts):
+    """init_mapper: a new run starts from another run's network (e.g. one trained on another
+    latent bank); a mapper with another network is refused."""
+    G = bundled_parts[0]
+    t = _trainer(bank_dir, captures, tmp_path / "a", G)
+    t.train(0.04, progress=False)
+    w = _trainer(bank_dir, captures, tmp_path / "w", G, init_mapper=str(tmp_path / "a" / "mapper.pt"))
+    assert w.nimg == 0
+    for (k, a), (_, b) in zip(w.M.net.state_dict().items(), t.M.net.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=k)
+    fresh = _trainer(bank_dir, captures, tmp_path / "f", G)
+    assert any(not torch.equal(a, b) for a, b in zip(fresh.M.net.state_dict().values(),
+                                                   t.M.net.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="another network"):
+        _trainer(bank_dir, captures, tmp_path / "h", G, hidden=64, init_mapper=str(tmp_path / "a" / "mapper.pt"))
+
+
 def test_torchrun_two_processes_on_cpu(tmp_path, bank_dir, captures):
     run = tmp_path / "ddp"
     run.mkdir()

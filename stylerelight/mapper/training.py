@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ class MapperTrainConfig:
     light_pool: int = 2000       # target lights drawn from this many env maps
     hdr_dir: str = ""            # optional folder of .hdr/.exr env maps mixed into the light pool
     bank_refine_steps: int = 0   # latent bank codes: encoder + this many L-BFGS steps (0: encoder only)
+    init_mapper: str = ""        # a new run starts from this mapper's network (same generator, sizes)
     batch: int = 32              # global batch (split over processes)
     image_batch: int = 8         # of which this many also get the image loss (G forward/backward)
     lr: float = 3e-4
@@ -64,7 +66,7 @@ def _dist() -> tuple[int, int]:
 
 class MapperTrainer(RunTrainer):
     kind = "mapper"
-    run_control = RUN_CONTROL + ("hdr_dir",)
+    run_control = RUN_CONTROL + ("hdr_dir", "init_mapper")
 
     def __init__(self, cfg: MapperTrainConfig, G, bank: Bank, run_dir, log: bool = True):
         self.rank, self.world = _dist()
@@ -99,7 +101,23 @@ class MapperTrainer(RunTrainer):
         self.train_subjects = list(range(S - cfg.holdout_subjects)) if cfg.holdout_subjects else None
         self.loss_fn = PerceptualLoss("auto")
         self.grid_pairs = sample_pairs(bank, 6, torch.Generator().manual_seed(99), fresh_fraction=1.0)
-        self.resume()
+        if not self.resume() and cfg.init_mapper:
+            self._init_mapper(cfg.init_mapper)
+
+    def _init_mapper(self, path) -> None:
+        """Warm start (e.g. a mapper trained on another latent bank): its network's weights; the
+        light statistics stay this bank's, the optimiser starts fresh."""
+        from .model import load_mapper
+
+        src = load_mapper(path)
+        src.check_for(self.G)
+        own = self.M.net.state_dict()
+        theirs = src.net.state_dict()
+        if {k: v.shape for k, v in theirs.items()} != {k: v.shape for k, v in own.items()}:
+            raise ValueError(f"{path} has another network (geometry, hidden size); pick a matching mapper")
+        self.M.net.load_state_dict(theirs)
+        if self.rank == 0:
+            (self.run_dir / "init_mapper.txt").write_text(f"{Path(path).resolve()}\n")
 
     # -- run hooks -------------------------------------------------------------------------------
 
