@@ -1,0 +1,92 @@
+"""What the latent bank lets a mapper reach: oracle edits built from the codes of the target
+itself, against Mitsuba ground truth, beside the bundled mapper.
+
+A mapper learns to move a source code to its bank's code of the target. So the best a perfect
+mapper can do is bounded by the kind of code the bank holds. For a source refined as the Editor
+does (encoder + 20 L-BFGS steps) this prints, per case (relight: another env map; yaw15: the
+camera turned 15 deg), PSNR against the target of:
+  no-op; the encoder's code of the target; the refined source moved by the encoder codes'
+  difference E(target) - E(source) (a perfect mapper trained on encoder codes); the refined
+  target code (a perfect mapper trained on refined codes); the refined source moved by the
+  difference of two 200-step optimisations; the 200-step optimisation of the target (the GAN
+  ceiling); the bundled mapper (the Editor's default path).
+
+    python benchmarks/edit_bounds.py --subjects 4     # validation subjects (seeds 4,000,000+)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import stylerelight as sr  # noqa: E402
+from stylerelight.edit import Editor  # noqa: E402
+from stylerelight.imageio import gan_to_uint8, uint8_to_gan  # noqa: E402
+from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_subject  # noqa: E402
+
+
+def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean()
+    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--subjects", type=int, default=4)
+    ap.add_argument("--offset", type=int, default=4_000_000, help="first subject seed (default: validation)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ed = Editor.from_pretrained()
+    G, E = ed.G, ed.encoder
+
+    def image(ws):
+        with torch.no_grad():
+            return gan_to_uint8(G.synthesis(ws, noise_mode="const"))[0]
+
+    rows: dict[str, dict[str, list[float]]] = {}
+    for i in range(args.subjects):
+        seed = args.offset + i
+        rng = np.random.default_rng([seed, 77])  # the same recipe as eval_edit.py
+        subj = sample_subject(seed)
+        cam = Camera(yaw=float(rng.uniform(-12, 12)), pitch=float(rng.uniform(-8, 8)))
+        env_s, env_t = sample_envmap(int(rng.integers(2**31))), sample_envmap(int(rng.integers(2**31)))
+        src = render_portrait(subj, env_s, cam, ed.resolution, spp=64, seed=seed)
+        x_s = uint8_to_gan(src)
+        with torch.no_grad():
+            enc_s = E(x_s)
+        ref_s = sr.invert(G, x_s, init=enc_s, steps=20, progress=False)
+        opt_s = sr.invert(G, x_s, steps=200, progress=False)
+        lat = ed.invert(src, aligned=True)
+        for case, (env, dy) in {"relight": (env_t, 0.0), "yaw15": (env_s, 15.0)}.items():
+            tgt = render_portrait(subj, env, Camera(yaw=cam.yaw + dy, pitch=cam.pitch), ed.resolution, spp=64,
+                                  seed=seed + 1)
+            x_t = uint8_to_gan(tgt)
+            with torch.no_grad():
+                enc_t = E(x_t)
+            ref_t = sr.invert(G, x_t, init=enc_t, steps=20, progress=False)
+            opt_t = sr.invert(G, x_t, steps=200, progress=False)
+            out = {"no-op": src,
+                   "encoder code of the target": image(enc_t),
+                   "refined source + E(t) - E(s)": image(ref_s + enc_t - enc_s),
+                   "refined target code": image(ref_t),
+                   "refined source + opt(t) - opt(s)": image(ref_s + opt_t - opt_s),
+                   "GAN ceiling (200 steps on target)": image(opt_t),
+                   "bundled mapper (default path)": gan_to_uint8(ed.relight(lat, ed.stage.project(env), yaw=dy))[0]}
+            for k, v in out.items():
+                rows.setdefault(case, {}).setdefault(k, []).append(psnr_u8(v, tgt))
+        print(f"subject {i + 1}/{args.subjects} done", flush=True)
+    print("\n| edit | " + " | ".join(f"{c} PSNR (dB)" for c in rows) + " |")
+    print("| --- |" + " --- |" * len(rows))
+    for k in next(iter(rows.values())):
+        print(f"| {k} | " + " | ".join(f"{np.mean(rows[c][k]):.2f}" for c in rows) + " |")
+
+
+if __name__ == "__main__":
+    main()
