@@ -124,14 +124,10 @@ def editing_demo(out: Path, echo: Callable[[str], None] = print) -> list[Path]:
 
 def env_tile(env, size: int) -> np.ndarray:
     """The env map as a lat-long strip in the middle of a white size x size tile."""
-    from PIL import Image
+    from .lighting import envmap_preview
 
-    from .lighting import to_display
-
-    disp = to_display(env.data / max(float(np.percentile(env.data, 99)), 1e-6) * 0.8, exposure=1.0)
     tile = np.full((size, size, 3), 255, np.uint8)
-    strip = np.asarray(Image.fromarray(disp).resize((size, size // 2), Image.BILINEAR))
-    tile[size // 4: size // 4 + size // 2] = strip
+    tile[size // 4: size // 4 + size // 2] = envmap_preview(env, size)
     return tile
 
 

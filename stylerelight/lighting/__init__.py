@@ -3,6 +3,7 @@
 from .display import (
     FACE_BACKGROUND,
     auto_exposure,
+    envmap_preview,
     face_display,
     face_exposure,
     srgb_decode,
@@ -22,7 +23,7 @@ from .hdr_io import EnvMapError
 from .olat import OLATCapture
 from .stage import LightStage
 
-__all__ = ["FACE_BACKGROUND", "face_display", "face_exposure",
-           "EnvMap", "EnvMapError", "LightStage", "OLATCapture", "auto_exposure", "direction_to_pixel", "disk_light",
+__all__ = ["FACE_BACKGROUND", "EnvMap", "EnvMapError", "LightStage", "OLATCapture", "auto_exposure",
+           "direction_to_pixel", "disk_light", "envmap_preview", "face_display", "face_exposure",
            "latlong_directions", "latlong_solid_angles", "load_envmap", "save_envmap", "srgb_decode",
            "srgb_encode", "to_display"]

@@ -57,3 +57,12 @@ def face_display(linear: np.ndarray, alpha: np.ndarray, exposure: float | None =
     exp = exposure if exposure is not None else face_exposure(linear, alpha)
     straight = np.asarray(linear, np.float64) / np.maximum(alpha, 1e-6)[..., None] * (alpha > 0)[..., None]
     return to_display(straight, exposure=exp, mask=alpha, background=background), exp
+
+
+def envmap_preview(env, width: int = 128) -> np.ndarray:
+    """An env map as a uint8 lat-long picture [width // 2, width, 3] for people to look at: its
+    99th percentile at 0.8 of white (the sun clips, the sky stays readable), sRGB."""
+    from PIL import Image
+
+    d = to_display(env.data / max(float(np.percentile(env.data, 99)), 1e-6) * 0.8, exposure=1.0)
+    return np.asarray(Image.fromarray(d).resize((width, width // 2), Image.BILINEAR))

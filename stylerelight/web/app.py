@@ -26,6 +26,8 @@ import numpy as np
 from fastapi import FastAPI, File, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from ..lighting import envmap_preview
+
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # photos and env maps
 STATIC = Path(__file__).parent / "static"
 ENVMAP_KINDS = ("studio", "sun_sky", "overcast", "indoor", "colored", "hard")
@@ -39,15 +41,6 @@ def png_data_url(img: np.ndarray, scale: int = 1) -> str:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def envmap_thumb(env, width: int = 128) -> np.ndarray:
-    from PIL import Image
-
-    from ..lighting import to_display
-
-    d = to_display(env.data / max(float(np.percentile(env.data, 99)), 1e-6) * 0.8, exposure=1.0)
-    return np.asarray(Image.fromarray(d).resize((width, width // 2), Image.BILINEAR))
 
 
 def apply_exposure(img_u8: np.ndarray, stops: float) -> np.ndarray:
@@ -136,7 +129,7 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
 
     @app.get("/api/envmaps")
     def list_envmaps():
-        return {"envmaps": [{"name": k, "thumb": png_data_url(envmap_thumb(e))} for k, e in envmaps.items()]}
+        return {"envmaps": [{"name": k, "thumb": png_data_url(envmap_preview(e))} for k, e in envmaps.items()]}
 
     @app.get("/api/samples")
     def list_samples():
@@ -164,7 +157,7 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         src_env = light_to_envmap(np.asarray(rec["light"], np.float64), ed.stage)
         crop = lat.info["crop"].numpy()
         return {"input": png_data_url(crop, max(1, 256 // crop.shape[0])),
-                "source_light": png_data_url(envmap_thumb(src_env)), "aligned": aligned,
+                "source_light": png_data_url(envmap_preview(src_env)), "aligned": aligned,
                 "faces": int(lat.info.get("faces_found", 1)),
                 "pose": [round(float(rec["yaw"]), 1), round(float(rec["pitch"]), 1)]}
 
@@ -211,7 +204,7 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
             path.unlink(missing_ok=True)
             raise UserError(str(e).splitlines()[0].replace(str(path), file.filename or "env map")) from None
         s.custom_light = env
-        return {"thumb": png_data_url(envmap_thumb(env))}
+        return {"thumb": png_data_url(envmap_preview(env))}
 
     def light_of(s: Session, name: str):
         if name == "source":
