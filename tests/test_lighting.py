@@ -236,3 +236,17 @@ def test_disk_light_covers_its_cap_and_points_where_asked():
     mean = (env.directions() * w).sum((0, 1))
     assert np.degrees(np.arccos(mean @ d / np.linalg.norm(mean) / np.linalg.norm(d))) < 0.5
     assert np.allclose(env.data[~lit], 0.0) and np.allclose(env.data[lit], 5.0)
+
+
+def test_envmap_preview_keeps_the_sky_readable():
+    """99th percentile at 0.8 of white: a tiny bright sun clips, the sky does not."""
+    from stylerelight.lighting import EnvMap, envmap_preview
+
+    data = np.full((32, 64, 3), 0.5, np.float32)
+    data[:16] = [0.3, 0.5, 1.0]   # a blue upper half
+    data[4, 10] = 1000.0          # the sun, one pixel
+    img = envmap_preview(EnvMap(data), width=64)
+    assert img.shape == (32, 64, 3) and img.dtype == np.uint8
+    sky, ground = img[2:14].reshape(-1, 3).mean(0), img[18:30].reshape(-1, 3).mean(0)
+    assert 150 < sky[2] < 255 and sky[2] > sky[0] + 40   # blue and not clipped
+    assert abs(ground[0] - ground[2]) < 2                # grey stays grey
