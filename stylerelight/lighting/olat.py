@@ -108,7 +108,8 @@ class OLATCapture:
 
 
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    """np.save through a temp file (unique per process) and a rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         np.save(f, arr)
     os.replace(tmp, path)

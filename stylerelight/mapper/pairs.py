@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..lighting import LightStage, OLATCapture, face_display, load_envmap
+from ..lighting.olat import _atomic_npy
 
 BANK_FORMAT = "stylerelight-latent-bank"
 
@@ -80,14 +81,6 @@ class BankSpec:
     refine_steps: int = 0  # L-BFGS steps after the encoder (as Editor.invert); 0: encoder codes
 
 
-def _npy_bytes(a: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, a)
-    return buf.getvalue()
-
-
 def _spec_key(spec: dict | None) -> dict:
     return {**{"refine_steps": 0}, **(spec or {})}  # banks written before refine_steps are encoder codes
 
@@ -116,11 +109,11 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
         old["spec"], meta["spec"] = _spec_key(old.get("spec")), _spec_key(meta["spec"])
         if {k: old.get(k) for k in keys} != {k: meta[k] for k in keys}:
             raise FileExistsError(f"{out} holds a latent bank made with other settings; use another run folder")
-    for name, write in (("bank.json", lambda f: f.write_text(json.dumps(meta, indent=1))),
-                        ("lights.npy", lambda f: f.write_bytes(_npy_bytes(pool.coeffs)))):
-        tmp = out / f".{name}.{os.getpid()}.tmp"  # several builders may write it: each atomically
-        write(tmp)
-        os.replace(tmp, out / name)
+    # several builders may write these (same content): each through its own temp file and a rename
+    tmp = out / f".bank.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, mpath)
+    _atomic_npy(out / "lights.npy", pool.coeffs)
     i, k = part
     for d in tqdm(dirs[i::k], desc="latent bank", unit="subject", disable=not progress):
         shard = out / f"{d.name}.npz"
