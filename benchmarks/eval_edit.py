@@ -8,6 +8,9 @@ the encoder's and encoder + 20 steps' reconstructions), relight (another env map
 (yaw +-15, +-30, pitch +-10 under the source light), both (another env map and yaw +15).
 "mapper" maps the encoder's own code; the default edit (`sr.Editor`, `stylerelight edit`) is the
 row "mapper, source +20, bias cancelled" (encoder + 20 L-BFGS steps, the mapper's change added).
+"re-render change" is `Editor.method = "rerender"` (`edit --method rerender`): the refined source
+plus the W+ change between the full reconstruction's re-renders under the target and under its own
+estimated light and view (no mapper).
 
     python benchmarks/eval_edit.py --subjects 8 --mapper checkpoints/lightstage_mapper.pt \
         --ablation runs/map64_nogeo/mapper.pt --json checkpoints/lightstage_mapper_eval.json
@@ -56,7 +59,7 @@ def main():
     ap.add_argument("--no-ceiling", action="store_true")
     ap.add_argument("--refine", type=int, default=20, help="also map a source inverted with this many extra "
                     "optimisation steps (0: skip)")
-    ap.add_argument("--no-rerender", action="store_true")
+    ap.add_argument("--no-rerender", action="store_true", help="skip the re-render baseline and the re-render change")
     ap.add_argument("--spp", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
@@ -64,6 +67,7 @@ def main():
     torch.set_num_threads(args.threads)
     ed = Editor.from_pretrained(mapper=args.mapper)
     ab = Editor.from_pretrained(mapper=args.ablation) if args.ablation else None
+    rr = None if args.no_rerender or not args.refine else Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
     res = ed.resolution
     rows = []  # (case, method, psnr, ssim, idist, seconds)
     from stylerelight.identity import identity_distance
@@ -97,6 +101,11 @@ def main():
         if lat_r is not None:
             same[f"mapper, source +{args.refine}, bias cancelled"] = gan_to_uint8(ed.relight(lat_r, coeffs_s))[0]
         ed.cancel_bias = False
+        if rr is not None:
+            t0 = time.time()
+            rr._rerender_source(lat_r)  # once per photo: full reconstruction, re-render, inversion
+            print(f"re-render change: {time.time() - t0:.1f} s to prepare the photo (not in s/edit)")
+            same["re-render change"] = gan_to_uint8(rr.relight(lat_r, coeffs_s))[0]
         with torch.no_grad():
             same["encoder only"] = gan_to_uint8(ed.G.synthesis(lat.ws, noise_mode="const"))[0]
         x = torch.from_numpy(src.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
@@ -115,7 +124,8 @@ def main():
             for label, e, la in (("mapper", ed, lat), ("mapper w/o geometry", ab, lat_ab),
                                  (f"mapper, source +{args.refine} steps", ed, lat_r),
                                  ("mapper, bias cancelled", ed, lat),
-                                 (f"mapper, source +{args.refine}, bias cancelled", ed, lat_r)):
+                                 (f"mapper, source +{args.refine}, bias cancelled", ed, lat_r),
+                                 ("re-render change", rr, lat_r)):
                 if e is None or la is None:
                     continue
                 try:
@@ -144,7 +154,8 @@ def main():
                 rows.append((name, method, p, s, idist, secs))
         print(f"subject {i + 1}/{args.subjects} done", flush=True)
     methods = ["no-op", "mapper", "mapper w/o geometry", f"mapper, source +{args.refine} steps",
-               "mapper, bias cancelled", f"mapper, source +{args.refine}, bias cancelled", "re-render",
+               "mapper, bias cancelled", f"mapper, source +{args.refine}, bias cancelled", "re-render change",
+               "re-render",
                "GAN ceiling", "encoder only",
                "encoder + 20 steps"]
     table = {}

@@ -325,11 +325,15 @@ def _angle(text: str | None, name: str) -> float:
 @click.option("-o", "--out", required=True, type=click.Path(),
               help="Output image (.png/.jpg); a folder when INPUT is one; .gif/.mp4/.png for a sweep.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--method", type=click.Choice(["mapper", "rerender"]), default="mapper", show_default=True,
+              help="How the code moves: the latent mapper (milliseconds per edit), or rerender: the W+ change "
+              "between the ray-traced reconstruction's re-renders under the target and under its own light "
+              "(a few seconds per photo and per edit; more faithful on the virtual light stage).")
 @_editor_options
 @click.option("--force", is_flag=True, help="Overwrite outputs that exist (a folder run redoes finished files).")
 @user_errors
-def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_latent, out, batch_size, checkpoint,
-         encoder_path, mapper_path, device, force):
+def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_latent, out, batch_size, method,
+         checkpoint, encoder_path, mapper_path, device, force):
     """Relight a portrait and turn the head: align, invert, map in W+, synthesise, paste back.
 
     INPUT is a photo, a latent file (.pt from `invert` or --save-latent) or a folder of photos
@@ -341,6 +345,7 @@ def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_laten
       stylerelight edit photo.jpg --light studio.hdr --rotate-light 0:360:30 -o sweep.gif
       stylerelight edit photo.jpg --yaw -30:30:10 -o turn.png          # a grid of the sweep
       stylerelight edit photos/ --light sunset.exr -o edited/ --batch-size 32
+      stylerelight edit photo.jpg --light studio.hdr --method rerender -o out.png
     """
     from . import imageio
 
@@ -368,6 +373,7 @@ def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_laten
     if save_latent:
         imageio.check_writable(save_latent, force)
     ed = _load_editor(checkpoint, encoder_path, mapper_path, device)
+    ed.method = method
     if light is not None:
         ed.resolve_light(light, 0.0)  # a bad light file fails before any work
     if folder:

@@ -14,6 +14,10 @@ A photo is inverted by the encoder and REFINE_STEPS L-BFGS steps (`steps=0`: the
 ~10x faster). For a mapper trained on encoder codes (the bundled one) a refined code is edited by
 the mapper's change, M(w, target) - M(w, keep), so that the detail the refinement recovered is
 kept (`Editor.cancel_bias`; measured in benchmarks/eval_edit.py and the mapper's model card).
+
+`Editor.method = "rerender"` edits without the mapper: the change is the W+ difference of the
+full reconstruction's ray-traced re-renders under the target and under the source's estimate
+(mapper/rerender.py): seconds per edit, better measured on the virtual light stage.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .mapper import Edit, Mapper
 from .mapper.conditioning import normalise_light
 
 REFINE_STEPS = 20  # default refinement after the encoder (0: encoder only)
+METHODS = ("mapper", "rerender")  # how an edit moves the code: the learnt mapper, or re-renders' W+ change
 
 
 class EditError(ValueError):
@@ -52,7 +57,8 @@ def _is_path(x) -> bool:
 class Editor:
     """A generator, its encoder, the reconstruction's fast path and a mapper, checked to belong together."""
 
-    def __init__(self, G, encoder, mapper: Mapper, recon=None, device: str | torch.device = "cpu"):
+    def __init__(self, G, encoder, mapper: Mapper, recon=None, device: str | torch.device = "cpu",
+                 method: str = "mapper"):
         from .invert import check_encoder_for
 
         self.device = torch.device(device)
@@ -72,10 +78,22 @@ class Editor:
         self._light_cache: dict = {}
         # None: per latent, on for codes that are not the encoder's own (refined, optimised); see map()
         self.cancel_bias: bool | None = None
+        self.method = method
+        self._rerender = None
+
+    @property
+    def method(self) -> str:
+        return self._method
+
+    @method.setter
+    def method(self, value: str) -> None:
+        if value not in METHODS:
+            raise EditError(f"unknown edit method {value!r}; use one of {', '.join(METHODS)}")
+        self._method = value
 
     @classmethod
     def from_pretrained(cls, device: str | torch.device = "cpu", checkpoint=None, encoder=None,
-                        mapper=None) -> Editor:
+                        mapper=None, method: str = "mapper") -> Editor:
         """The bundled generator, encoder, reconstruction network and mapper (or the files given)."""
         from . import load_encoder, load_generator
         from .bundled import ENCODER, GENERATOR, MAPPER, bundled
@@ -92,7 +110,7 @@ class Editor:
         G = load_generator(need(checkpoint, GENERATOR), device=device)
         E = load_encoder(need(encoder, ENCODER), device=device)
         M = load_mapper(need(mapper, MAPPER), device=device)
-        return cls(G, E, M, device=device)
+        return cls(G, E, M, device=device, method=method)
 
     @property
     def resolution(self) -> int:
@@ -164,7 +182,9 @@ class Editor:
         if light is None:
             if source is None or not source.reconstruction:
                 raise EditError("no light given and the latent holds no reconstruction of its own light; pass a light")
-            light = source.reconstruction["light"]
+            # "keep the light": the estimate of the reconstruction the method renders with
+            light = self._rerender_source(source).rec.light if self.method == "rerender" else \
+                source.reconstruction["light"]
         if _is_path(light):
             light = load_light_file(Path(light), L)
         if isinstance(light, EnvMap):
@@ -211,6 +231,11 @@ class Editor:
             self._check(lat)
             self.ensure_reconstruction(lat)
         src = [self.check_angles(lat, y, p) for lat, y, p in zip(latents, yaws, pitches, strict=True)]
+        if self.method == "rerender":
+            rr = self._rerender_change()
+            with torch.no_grad():
+                return torch.cat([lat.ws.to(self.device) + rr.change(self._rerender_source(lat), light, y, p)
+                                  for lat, light, y, p in zip(latents, lights, yaws, pitches, strict=True)])
         recs = [lat.reconstruction or {} for lat in latents]
         n = len(latents)
         delta = torch.tensor([[float(y), float(p)] for y, p in zip(yaws, pitches, strict=True)])
@@ -271,6 +296,29 @@ class Editor:
         if c is None or c[0] != id(self.mapper) or c[2] is not lat.reconstruction or not torch.equal(c[1], lat.ws):
             return None
         return c[3].to(self.device)
+
+    def _rerender_change(self):
+        if self._rerender is None:
+            from .mapper.rerender import RerenderChange
+
+            self._rerender = RerenderChange(self.G, self.encoder, self.stage)
+        return self._rerender
+
+    def _rerender_source(self, lat: Latent):
+        """The latent's full reconstruction and re-rendered code (seconds; cached on the latent for
+        its code). The photo's crop when the latent holds it, else the generator's image of its ws."""
+        c = getattr(lat, "_rerender", None)  # not a field: never written to latent files
+        if c is not None and c[0] is self and torch.equal(c[1], lat.ws):
+            return c[2]
+        crop = (lat.info or {}).get("crop")
+        if crop is None:
+            from .imageio import gan_to_uint8
+
+            with torch.no_grad():
+                crop = gan_to_uint8(self.G.synthesis(lat.ws[:1].to(self.device), noise_mode="const"))[0]
+        src = self._rerender_change().prepare(np.asarray(crop, np.uint8))
+        object.__setattr__(lat, "_rerender", (self, lat.ws.clone(), src))
+        return src
 
     def _normals(self, lat: Latent) -> torch.Tensor:
         cached = getattr(lat, "_normals", None)  # not a field: never written to latent files

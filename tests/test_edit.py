@@ -123,6 +123,29 @@ def test_refined_sources_are_edited_by_the_mappers_change(ed, render):
         ed.mapper.info = saved
 
 
+def test_rerender_method_keeps_relights_and_turns(ed, render):
+    """Editor.method = "rerender" (the W+ change of the reconstruction's re-renders): keeping the
+    light and view renders the same image twice, so the code comes back exactly; a hard side light
+    moves the face towards the subject's own Mitsuba render under it, far beyond the input; a turn
+    moves the pose estimate with the requested yaw."""
+    from stylerelight.lighting import disk_light
+
+    rr = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
+    lat = rr.invert(render, aligned=True)
+    torch.testing.assert_close(rr.map([lat], [rr.resolve_light(None, 0.0, lat)], [0.0], [0.0]), lat.ws,
+                               atol=0, rtol=0)
+    side = disk_light([1.0, 0.3, 0.6], angle_deg=15.0, fill=0.05)
+    tgt = render_portrait(sample_subject(1_000_123), side, Camera(yaw=5, pitch=3), 64, spp=16)
+    t = torch.from_numpy(tgt.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    x = torch.from_numpy(render.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    p_edit, p_noop = float(psnr(rr.relight(lat, side), t)), float(psnr(x, t))
+    assert p_edit > p_noop + 3, (p_edit, p_noop)
+    est = {yaw: float(rr.recon.estimate(rr.relight(lat, None, yaw=yaw)).yaw[0]) for yaw in (0.0, 20.0)}
+    assert est[20.0] > est[0.0] + 5, est
+    with pytest.raises(EditError, match="unknown edit method"):
+        rr.method = "magic"
+
+
 def test_positive_yaw_shows_more_of_the_left_cheek(ed, render):
     """The reconstruction's pose estimate of the edit moves with the requested yaw, in
     synth.Camera's convention (positive: camera towards the subject's left)."""
@@ -194,6 +217,12 @@ def test_cli_edit_and_refusals(tmp_path, files, render):
     # a saved latent edits without the photo
     r = _run("edit", tmp_path / "lat.pt", "--light", d / "coeffs.npy", "-o", tmp_path / "from_latent.png")
     assert r.exit_code == 0, r.output
+    # the same edit by the re-renders' change, from the crop the latent file keeps (a real photo)
+    r = _run("edit", tmp_path / "lat.pt", "--light", d / "coeffs.npy", "--method", "rerender", "-o",
+             tmp_path / "rerender.png")
+    assert r.exit_code == 0, r.output
+    a, b = (np.asarray(Image.open(tmp_path / f), np.float64) for f in ("from_latent.png", "rerender.png"))
+    assert a.shape == b.shape and 0 < np.abs(a - b).mean() < 40
     new = tmp_path / "new.png"
     for args, words in [((d / "blank.png",), ("no face",)),
                         ((d / "astro.png", "--light", d / "corrupt.hdr"), ("corrupt.hdr",)),

@@ -1,0 +1,77 @@
+"""An edit without learning: the W+ change between two ray-traced re-renders of the reconstruction.
+
+The full reconstruction of the source (shape, pose, light, diffuse and specular albedo) is
+rendered by Mitsuba twice -- under its own estimated light and view, and under the target light
+and view -- and both renders are inverted like a photo (encoder + K L-BFGS steps). Their W+
+difference is the edit's change, added to the photo's own code:
+
+    w' = w + inv(render(rec, target)) - inv(render(rec, source estimate))
+
+Why: the change is measured on images of the same reconstructed head, so the reconstruction's
+errors (albedo, shape) appear on both sides and largely cancel, while the photo's own code keeps
+what the head model cannot show. Keeping the light and the view renders the same image twice
+(same seed), so the change is exactly zero. It costs one full reconstruction per photo and a
+render and an inversion per edit (seconds, not the mapper's milliseconds); measured against the
+mapper in benchmarks/eval_edit.py and the mapper's model card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..lighting import LightStage
+from ..recon.reconstruction import Reconstruction, light_to_envmap
+from ..synth import Camera
+from .conditioning import normalise_light
+
+RENDER_SPP = 16  # samples per pixel of both re-renders (64 measured the same on validation subjects)
+RENDER_SEED = 0  # one seed for both: their Monte Carlo noise is the same and cancels in the change
+
+
+@dataclass
+class SourceRender:
+    """What one photo needs once: its reconstruction and the code of its re-render."""
+    rec: Reconstruction
+    ws: torch.Tensor  # [1, num_ws, w_dim]: the inverted re-render under the source's estimated light and view
+
+
+class RerenderChange:
+    """change(source, light, yaw, pitch) -> the W+ change [1, num_ws, w_dim] for one edit."""
+
+    def __init__(self, G, encoder, stage: LightStage, steps: int = 20, spp: int = RENDER_SPP):
+        self.G, self.encoder, self.stage, self.steps, self.spp = G, encoder, stage, steps, spp
+
+    def _invert(self, img: np.ndarray) -> torch.Tensor:
+        from ..invert import invert
+
+        dev = next(self.G.parameters()).device
+        x = torch.from_numpy(img.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None].to(dev)
+        with torch.no_grad():
+            ws = self.encoder(x)
+        if self.steps:
+            ws = invert(self.G, x, steps=self.steps, init=ws, progress=False)
+        return ws.detach()
+
+    def _render(self, rec: Reconstruction, light: np.ndarray | torch.Tensor, yaw: float, pitch: float) -> np.ndarray:
+        env = light_to_envmap(np.asarray(normalise_light(light), np.float64), self.stage)
+        y, p, _ = rec.pose
+        return rec.render(env, Camera(yaw=y + yaw, pitch=p + pitch), resolution=self.G.img_resolution,
+                          spp=self.spp, seed=RENDER_SEED)
+
+    def source_light(self, rec: Reconstruction) -> torch.Tensor:
+        """The scale-free light the source re-render uses ("keep the light" means this one)."""
+        return normalise_light(torch.as_tensor(np.asarray(rec.light, np.float32)))
+
+    def prepare(self, crop: np.ndarray) -> SourceRender:
+        """uint8 aligned crop -> its full reconstruction and re-rendered code (seconds: once per photo)."""
+        from ..recon import reconstruct
+
+        rec = reconstruct(crop, aligned=True, crop_size=self.G.img_resolution)
+        return SourceRender(rec, self._invert(self._render(rec, self.source_light(rec), 0.0, 0.0)))
+
+    def change(self, src: SourceRender, light, yaw: float, pitch: float) -> torch.Tensor:
+        """light: [L, 3] target coefficients (any scale; only the shape matters, as for the mapper)."""
+        return self._invert(self._render(src.rec, light, yaw, pitch)) - src.ws
