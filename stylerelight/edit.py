@@ -258,7 +258,7 @@ class Editor:
                 # the mapper's own answer to "keep the light it sees and the view" is subtracted,
                 # so an edit that changes nothing gives the inverted code back exactly; it depends
                 # on the latent alone, so it is computed once per latent (cached like the normals)
-                kept = [self._kept(lat) for lat in latents]
+                kept = [_cache_get(lat, "_kept", self.mapper) for lat in latents]
                 if any(k is None for k in kept):
                     src_light = torch.stack([normalise_light(torch.as_tensor(r["light"]).float()) for r in recs])
                     keep = Edit(light=src_light, src_pose=edit.src_pose, delta_pose=torch.zeros_like(delta),
@@ -266,7 +266,7 @@ class Editor:
                                 expression=edit.expression)
                     kept = list(self.mapper(ws, _to(keep, self.device), normals).split(1))
                     for lat, k in zip(latents, kept, strict=True):
-                        object.__setattr__(lat, "_kept", (id(self.mapper), lat.ws.clone(), lat.reconstruction, k))
+                        _cache_set(lat, "_kept", self.mapper, k)
                 moved = ws + out - torch.cat(kept)
                 out = torch.where(cancel.to(self.device)[:, None, None], moved, out)
             return out
@@ -289,14 +289,6 @@ class Editor:
                 lat.generator.get("hash") not in (None, self.generator_hash):
             lat.check(self.G)
 
-    def _kept(self, lat: Latent) -> torch.Tensor | None:
-        """This mapper's cached keep-everything answer for lat, if its code and reconstruction are
-        the ones it was computed for."""
-        c = getattr(lat, "_kept", None)  # not a field: never written to latent files
-        if c is None or c[0] != id(self.mapper) or c[2] is not lat.reconstruction or not torch.equal(c[1], lat.ws):
-            return None
-        return c[3].to(self.device)
-
     def _rerender_change(self):
         if self._rerender is None:
             from .mapper.rerender import RerenderChange
@@ -307,9 +299,9 @@ class Editor:
     def _rerender_source(self, lat: Latent):
         """The latent's full reconstruction and re-rendered code (seconds; cached on the latent for
         its code). The photo's crop when the latent holds it, else the generator's image of its ws."""
-        c = getattr(lat, "_rerender", None)  # not a field: never written to latent files
-        if c is not None and c[0] is self and torch.equal(c[1], lat.ws):
-            return c[2]
+        src = _cache_get(lat, "_rerender", self)
+        if src is not None:
+            return src
         crop = (lat.info or {}).get("crop")
         if crop is None:
             from .imageio import gan_to_uint8
@@ -317,16 +309,17 @@ class Editor:
             with torch.no_grad():
                 crop = gan_to_uint8(self.G.synthesis(lat.ws[:1].to(self.device), noise_mode="const"))[0]
         src = self._rerender_change().prepare(np.asarray(crop, np.uint8))
-        object.__setattr__(lat, "_rerender", (self, lat.ws.clone(), src))
+        _cache_set(lat, "_rerender", self, src)
         return src
 
     def _normals(self, lat: Latent) -> torch.Tensor:
-        cached = getattr(lat, "_normals", None)  # not a field: never written to latent files
+        probe = self.mapper.conditioner.probe
+        cached = _cache_get(lat, "_normals", probe)
         if cached is None:
             r = lat.reconstruction
-            cached = self.mapper.conditioner.probe.normals(torch.as_tensor(r["identity"]).float()[None],
-                                                           torch.as_tensor(r["expression"]).float()[None])
-            object.__setattr__(lat, "_normals", cached)
+            cached = probe.normals(torch.as_tensor(r["identity"]).float()[None],
+                                   torch.as_tensor(r["expression"]).float()[None])
+            _cache_set(lat, "_normals", probe, cached)
         return cached.to(self.device)
 
     def ensure_reconstruction(self, lat: Latent) -> Latent:
@@ -401,6 +394,19 @@ class Editor:
         af = AlignedFace(np.zeros((self.resolution,) * 2 + (3,), np.uint8), np.asarray(a["quad"]),
                          np.asarray(a["landmarks"]), tuple(a["input_size"]))
         return paste_back(load_image(item), af, crop)
+
+
+def _cache_get(lat: Latent, name: str, owner):
+    """A value computed from a latent by `owner` (a mapper, an Editor) and kept on the latent object
+    (not a field: never written to files), while its code and reconstruction are the same."""
+    c = getattr(lat, name, None)
+    if c is None or c[0] is not owner or c[1] is not lat.reconstruction or not torch.equal(c[2], lat.ws):
+        return None
+    return c[3]
+
+
+def _cache_set(lat: Latent, name: str, owner, value) -> None:
+    object.__setattr__(lat, name, (owner, lat.reconstruction, lat.ws.clone(), value))
 
 
 def _to(e: Edit, device) -> Edit:
