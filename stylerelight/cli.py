@@ -835,7 +835,8 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
     # every process builds its share of the bank (one shard per subject, resumable)
     build_bank(olat_dir, bank_dir, E, default_cnn(),
                BankSpec(cfg.lights_per_subject, cfg.light_pool, cfg.seed, cfg.bank_refine_steps),
-               hdr_dir=cfg.hdr_dir or None, G=G, part=(rank, world), progress=rank == 0)
+               hdr_dir=cfg.hdr_dir or None, G=G, part=(rank, world), progress=rank == 0,
+               limit=cfg.bank_subjects or None)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     trainer = MapperTrainer(cfg, G, Bank(bank_dir, olat_dir), run_dir, log=True)

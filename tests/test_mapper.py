@@ -198,6 +198,10 @@ def test_bank_reads_captures_of_any_folder_name(tmp_path, captures, bundled_part
     bank = Bank(build_bank(olat, tmp_path / "bank", E, cnn, BankSpec(2, 12, 0), progress=False), olat)
     assert bank.names == ["alice", "bob"] and bank.shape[0] == 2
     assert bank.capture(1).num_cameras == 2
+    # limit (config bank_subjects): the bank holds the first captures only, in folder order
+    one = Bank(build_bank(olat, tmp_path / "one", E, cnn, BankSpec(2, 12, 0), progress=False, limit=1), olat)
+    assert one.names == ["alice"] and one.shape[0] == 1
+    np.testing.assert_array_equal(one.ws.numpy(), bank.ws[:1].numpy())
 
 
 def _trainer(bank_dir, captures, run, G, **kw):

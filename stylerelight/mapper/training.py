@@ -32,6 +32,7 @@ class MapperTrainConfig:
     light_pool: int = 2000       # target lights drawn from this many env maps
     hdr_dir: str = ""            # optional folder of .hdr/.exr env maps mixed into the light pool
     bank_refine_steps: int = 0   # latent bank codes: encoder + this many L-BFGS steps (0: encoder only)
+    bank_subjects: int = 0       # latent bank: the first this many captures (0: all; a refined bank is costly)
     init_mapper: str = ""        # a new run starts from this mapper's network (same generator, sizes)
     batch: int = 32              # global batch (split over processes)
     image_batch: int = 8         # of which this many also get the image loss (G forward/backward)
