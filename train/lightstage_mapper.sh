@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SR=${SR:-.venv/bin/stylerelight}
 PY=${PY:-.venv/bin/python}
+TORCHRUN=${TORCHRUN:-.venv/bin/torchrun}
 KIMG=${KIMG:-200}
 
 # 1. OLAT captures aligned for the bundled 64^2 generator: 300 training subjects (seeds 0..299)
@@ -21,10 +22,10 @@ $SR train mapper --olat data/olat64 --config train/configs/lightstage_mapper_nog
 cp runs/map64/mapper.pt checkpoints/lightstage_mapper.pt
 $PY benchmarks/eval_edit.py --subjects 8 --ablation runs/map64_nogeo/mapper.pt \
     --json checkpoints/lightstage_mapper_eval.json
-# 4. optional (REFINED=1; not the bundled file): fine-tune the stage-2 mapper on a latent bank of
+# 4. optional (REFINED=1; not the bundled file): fine-tune the step-2 mapper on a latent bank of
 #    refined codes (encoder + 20 L-BFGS steps, as Editor.invert) of the first 160 subjects; the bank
-#    alone is about 0.9 h with two processes on this 2-core CPU (see the model card's diagnosis)
+#    alone is about 45 min with two processes on this 2-core CPU (see the model card's diagnosis)
 if [ "${REFINED:-0}" = 1 ]; then
-    .venv/bin/torchrun --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
         --config train/configs/lightstage_mapper_refined.yaml --run-dir runs/map64_ref --threads 1
 fi
