@@ -4,7 +4,7 @@ itself, against Mitsuba ground truth, beside the bundled mapper.
 A mapper learns to move a source code to its bank's code of the target. So the best a perfect
 mapper can do is bounded by the kind of code the bank holds. For a source refined as the Editor
 does (encoder + 20 L-BFGS steps) this prints, per case (relight: another env map; yaw15: the
-camera turned 15 deg), PSNR against the target of:
+camera turned 15 deg, keeping the light), PSNR against the target of:
   no-op; the encoder's code of the target; the refined source moved by the encoder codes'
   difference E(target) - E(source) (a perfect mapper trained on encoder codes); the refined
   target code (a perfect mapper trained on refined codes); the refined source moved by the
@@ -24,10 +24,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from eval_edit import other_light  # noqa: E402
 
 import stylerelight as sr  # noqa: E402
 from stylerelight.edit import Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8, uint8_to_gan  # noqa: E402
+from stylerelight.mapper.conditioning import normalise_light  # noqa: E402
 from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_subject  # noqa: E402
 
 
@@ -53,10 +57,11 @@ def main():
     rows: dict[str, dict[str, list[float]]] = {}
     for i in range(args.subjects):
         seed = args.offset + i
-        rng = np.random.default_rng([seed, 77])  # the same recipe as eval_edit.py
+        rng = np.random.default_rng([seed, 77])  # the same recipe as eval_edit.py (its first relight)
         subj = sample_subject(seed)
         cam = Camera(yaw=float(rng.uniform(-12, 12)), pitch=float(rng.uniform(-8, 8)))
-        env_s, env_t = sample_envmap(int(rng.integers(2**31))), sample_envmap(int(rng.integers(2**31)))
+        env_s = sample_envmap(int(rng.integers(2**31)))
+        env_t, _ = other_light(rng, ed.stage, [normalise_light(ed.stage.project(env_s))])  # a real change
         src = render_portrait(subj, env_s, cam, ed.resolution, spp=64, seed=seed)
         x_s = uint8_to_gan(src)
         with torch.no_grad():
@@ -78,7 +83,8 @@ def main():
                    "refined target code": image(ref_t),
                    "refined source + opt(t) - opt(s)": image(ref_s + opt_t - opt_s),
                    "GAN ceiling (200 steps on target)": image(opt_t),
-                   "bundled mapper (default path)": gan_to_uint8(ed.relight(lat, ed.stage.project(env), yaw=dy))[0]}
+                   "bundled mapper (default path)":
+                       gan_to_uint8(ed.relight(lat, ed.stage.project(env) if dy == 0 else None, yaw=dy))[0]}
             for k, v in out.items():
                 rows.setdefault(case, {}).setdefault(k, []).append(psnr_u8(v, tgt))
         print(f"subject {i + 1}/{args.subjects} done", flush=True)

@@ -11,9 +11,12 @@ the camera towards the subject's left, so the edit shows more of the subject's L
 pitch > 0 looks down on the face. `rotate_light` turns the env map about the vertical axis.
 
 A photo is inverted by the encoder and REFINE_STEPS L-BFGS steps (`steps=0`: the encoder alone,
-~10x faster). For a mapper trained on encoder codes (the bundled one) a refined code is edited by
-the mapper's change, M(w, target) - M(w, keep), so that the detail the refinement recovered is
-kept (`Editor.cancel_bias`; measured in benchmarks/eval_edit.py and the mapper's model card).
+~10x faster). For a mapper trained on encoder codes (the bundled one) a refined code w is edited by
+the mapper's change, w + M(w, target) - M(w, keep), so that the detail the refinement recovered is
+kept (`Editor.cancel_bias`). That detail was fitted under the photo's own light, so it is kept only
+as far as the light stays: the edit slides to the mapper's answer for the encoder's code,
+M(w_enc, target), as the target light's shading of the face departs from the source estimate's
+(`Editor.light_blend`; docs/editing.md, measured in benchmarks/eval_edit.py and the model card).
 
 `Editor.method = "rerender"` edits without the mapper: the change is the W+ difference of the
 full reconstruction's ray-traced re-renders under the target and under the source's estimate
@@ -35,6 +38,10 @@ from .mapper import Edit, Mapper
 from .mapper.conditioning import normalise_light
 
 REFINE_STEPS = 20  # default refinement after the encoder (0: encoder only)
+# Face-shading change (mean |log shading| difference over the probe's regions) at which a refined
+# code's edit has fully slid from its own change to the mapper's answer for the encoder's code.
+# Chosen on validation subjects (seeds 4,000,000+), not the eval's: docs/editing.md.
+LIGHT_BLEND = 0.5
 METHODS = ("mapper", "rerender")  # how an edit moves the code: the learnt mapper, or re-renders' W+ change
 
 
@@ -78,6 +85,9 @@ class Editor:
         self._light_cache: dict = {}
         # None: per latent, on for codes that are not the encoder's own (refined, optimised); see map()
         self.cancel_bias: bool | None = None
+        # shading change at which a cancelled edit becomes the encoder code's direct answer (0: never)
+        self.light_blend: float = LIGHT_BLEND
+        self._probe = None
         self.method = method
         self._rerender = None
 
@@ -154,7 +164,7 @@ class Editor:
             aligns.append(a)
         x = self._to_tensor(np.stack(crops))
         with torch.no_grad():
-            ws = self.encoder(x)
+            ws_enc = ws = self.encoder(x)
         if steps:
             ws = optimise(self.G, x, steps=steps, init=ws, progress=False)  # the encoder ran above
         est = self.recon.estimate(x.cpu())
@@ -166,8 +176,10 @@ class Editor:
                    "expression": torch.from_numpy(np.asarray(est.expression[i], np.float32))}
             info = {"steps": int(steps), "faces_found": int(a.faces_found) if a is not None else 1,
                     "crop": torch.from_numpy(crops[i].copy())}
-            out.append(Latent.for_generator(self.G, ws[i:i + 1], alignment=alignment_dict(a) if a else None,
-                                            reconstruction=rec, info=info))
+            lat = Latent.for_generator(self.G, ws[i:i + 1], alignment=alignment_dict(a) if a else None,
+                                       reconstruction=rec, info=info)
+            _cache_set(lat, "_enc_ws", self.encoder, ws_enc[i:i + 1].detach())
+            out.append(lat)
         return out
 
     def resolve_light(self, light, rotate_light: float = 0.0, source: Latent | None = None) -> torch.Tensor:
@@ -268,8 +280,55 @@ class Editor:
                     for lat, k in zip(latents, kept, strict=True):
                         _cache_set(lat, "_kept", self.mapper, k)
                 moved = ws + out - torch.cat(kept)
+                alpha = self._light_change(latents, edit, normals) * cancel.float()
+                if self.light_blend > 0 and alpha.any():
+                    # the light moved away from the photo's: slide to the encoder code's direct answer
+                    direct = self.mapper(torch.cat([self._encoder_ws(lat) for lat in latents]),
+                                         _to(edit, self.device), normals)
+                    moved = moved + alpha.to(self.device)[:, None, None] * (direct - moved)
                 out = torch.where(cancel.to(self.device)[:, None, None], moved, out)
             return out
+
+    def _light_change(self, latents: list[Latent], edit: Edit, normals: torch.Tensor | None) -> torch.Tensor:
+        """[N] in [0, 1]: how far each target light's shading of the face (the probe's regions, the
+        reconstructed shape) is from the source estimate's, over `light_blend`. 0 keeps the light."""
+        if self.light_blend <= 0:
+            return torch.zeros(len(latents))
+        probe = self._shading_probe()
+        if normals is None or self.mapper.conditioner.probe is not probe:
+            normals = torch.cat([self._normals(lat) for lat in latents])
+        dev = probe.directions.device
+        src = torch.stack([normalise_light(torch.as_tensor(lat.reconstruction["light"]).float()) for lat in latents])
+        n = normals.to(dev)
+        with torch.no_grad():
+            d = (torch.log(0.05 + probe(n, normalise_light(edit.light).to(dev)))
+                 - torch.log(0.05 + probe(n, src.to(dev)))).abs().mean(dim=[1, 2])
+        return (d.cpu() / self.light_blend).clamp(0, 1)
+
+    def _shading_probe(self):
+        """The mapper's shading probe, or one built for the stage (a mapper without geometry)."""
+        if self.mapper.conditioner.probe is not None:
+            return self.mapper.conditioner.probe
+        if self._probe is None:
+            from .mapper.conditioning import ShadingProbe
+
+            self._probe = ShadingProbe(self.stage.directions)
+        return self._probe
+
+    def _encoder_ws(self, lat: Latent) -> torch.Tensor:
+        """The encoder's own code of the latent's photo (kept from `invert`; else the encoder run on
+        its crop, or on the generator's image of its ws; cached on the latent)."""
+        ws = _cache_get(lat, "_enc_ws", self.encoder)
+        if ws is None:
+            crop = (lat.info or {}).get("crop")
+            with torch.no_grad():
+                if crop is not None:
+                    x = self._to_tensor(np.asarray(crop, np.uint8)[None])
+                else:
+                    x = self.G.synthesis(lat.ws[:1].to(self.device), noise_mode="const")
+                ws = self.encoder(x.to(self.device))
+            _cache_set(lat, "_enc_ws", self.encoder, ws)
+        return ws.to(self.device)
 
     def _cancels(self, latents: list[Latent]) -> torch.Tensor:
         """Which latents are edited by the mapper's change rather than its answer: all or none when
@@ -313,7 +372,7 @@ class Editor:
         return src
 
     def _normals(self, lat: Latent) -> torch.Tensor:
-        probe = self.mapper.conditioner.probe
+        probe = self._shading_probe()
         cached = _cache_get(lat, "_normals", probe)
         if cached is None:
             r = lat.reconstruction

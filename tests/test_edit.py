@@ -16,7 +16,7 @@ from PIL import Image
 
 import stylerelight as sr
 from stylerelight.cli import cli
-from stylerelight.edit import EditError, Editor
+from stylerelight.edit import LIGHT_BLEND, EditError, Editor
 from stylerelight.invert import psnr
 from stylerelight.lighting import LightStage, save_envmap
 from stylerelight.mapper import build_mapper, save_mapper
@@ -92,8 +92,10 @@ def test_identity_edit_gives_the_input_back(ed, render):
 
 def test_refined_sources_are_edited_by_the_mappers_change(ed, render):
     """The default inversion refines the encoder's code (L-BFGS); such a code is edited by the
-    mapper's change M(w, target) - M(w, keep), so keeping light and view returns it exactly and
-    a relight moves it by what the mapper would move it."""
+    mapper's change M(w, target) - M(w, keep), so keeping light and view returns it exactly and a
+    turn moves it by what the mapper would move it. The refinement's detail was fitted under the
+    photo's own light: under a strongly different light the edit is the mapper's answer for the
+    encoder's code, and between the two it slides continuously (no jump on a light slider)."""
     lat = ed.invert(render, aligned=True)
     lat0 = ed.invert(render, aligned=True, steps=0)
     assert lat.info["steps"] == 20 and lat0.info["steps"] == 0
@@ -103,24 +105,42 @@ def test_refined_sources_are_edited_by_the_mappers_change(ed, render):
     keep = ed.resolve_light(None, 0.0, lat)
     torch.testing.assert_close(ed.map([lat], [keep], [0.0], [0.0]), lat.ws, atol=1e-5, rtol=0)
     light = ed.resolve_light(sample_envmap(3), 0.0, lat)
-    moved = ed.map([lat], [light], [10.0], [0.0])
+    turned = ed.map([lat], [keep], [10.0], [0.0])
+    relit = ed.map([lat], [light], [10.0], [0.0])
     ed.cancel_bias = False  # the mapper's plain answers for the same code
     try:
-        plain = ed.map([lat, lat], [light, keep], [10.0, 0.0], [0.0, 0.0])
+        plain = ed.map([lat, lat, lat0], [keep, keep, light], [10.0, 0.0, 10.0], [0.0, 0.0, 0.0])
     finally:
         ed.cancel_bias = None
-    torch.testing.assert_close(moved, lat.ws + plain[:1] - plain[1:], atol=1e-5, rtol=0)
+    torch.testing.assert_close(turned, lat.ws + plain[:1] - plain[1:2], atol=1e-5, rtol=0)
+    # a strong relight (the probe's face shading changes by more than light_blend) of the refined
+    # code is the mapper's answer for the encoder's own code of the same photo
+    torch.testing.assert_close(relit, plain[2:], atol=1e-5, rtol=0)
+    ed.light_blend = 0.0  # off: the change alone, whatever the light
+    try:
+        change = ed.map([lat], [light], [10.0], [0.0])
+        ed.cancel_bias = False
+        torch.testing.assert_close(change, lat.ws + ed.map([lat], [light], [10.0], [0.0]) - plain[1:2],
+                                   atol=1e-5, rtol=0)
+    finally:
+        ed.light_blend, ed.cancel_bias = LIGHT_BLEND, None
+    path = [ed.map([lat], [(1 - t) * keep + t * light], [10.0], [0.0]) for t in np.linspace(0, 1, 9).tolist()]
+    steps = [float((b - a).norm()) for a, b in zip(path, path[1:], strict=False)]
+    assert max(steps) < 0.5 * sum(steps), steps
     # a batch mixing encoder and refined codes treats each by its own kind
-    mixed = ed.map([lat0, lat], [light, light], [10.0, 10.0], [0.0, 0.0])
-    torch.testing.assert_close(mixed[1:], moved, atol=1e-5, rtol=0)
-    torch.testing.assert_close(mixed[:1], ed.map([lat0], [light], [10.0], [0.0]), atol=1e-5, rtol=0)
+    mixed = ed.map([lat0, lat], [light, keep], [10.0, 10.0], [0.0, 0.0])
+    torch.testing.assert_close(mixed[1:], turned, atol=1e-5, rtol=0)
+    torch.testing.assert_close(mixed[:1], plain[2:], atol=1e-5, rtol=0)
     # a mapper trained on refined codes (its config says so) maps them directly
     saved = ed.mapper.info
     ed.mapper.info = {**saved, "config": {**(saved.get("config") or {}), "bank_refine_steps": 20}}
     try:
-        torch.testing.assert_close(ed.map([lat], [light], [10.0], [0.0]), plain[:1], atol=1e-5, rtol=0)
+        ed.cancel_bias = False
+        direct = ed.map([lat], [light], [10.0], [0.0])
+        ed.cancel_bias = None
+        torch.testing.assert_close(ed.map([lat], [light], [10.0], [0.0]), direct, atol=1e-5, rtol=0)
     finally:
-        ed.mapper.info = saved
+        ed.mapper.info, ed.cancel_bias = saved, None
 
 
 def test_rerender_method_keeps_relights_and_turns(ed, render):
