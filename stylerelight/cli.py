@@ -839,7 +839,7 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
                limit=cfg.bank_subjects or None)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
-    trainer = MapperTrainer(cfg, G, Bank(bank_dir, olat_dir), run_dir, log=True)
+    trainer = MapperTrainer(cfg, G, Bank(bank_dir, olat_dir, limit=cfg.bank_subjects or None), run_dir, log=True)
     _train(trainer, run_dir, kimg, "mapper", "mapper.pt")
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

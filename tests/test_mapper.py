@@ -202,6 +202,10 @@ def test_bank_reads_captures_of_any_folder_name(tmp_path, captures, bundled_part
     one = Bank(build_bank(olat, tmp_path / "one", E, cnn, BankSpec(2, 12, 0), progress=False, limit=1), olat)
     assert one.names == ["alice"] and one.shape[0] == 1
     np.testing.assert_array_equal(one.ws.numpy(), bank.ws[:1].numpy())
+    # a bank folder built for more captures reads only the first ones when asked
+    first = Bank(tmp_path / "bank", olat, limit=1)
+    assert first.names == ["alice"]
+    np.testing.assert_array_equal(first.ws.numpy(), bank.ws[:1].numpy())
 
 
 def _trainer(bank_dir, captures, run, G, **kw):

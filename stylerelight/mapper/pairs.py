@@ -147,12 +147,17 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
 class Bank:
     """A latent bank in memory (small: uint8 images, float16 ws) plus its OLAT captures (mmap)."""
 
-    def __init__(self, bank_dir, olat_dir=None):
+    def __init__(self, bank_dir, olat_dir=None, limit: int | None = None):
+        """limit: read only the shards of the first `limit` capture folders (as build_bank's), so a
+        folder whose bank was built for more subjects trains on the ones asked for."""
         d = Path(bank_dir)
         meta = json.loads((d / "bank.json").read_text())
         self.lights = np.load(d / "lights.npy")
         olat_root = Path(olat_dir or meta["olat"])
         shards = sorted(p for p in d.glob("*.npz") if not p.name.startswith("."))  # one per capture folder
+        if limit:
+            wanted = {p.name for p in capture_dirs(olat_root)[:limit]}
+            shards = [s for s in shards if s.stem in wanted]
         if not shards:
             raise FileNotFoundError(f"{d}: the latent bank is empty")
         z = [dict(np.load(s)) for s in shards]
