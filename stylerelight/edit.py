@@ -42,6 +42,7 @@ REFINE_STEPS = 20  # default refinement after the encoder (0: encoder only)
 # code's edit has fully slid from its own change to the mapper's answer for the encoder's code.
 # Chosen on validation subjects (seeds 4,000,000+), not the eval's: docs/editing.md.
 LIGHT_BLEND = 0.5
+SHADING_EPS = 0.05  # floor under the probe's shading before the log (dark regions do not dominate d)
 METHODS = ("mapper", "rerender")  # how an edit moves the code: the learnt mapper, or re-renders' W+ change
 
 
@@ -301,8 +302,8 @@ class Editor:
         src = torch.stack([normalise_light(torch.as_tensor(lat.reconstruction["light"]).float()) for lat in latents])
         n = normals.to(dev)
         with torch.no_grad():
-            d = (torch.log(0.05 + probe(n, normalise_light(edit.light).to(dev)))
-                 - torch.log(0.05 + probe(n, src.to(dev)))).abs().mean(dim=[1, 2])
+            d = (torch.log(SHADING_EPS + probe(n, normalise_light(edit.light).to(dev)))
+                 - torch.log(SHADING_EPS + probe(n, src.to(dev)))).abs().mean(dim=[1, 2])
         return (d.cpu() / self.light_blend).clamp(0, 1)
 
     def _shading_probe(self):
