@@ -41,6 +41,7 @@ import stylerelight as sr  # noqa: E402
 from stylerelight.edit import LIGHT_BLEND, Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.invert import ssim  # noqa: E402
+from stylerelight.mapper.conditioning import normalise_light  # noqa: E402
 from stylerelight.recon import light_to_envmap  # noqa: E402
 from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_subject  # noqa: E402
 
@@ -69,8 +70,6 @@ def other_light(rng: np.random.Generator, stage, avoid: list) -> tuple:
     Why: the display is scale-free, so two env maps that differ only in intensity (every
     "overcast" map is the same sky times a level) give the same image; such a pair is the
     identity edit, not a relight, and its ~50 dB no-op would swamp the relight row's mean."""
-    from stylerelight.mapper.conditioning import normalise_light
-
     while True:
         env = sample_envmap(int(rng.integers(2**31)))
         c = normalise_light(stage.project(env))
@@ -109,7 +108,6 @@ def main():
     res = ed.resolution
     rows = []  # (case, method, psnr, ssim, idist, seconds)
     from stylerelight.identity import identity_distance
-    from stylerelight.mapper.conditioning import normalise_light
 
     for i in range(args.subjects):
         seed = args.offset + i
