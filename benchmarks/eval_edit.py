@@ -9,9 +9,9 @@ same view; each differs from the source's light and from the others up to exposu
 `other_light`), view (yaw +-15, +-30, pitch +-10 under the source light), both (the first other
 env map and yaw +15).
 "mapper" maps the encoder's own code; "default edit" is the Editor as shipped (`sr.Editor`,
-`stylerelight edit`): the source refined by 20 L-BFGS steps, moved by the mapper's change, sliding
-to the mapper's answer for the encoder's code as the light departs from the source's estimate
-(`Editor.light_blend`); the "bias cancelled" rows are the mapper's change alone.
+`stylerelight edit`): the source refined by 20 L-BFGS steps and turned by the mapper's change,
+sliding to the mapper's answer for the encoder's code as the mapper's own move of that code for
+the light grows (`Editor.light_blend`); the "bias cancelled" rows are the mapper's change alone.
 A view-only edit keeps the light, as a user would: every method (mapper, re-render change, re-render)
 gets its own estimate of the source's light, never the true env map. The identity edit ("same") is
 given the true env map of the source, the stricter test (keeping the estimate gives the refined
@@ -57,7 +57,7 @@ GROUPS = {"same": ["same"], "relight": ["relight", "relight-b", "relight-c"],
 
 # row -> (editor, source code, cancel_bias); "+K": the source refined by --refine steps. "default
 # edit" is the Editor as shipped (`sr.Editor`, `stylerelight edit`); "bias cancelled" rows are the
-# mapper's change alone (light_blend 0), the other rows the mapper's plain answer.
+# mapper's change alone (light_blend off), the other rows the mapper's plain answer.
 EDITORS = {"mapper": ("ed", "enc", False), "mapper w/o geometry": ("ab", "ab", False),
            "mapper, source +K steps": ("ed", "ref", False), "mapper, bias cancelled": ("ed", "enc", True),
            "mapper, source +K, bias cancelled": ("ed", "ref", True), DEFAULT: ("ed", "ref", None),
@@ -142,7 +142,7 @@ def main():
             e, la = editors[e_name], lats[l_name]
             if e is None or la is None:
                 return None
-            e.cancel_bias, e.light_blend = cancel, (0.0 if cancel else LIGHT_BLEND)
+            e.cancel_bias, e.light_blend = cancel, (None if cancel else LIGHT_BLEND)
             try:
                 t0 = time.perf_counter()
                 img = gan_to_uint8(e.relight(la, light, yaw=dy, pitch=dp))[0]

@@ -15,8 +15,9 @@ A photo is inverted by the encoder and REFINE_STEPS L-BFGS steps (`steps=0`: the
 the mapper's change, w + M(w, target) - M(w, keep), so that the detail the refinement recovered is
 kept (`Editor.cancel_bias`). That detail was fitted under the photo's own light, so it is kept only
 as far as the light stays: the edit slides to the mapper's answer for the encoder's code,
-M(w_enc, target), as the target light's shading of the face departs from the source estimate's
-(`Editor.light_blend`; docs/editing.md, measured in benchmarks/eval_edit.py and the model card).
+M(w_enc, target), as the mapper's own move of w_enc for the new light grows -- measured from no
+move (the photo's true light, whatever the estimate says) and from the source's estimate, the
+nearer (`Editor.light_blend`; docs/editing.md, measured in benchmarks/eval_edit.py and the card).
 
 `Editor.method = "rerender"` edits without the mapper: the change is the W+ difference of the
 full reconstruction's ray-traced re-renders under the target and under the source's estimate
@@ -38,11 +39,13 @@ from .mapper import Edit, Mapper
 from .mapper.conditioning import normalise_light
 
 REFINE_STEPS = 20  # default refinement after the encoder (0: encoder only)
-# Face-shading change (mean |log shading| difference over the probe's regions) at which a refined
-# code's edit has fully slid from its own change to the mapper's answer for the encoder's code.
-# Chosen on validation subjects (seeds 4,000,000+), not the eval's: docs/editing.md.
-LIGHT_BLEND = 0.5
-SHADING_EPS = 0.05  # floor under the probe's shading before the log (dark regions do not dominate d)
+# A refined code's edit slides from "the light stays" to the mapper's answer for the encoder's code
+# as the mapper's own move of the encoder's code for the light alone (RMS, in units of the w
+# spread) grows from the first to the second value. Below the first the change is within the
+# mapper's error on identity edits. Chosen on validation subjects (seeds 4,000,000+), not the
+# eval's: docs/editing.md.
+LIGHT_BLEND = (0.15, 0.3)
+KEEP_RAMP = 0.05  # the same move measured from the answer for the source's estimate, where a reaches full
 METHODS = ("mapper", "rerender")  # how an edit moves the code: the learnt mapper, or re-renders' W+ change
 
 
@@ -86,8 +89,9 @@ class Editor:
         self._light_cache: dict = {}
         # None: per latent, on for codes that are not the encoder's own (refined, optimised); see map()
         self.cancel_bias: bool | None = None
-        # shading change at which a cancelled edit becomes the encoder code's direct answer (0: never)
-        self.light_blend: float = LIGHT_BLEND
+        # (lo, hi) light change over which a cancelled edit slides to the encoder code's direct
+        # answer; falsy: never (the mapper's change alone)
+        self.light_blend: tuple[float, float] | None = LIGHT_BLEND
         self._probe = None
         self.method = method
         self._rerender = None
@@ -264,47 +268,54 @@ class Editor:
         if geo:
             normals = torch.cat([self._normals(lat) for lat in latents]) if n else None
         ws = torch.cat([lat.ws for lat in latents]).to(self.device)
+        edit = _to(edit, self.device)
         with torch.no_grad():
-            out = self.mapper(ws, _to(edit, self.device), normals)
-            cancel = self._cancels(latents)
-            if cancel.any():
-                # the mapper's own answer to "keep the light it sees and the view" is subtracted,
-                # so an edit that changes nothing gives the inverted code back exactly; it depends
-                # on the latent alone, so it is computed once per latent (cached like the normals)
-                kept = [_cache_get(lat, "_kept", self.mapper) for lat in latents]
-                if any(k is None for k in kept):
-                    src_light = torch.stack([normalise_light(torch.as_tensor(r["light"]).float()) for r in recs])
-                    keep = Edit(light=src_light, src_pose=edit.src_pose, delta_pose=torch.zeros_like(delta),
-                                same_view=torch.ones(n), src_light=edit.src_light, identity=edit.identity,
-                                expression=edit.expression)
-                    kept = list(self.mapper(ws, _to(keep, self.device), normals).split(1))
-                    for lat, k in zip(latents, kept, strict=True):
-                        _cache_set(lat, "_kept", self.mapper, k)
-                moved = ws + out - torch.cat(kept)
-                alpha = self._light_change(latents, edit, normals) * cancel.float()
-                if self.light_blend > 0 and alpha.any():
-                    # the light moved away from the photo's: slide to the encoder code's direct answer
-                    direct = self.mapper(torch.cat([self._encoder_ws(lat) for lat in latents]),
-                                         _to(edit, self.device), normals)
-                    moved = moved + alpha.to(self.device)[:, None, None] * (direct - moved)
-                out = torch.where(cancel.to(self.device)[:, None, None], moved, out)
-            return out
+            cancel = self._cancels(latents).to(self.device)
+            if not cancel.any():
+                return self.mapper(ws, edit, normals)
+            # cancelled latents (refined codes); the others get the mapper's plain answer
+            same = _to(Edit(**{**edit.__dict__, "delta_pose": torch.zeros_like(delta),
+                               "same_view": torch.ones(n)}), self.device)
+            if not self.light_blend:
+                # the mapper's change alone: w + M(w, target) - M(w, keep)
+                out = self.mapper(ws, edit, normals)
+                moved = ws + out - self._kept(latents, "_kept", ws, same, normals)
+                return torch.where(cancel[:, None, None], moved, out)
+            w_enc = torch.cat([self._encoder_ws(lat) for lat in latents])
+            cat = lambda *x: torch.cat(x) if x[0] is not None else None  # noqa: E731
+            both = Edit(**{k: cat(getattr(same, k), getattr(edit, k), getattr(edit, k), getattr(same, k))
+                           for k in edit.__dict__})
+            lit, direct, out, flat = self.mapper(torch.cat([w_enc, w_enc, ws, ws]), both,
+                                                 cat(normals, normals, normals, normals)).split(n)
+            # how far the mapper moves the encoder's code for the light alone: from no move (the
+            # photo's own light as the mapper sees it; the estimate plays no part) and from its
+            # answer for the source's estimate ("keep the light": a = 0 there, ramping up within
+            # KEEP_RAMP so that a light slider starting from it does not jump)
+            kept = self._kept(latents, "_kept_enc", w_enc, same, normals)
+            std = self.mapper.net.w_std
+            rms = lambda x: (x / std).square().mean(dim=[1, 2]).sqrt()  # noqa: E731
+            lo, hi = self.light_blend
+            a = ((rms(lit - w_enc) - lo) / (hi - lo)).clamp(0, 1) * (rms(lit - kept) / KEEP_RAMP).clamp(max=1)
+            a = a[:, None, None]
+            # a = 0: the light stays; the refined code turned by the mapper's view change under the
+            # target light. a = 1: the light changes; the mapper's answer for the encoder's code.
+            turned = ws + out - flat
+            moved = turned + a * (direct - turned)
+            return torch.where(cancel[:, None, None], moved, out)
 
-    def _light_change(self, latents: list[Latent], edit: Edit, normals: torch.Tensor | None) -> torch.Tensor:
-        """[N] in [0, 1]: how far each target light's shading of the face (the probe's regions, the
-        reconstructed shape) is from the source estimate's, over `light_blend`. 0 keeps the light."""
-        if self.light_blend <= 0:
-            return torch.zeros(len(latents))
-        probe = self._shading_probe()
-        if normals is None or self.mapper.conditioner.probe is not probe:
-            normals = torch.cat([self._normals(lat) for lat in latents])
-        dev = probe.directions.device
-        src = torch.stack([normalise_light(torch.as_tensor(lat.reconstruction["light"]).float()) for lat in latents])
-        n = normals.to(dev)
-        with torch.no_grad():
-            d = (torch.log(SHADING_EPS + probe(n, normalise_light(edit.light).to(dev)))
-                 - torch.log(SHADING_EPS + probe(n, src.to(dev)))).abs().mean(dim=[1, 2])
-        return (d.cpu() / self.light_blend).clamp(0, 1)
+    def _kept(self, latents: list[Latent], name: str, ws: torch.Tensor, same: Edit,
+              normals: torch.Tensor | None) -> torch.Tensor:
+        """M(ws, keep): the mapper's answer to "keep the light (the source's estimate) and the view";
+        it depends on the latent alone, so it is cached on it (like the normals)."""
+        kept = [_cache_get(lat, name, self.mapper) for lat in latents]
+        if any(k is None for k in kept):
+            recs = [lat.reconstruction for lat in latents]
+            keep_light = torch.stack([normalise_light(torch.as_tensor(r["light"]).float()) for r in recs])
+            keep = Edit(**{**same.__dict__, "light": keep_light.to(self.device)})
+            kept = list(self.mapper(ws, keep, normals).split(1))
+            for lat, k in zip(latents, kept, strict=True):
+                _cache_set(lat, name, self.mapper, k)
+        return torch.cat(kept)
 
     def _shading_probe(self):
         """The mapper's shading probe, or one built for the stage (a mapper without geometry)."""

@@ -22,9 +22,15 @@ $SR train mapper --olat data/olat64 --config train/configs/lightstage_mapper_nog
 #    its own (two processes; the bank about 8 min, training about 25 min on this 2-core CPU)
 $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
     --config train/configs/lightstage_mapper_finetune.yaml --run-dir runs/map64_ft --threads 1
+#    and its ablation restarted the same way on the same bank (the bank is copied, not rebuilt);
+#    step 2's ablation must have run for as many kimg as the mapper's (KIMG=486 for the bundled file)
+mkdir -p runs/map64_nogeo_ft
+[ -e runs/map64_nogeo_ft/bank ] || cp -r runs/map64_ft/bank runs/map64_nogeo_ft/bank
+$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+    --config train/configs/lightstage_mapper_nogeo_finetune.yaml --run-dir runs/map64_nogeo_ft --threads 1
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_ft/mapper.pt checkpoints/lightstage_mapper.pt
-$PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo/mapper.pt \
+$PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_ft/mapper.pt \
     --json checkpoints/lightstage_mapper_eval.json
 # 5. optional (REFINED=1; measured worse, not the bundled file): fine-tune the step-2 mapper on a latent bank of
 #    refined codes (encoder + 20 L-BFGS steps, as Editor.invert) of the first 160 subjects; the bank
