@@ -156,6 +156,8 @@ def main():
         labels = [m.replace("+K", f"+{args.refine}") for m in EDITORS]
         # the identity edit: the source's own (true) light and view must give the input back
         coeffs_s = ed.stage.project(env_s)
+        print(f"subject {seed}: the mapper's move of the encoder code for the source's true light "
+              f"{ed.light_move(lat, coeffs_s):.3f} (the default edit's light blend: {LIGHT_BLEND})")
         same = {}
         for label in labels:
             r = run(label, coeffs_s)

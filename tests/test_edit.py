@@ -117,6 +117,8 @@ def test_refined_sources_are_edited_by_the_mappers_change(ed, render):
     p_ref, p_own, p_alone = (float(psnr(ed.G.synthesis(w, noise_mode="const"), x))
                              for w in (lat.ws, ed.map([lat], [own], [0.0], [0.0]), alone))
     assert p_own > p_ref - 0.5 and p_alone < p_ref - 1, (p_ref, p_own, p_alone)
+    # what the blend reads: the mapper moves the encoder's code less for the photo's own light than for another
+    assert ed.light_move(lat, sample_envmap(5, kind="studio")) < ed.light_move(lat, sample_envmap(3))
     light = ed.resolve_light(sample_envmap(3), 0.0, lat)
     turned = ed.map([lat], [keep], [10.0], [0.0])
     relit = ed.map([lat], [light], [10.0], [0.0])
