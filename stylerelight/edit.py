@@ -45,7 +45,7 @@ REFINE_STEPS = 20  # default refinement after the encoder (0: encoder only)
 # spread) grows from the first to the second value. Below the first the change is within the
 # mapper's error on identity edits. Chosen on validation subjects (seeds 4,000,000+), not the
 # eval's: docs/editing.md.
-LIGHT_BLEND = (0.15, 0.3)
+LIGHT_BLEND = (0.12, 0.2)
 KEEP_RAMP = 0.05  # the same move measured from the answer for the source's estimate, where a reaches full
 METHODS = ("mapper", "rerender")  # how an edit moves the code: the learnt mapper, or re-renders' W+ change
 

@@ -1,0 +1,119 @@
+"""How the Editor's light blend (`LIGHT_BLEND`, `KEEP_RAMP`) was chosen: on validation subjects
+(not the eval's), the PSNR against Mitsuba of every edit between its two ends -- "the light stays"
+(the refined code turned by the mapper's view change) and the mapper's answer for the encoder's
+code -- and the mapper's moves the blend reads, then the mean PSNR per case for a few (lo, hi).
+
+Cases per subject (the eval's recipe, benchmarks/eval_edit.py): the identity edit with the true
+light, three relights, relight + yaw 15; for the first --sweep-subjects, six turns of another env
+map and three of the source's own (what the page's rotation slider does).
+
+    python benchmarks/light_blend_sweep.py --subjects 24 --sweep-subjects 8 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from eval_edit import metrics, other_light  # noqa: E402
+
+from stylerelight.edit import KEEP_RAMP, LIGHT_BLEND, Editor  # noqa: E402
+from stylerelight.imageio import gan_to_uint8  # noqa: E402
+from stylerelight.mapper.conditioning import Edit, normalise_light  # noqa: E402
+from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_subject  # noqa: E402
+
+A = np.linspace(0, 1, 21)  # blend weights at which each edit is measured
+CANDIDATES = [LIGHT_BLEND, (0.15, 0.3), (0.1, 0.2), (0.12, 0.17), (0.0, 1e-6)]
+
+
+def edit_for(lat, light, dy, dp) -> Edit:
+    r = lat.reconstruction
+    return Edit(light=light[None], src_pose=torch.tensor([[r["yaw"], r["pitch"]]]),
+                delta_pose=torch.tensor([[float(dy), float(dp)]]), same_view=torch.tensor([float(dy == 0 and dp == 0)]),
+                src_light=torch.as_tensor(r["light"]).float()[None],
+                identity=torch.as_tensor(r["identity"]).float()[None],
+                expression=torch.as_tensor(r["expression"]).float()[None])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--subjects", type=int, default=24)
+    ap.add_argument("--sweep-subjects", type=int, default=8)
+    ap.add_argument("--offset", type=int, default=4_000_000, help="first validation subject seed")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ed = Editor.from_pretrained()
+    M, std = ed.mapper, ed.mapper.net.w_std
+    rms = lambda x: float((x / std).square().mean().sqrt())  # noqa: E731
+    rows = []  # (case, psnr at each of A, move from no move, move from the keep answer)
+    ref = []
+    for i in range(args.subjects):
+        seed = args.offset + i
+        rng = np.random.default_rng([seed, 77])
+        subj = sample_subject(seed)
+        cam = Camera(yaw=float(rng.uniform(-12, 12)), pitch=float(rng.uniform(-8, 8)))
+        env_s = sample_envmap(int(rng.integers(2**31)))
+        c_s = normalise_light(ed.stage.project(env_s))
+        env_t, c_t = other_light(rng, ed.stage, [c_s])
+        env_b, c_b = other_light(rng, ed.stage, [c_s, c_t])
+        env_c, _ = other_light(rng, ed.stage, [c_s, c_t, c_b])
+        src = render_portrait(subj, env_s, cam, ed.resolution, spp=64, seed=seed)
+        lat = ed.invert(src, aligned=True)
+        w, w_enc, n = lat.ws, ed._encoder_ws(lat), ed._normals(lat)
+        est = normalise_light(torch.as_tensor(lat.reconstruction["light"]).float())
+
+        def syn(ws):
+            return gan_to_uint8(ed.G.synthesis(ws, noise_mode="const"))[0]
+
+        ref.append(metrics(syn(w), src)[0])
+        cases = [("identity", env_s, 0), ("relight", env_t, 0), ("relight", env_b, 0), ("relight", env_c, 0),
+                 ("relight + yaw 15", env_t, 15)]
+        if i < args.sweep_subjects:
+            cases += [("other env map turned", env_t.rotate(r), 0) for r in (0, 60, 120, 180, 240, 300)]
+            cases += [("own env map turned", env_s.rotate(r), 0) for r in (30, 90, 180)]
+        with torch.no_grad():
+            keep = M(w_enc, edit_for(lat, est, 0, 0), n)
+            for name, env, dy in cases:
+                try:
+                    ed.check_angles(lat, dy, 0)
+                except ValueError:
+                    continue
+                tgt = src if name == "identity" else render_portrait(
+                    subj, env, Camera(yaw=cam.yaw + dy, pitch=cam.pitch), ed.resolution, spp=64, seed=seed + 1)
+                t = normalise_light(torch.from_numpy(ed.stage.project(env)).float())
+                lit = M(w_enc, edit_for(lat, t, 0, 0), n)
+                direct = M(w_enc, edit_for(lat, t, dy, 0), n)
+                stays = w + M(w, edit_for(lat, t, dy, 0), n) - M(w, edit_for(lat, t, 0, 0), n)
+                ps = [metrics(syn(stays + a * (direct - stays)), tgt)[0] for a in A]
+                rows.append((name, ps, rms(lit - w_enc), rms(lit - keep)))
+        print(f"subject {i + 1}/{args.subjects} done", flush=True)
+    print(f"\nrefined code against its source (the identity edit's ceiling): {np.mean(ref):.2f} dB")
+    names = list(dict.fromkeys(r[0] for r in rows))
+    print(f"{'(lo, hi)':14s}" + "".join(f"{nm:>22s}" for nm in names))
+    for lo, hi in CANDIDATES:
+        means = []
+        for nm in names:
+            v = [np.interp(np.clip((m - lo) / (hi - lo), 0, 1) * min(1.0, mk / KEEP_RAMP), A, ps)
+                 for c, ps, m, mk in rows if c == nm]
+            means.append(f"{np.mean(v):.2f} ({len(v)})")
+        print(f"{str((lo, hi)):14s}" + "".join(f"{x:>22s}" for x in means))
+    for nm in names:
+        m = sorted(r[2] for r in rows if r[0] == nm)
+        print(f"{nm}: the mapper's move {m[0]:.3f}-{m[-1]:.3f} (median {np.median(m):.3f})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "refined": ref, "rows": rows}, f)
+
+
+if __name__ == "__main__":
+    main()
