@@ -26,13 +26,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eval_edit import other_light  # noqa: E402
+from eval_edit import subject_case  # noqa: E402
 
 import stylerelight as sr  # noqa: E402
 from stylerelight.edit import Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8, uint8_to_gan  # noqa: E402
-from stylerelight.mapper.conditioning import normalise_light  # noqa: E402
-from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_subject  # noqa: E402
+from stylerelight.synth import Camera, render_portrait  # noqa: E402
 
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
@@ -57,11 +56,7 @@ def main():
     rows: dict[str, dict[str, list[float]]] = {}
     for i in range(args.subjects):
         seed = args.offset + i
-        rng = np.random.default_rng([seed, 77])  # the same recipe as eval_edit.py (its first relight)
-        subj = sample_subject(seed)
-        cam = Camera(yaw=float(rng.uniform(-12, 12)), pitch=float(rng.uniform(-8, 8)))
-        env_s = sample_envmap(int(rng.integers(2**31)))
-        env_t, _ = other_light(rng, ed.stage, [normalise_light(ed.stage.project(env_s))])  # a real change
+        subj, cam, env_s, (env_t, *_) = subject_case(seed, ed.stage)  # eval_edit.py's first relight
         src = render_portrait(subj, env_s, cam, ed.resolution, spp=64, seed=seed)
         x_s = uint8_to_gan(src)
         with torch.no_grad():

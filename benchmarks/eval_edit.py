@@ -77,6 +77,21 @@ def other_light(rng: np.random.Generator, stage, avoid: list) -> tuple:
             return env, c
 
 
+def subject_case(seed: int, stage) -> tuple:
+    """A held-out (or validation) subject as every edit benchmark draws it: (subject, source camera,
+    source env map, [three other env maps: a real relight each, see other_light])."""
+    rng = np.random.default_rng([seed, 77])
+    subj = sample_subject(seed)
+    cam = Camera(yaw=float(rng.uniform(-12, 12)), pitch=float(rng.uniform(-8, 8)))
+    env_s = sample_envmap(int(rng.integers(2**31)))
+    seen, others = [normalise_light(stage.project(env_s))], []
+    for _ in range(3):  # the first draw is the target of the earlier evals
+        env, c = other_light(rng, stage, seen)
+        seen.append(c)
+        others.append(env)
+    return subj, cam, env_s, others
+
+
 def metrics(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     a, b = a.astype(np.float64), b.astype(np.float64)
     p = 10 * np.log10(255**2 / max(((a - b) ** 2).mean(), 1e-12))
@@ -111,15 +126,8 @@ def main():
 
     for i in range(args.subjects):
         seed = args.offset + i
-        rng = np.random.default_rng([seed, 77])
-        subj = sample_subject(seed)
-        cam = Camera(yaw=float(rng.uniform(-12, 12)), pitch=float(rng.uniform(-8, 8)))
-        env_s = sample_envmap(int(rng.integers(2**31)))
-        c_s = normalise_light(ed.stage.project(env_s))
-        env_t, c_t = other_light(rng, ed.stage, [c_s])  # the first draw is the target of the earlier evals
-        env_b, c_b = other_light(rng, ed.stage, [c_s, c_t])
-        env_c, _ = other_light(rng, ed.stage, [c_s, c_t, c_b])
-        envs = {"t": env_t, "b": env_b, "c": env_c}
+        subj, cam, env_s, others = subject_case(seed, ed.stage)
+        envs = dict(zip("tbc", others, strict=True))
         src = render_portrait(subj, env_s, cam, res, spp=args.spp, seed=seed)
         lat = ed.invert(src, aligned=True, steps=0)
         lat_r = ed.invert(src, aligned=True, steps=args.refine) if args.refine else None

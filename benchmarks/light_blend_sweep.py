@@ -23,12 +23,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eval_edit import metrics, other_light  # noqa: E402
+from eval_edit import metrics, subject_case  # noqa: E402
 
 from stylerelight.edit import KEEP_RAMP, LIGHT_BLEND, Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.mapper.conditioning import Edit, normalise_light  # noqa: E402
-from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_subject  # noqa: E402
+from stylerelight.synth import Camera, render_portrait  # noqa: E402
 
 A = np.linspace(0, 1, 21)  # blend weights at which each edit is measured
 CANDIDATES = [LIGHT_BLEND, (0.15, 0.3), (0.1, 0.2), (0.12, 0.17), (0.0, 1e-6)]
@@ -60,14 +60,7 @@ def main():
     ref = []
     for i in range(args.subjects):
         seed = args.offset + i
-        rng = np.random.default_rng([seed, 77])
-        subj = sample_subject(seed)
-        cam = Camera(yaw=float(rng.uniform(-12, 12)), pitch=float(rng.uniform(-8, 8)))
-        env_s = sample_envmap(int(rng.integers(2**31)))
-        c_s = normalise_light(ed.stage.project(env_s))
-        env_t, c_t = other_light(rng, ed.stage, [c_s])
-        env_b, c_b = other_light(rng, ed.stage, [c_s, c_t])
-        env_c, _ = other_light(rng, ed.stage, [c_s, c_t, c_b])
+        subj, cam, env_s, (env_t, env_b, env_c) = subject_case(seed, ed.stage)
         src = render_portrait(subj, env_s, cam, ed.resolution, spp=64, seed=seed)
         lat = ed.invert(src, aligned=True)
         w, w_enc, n = lat.ws, ed._encoder_ws(lat), ed._normals(lat)
