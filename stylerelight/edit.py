@@ -16,8 +16,8 @@ the mapper's change, w + M(w, target) - M(w, keep), so that the detail the refin
 kept (`Editor.cancel_bias`). That detail was fitted under the photo's own light, so it is kept only
 as far as the light stays: the edit slides to the mapper's answer for the encoder's code,
 M(w_enc, target), as the mapper's own move of w_enc for the new light grows -- measured from no
-move (the photo's true light, whatever the estimate says) and from the source's estimate, the
-nearer (`Editor.light_blend`; docs/editing.md, measured in benchmarks/eval_edit.py and the card).
+move (the photo's true light, whatever the estimate says), and held at none right at the source's
+estimate ("keep") (`Editor.light_blend`; docs/editing.md, measured in benchmarks/eval_edit.py).
 
 `Editor.method = "rerender"` edits without the mapper: the change is the W+ difference of the
 full reconstruction's ray-traced re-renders under the target and under the source's estimate
@@ -93,7 +93,6 @@ class Editor:
         # (lo, hi) light change over which a cancelled edit slides to the encoder code's direct
         # answer; falsy: never (the mapper's change alone)
         self.light_blend: tuple[float, float] | None = LIGHT_BLEND
-        self._probe = None
         self.method = method
         self._rerender = None
 
@@ -284,10 +283,14 @@ class Editor:
                 return torch.where(cancel[:, None, None], moved, out)
             w_enc = torch.cat([self._encoder_ws(lat) for lat in latents])
             cat = lambda *x: torch.cat(x) if x[0] is not None else None  # noqa: E731
-            both = Edit(**{k: cat(getattr(same, k), getattr(edit, k), getattr(edit, k), getattr(same, k))
-                           for k in edit.__dict__})
-            lit, direct, out, flat = self.mapper(torch.cat([w_enc, w_enc, ws, ws]), both,
-                                                 cat(normals, normals, normals, normals)).split(n)
+            if bool(edit.same_view.all()):  # no turn: the direct answer is the light's move; no view change
+                lit = direct = self.mapper(w_enc, same, normals)
+                out = flat = ws if cancel.all() else self.mapper(ws, same, normals)
+            else:
+                both = Edit(**{k: cat(getattr(same, k), getattr(edit, k), getattr(edit, k), getattr(same, k))
+                               for k in edit.__dict__})
+                lit, direct, out, flat = self.mapper(torch.cat([w_enc, w_enc, ws, ws]), both,
+                                                     cat(normals, normals, normals, normals)).split(n)
             # how far the mapper moves the encoder's code for the light alone: from no move (the
             # photo's own light as the mapper sees it; the estimate plays no part) and from its
             # answer for the source's estimate ("keep the light": a = 0 there, ramping up within
@@ -333,16 +336,6 @@ class Editor:
             for lat, k in zip(latents, kept, strict=True):
                 _cache_set(lat, name, self.mapper, k)
         return torch.cat(kept)
-
-    def _shading_probe(self):
-        """The mapper's shading probe, or one built for the stage (a mapper without geometry)."""
-        if self.mapper.conditioner.probe is not None:
-            return self.mapper.conditioner.probe
-        if self._probe is None:
-            from .mapper.conditioning import ShadingProbe
-
-            self._probe = ShadingProbe(self.stage.directions)
-        return self._probe
 
     def _encoder_ws(self, lat: Latent) -> torch.Tensor:
         """The encoder's own code of the latent's photo (kept from `invert`; else the encoder run on
@@ -400,8 +393,11 @@ class Editor:
         _cache_set(lat, "_rerender", self, src)
         return src
 
-    def _normals(self, lat: Latent) -> torch.Tensor:
-        probe = self._shading_probe()
+    def _normals(self, lat: Latent) -> torch.Tensor | None:
+        """The shading probe's normals of the latent's shape (None for a mapper without geometry)."""
+        probe = self.mapper.conditioner.probe
+        if probe is None:
+            return None
         cached = _cache_get(lat, "_normals", probe)
         if cached is None:
             r = lat.reconstruction
