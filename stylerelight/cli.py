@@ -709,40 +709,56 @@ def train_gan(data, config_path, run_dir, kimg, threads, init_generator):
 @train.command("encoder")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True),
               help="YAML config, e.g. train/configs/lightstage_encoder.yaml.")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
-              help="Run folder: snapshots, encoder.pt, tensorboard logs. An existing run resumes.")
+@click.option("--run", "--run-dir", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: snapshots, encoder.pt, tensorboard logs. An existing run resumes. "
+                   "(Under torchrun spell it --run-dir: torchrun takes --run as its own --run-path.)")
 @_checkpoint_option
 @click.option("--data", default=None, type=click.Path(file_okay=False),
               help="Real aligned images (images/*.png) for the image losses (default: the config's).")
+@click.option("--olat", "olat_dir", default=None, type=click.Path(file_okay=False, exists=True),
+              help="OLAT captures aligned for the generator, relit on the fly as real images (default: the "
+                   "config's).")
 @click.option("--kimg", type=float, default=None, help="Stop at this many thousand images (default: config).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads (default: config, else torch's).")
 @user_errors
-def train_encoder(config_path, run_dir, checkpoint, data, kimg, threads):
+def train_encoder(config_path, run_dir, checkpoint, data, olat_dir, kimg, threads):
     """Train a compact W+ encoder for a generator; resumes from RUN/snapshot.pt if present.
 
-    Batches mix generator samples (known ws: latent loss) and real renders (image losses).
+    Batches mix generator samples (known ws: latent loss) and real images (image losses): renders
+    (--data) and/or OLAT captures relit on the fly under new env maps every batch (--olat).
     The product is RUN/encoder.pt (own format, records the generator's hash).
+    Data-parallel: start it with torchrun (gloo on CPU, nccl on GPUs).
 
     \b
-    Example:
+    Examples:
       stylerelight train encoder --config train/configs/lightstage_encoder.yaml --run runs/enc64
+      torchrun --nproc_per_node 2 -m stylerelight train encoder \\
+          --config train/configs/lightstage_encoder_relit.yaml --run-dir runs/enc64_relit
       tensorboard --logdir runs/enc64/tb
     """
     from . import load_generator
     from .gan.training import load_image_folder
-    from .invert.encoder_training import EncoderTrainConfig, EncoderTrainer
+    from .invert.encoder_training import EncoderTrainConfig, EncoderTrainer, RelitCaptures
 
     cfg = EncoderTrainConfig.from_yaml(config_path)
     if checkpoint:
         cfg.generator = checkpoint
     if data:
         cfg.data = data
+    if olat_dir:
+        cfg.olat = olat_dir
     if threads:
         cfg.threads = threads
+    _init_distributed()
     G = load_generator(_resolve_checkpoint(cfg.generator or None))
     images = load_image_folder(cfg.data, G.img_resolution) if cfg.data else None
-    _train(EncoderTrainer(cfg, G, images, run_dir), run_dir, kimg, "encoder", "encoder.pt")
+    try:
+        relit = RelitCaptures(cfg.olat, cfg.olat_lights, cfg.seed, cfg.hdr_dir or None) if cfg.olat else None
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
+    _train(EncoderTrainer(cfg, G, images, run_dir, olat=relit), run_dir, kimg, "encoder", "encoder.pt")
+    _close_distributed()
 
 
 @train.command("recon")
@@ -806,7 +822,6 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
       torchrun --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \\
           --config train/configs/lightstage_mapper.yaml --run-dir runs/map64
     """
-    import os
 
     import torch
 
@@ -819,8 +834,7 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
     cfg = MapperTrainConfig.from_yaml(config_path)
     if threads:
         cfg.threads = threads
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    _init_distributed()
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     G = load_generator(_resolve_checkpoint(checkpoint))
     enc = encoder_path or (_bundled_encoder() if checkpoint is None else None)
@@ -841,6 +855,22 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
         torch.distributed.barrier()
     trainer = MapperTrainer(cfg, G, Bank(bank_dir, olat_dir, limit=cfg.bank_subjects or None), run_dir, log=True)
     _train(trainer, run_dir, kimg, "mapper", "mapper.pt")
+    _close_distributed()
+
+
+def _init_distributed() -> None:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (nccl on GPUs, gloo on CPU)."""
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _close_distributed() -> None:
+    import torch
+
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

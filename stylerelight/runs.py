@@ -60,6 +60,14 @@ def sample_images(data: torch.Tensor, n: int, gen: torch.Generator, mirror: bool
     return x
 
 
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) of this process under torch.distributed; (0, 1) without it."""
+    d = torch.distributed
+    if d.is_available() and d.is_initialized():
+        return d.get_rank(), d.get_world_size()
+    return 0, 1
+
+
 class RunTrainer:
     """Base class: subclasses build their networks inside `init_rng()`, and implement
     `train_step() -> stats`, `state() -> dict`, `load_state(dict)`, `export()` (write the run's

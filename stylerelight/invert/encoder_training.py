@@ -1,9 +1,14 @@
-"""Training a compact encoder for a given generator (`stylerelight train encoder`).
+"""Training a compact encoder for a given generator (`stylerelight train encoder`), on one
+process or data-parallel through torchrun (gloo on CPU, nccl on GPUs).
 
 Each batch mixes generator samples, whose ws are known (latent loss, as in e4e's and ReStyle's
-use of synthetic pairs), with real renders (image losses only): L2 plus multi-scale SSIM + L1,
+use of synthetic pairs), with real images (image losses only): L2 plus multi-scale SSIM + L1,
 LPIPS when its VGG weights are on the machine, and e4e's delta regulariser that keeps the per-layer
 ws near the first one. The generator stays frozen; gradients reach the encoder through it.
+
+Real images come from a folder of renders, from OLAT captures relit on the fly, or both. Relit
+captures cost nothing to render, so every batch sees new lighting (an env map pool of the
+training kinds, randomly rotated), which is what an encoder needs to generalise across light.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 import torch
 
 from ..gan.io import generator_hash
-from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, sample_images
+from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, dist_info, sample_images
 from .encoder_io import build_compact, save_encoder
 from .encoders import Encoder
 from .losses import PerceptualLoss, ms_ssim_l1
@@ -26,7 +31,11 @@ from .optimize import w_stats
 @dataclass
 class EncoderTrainConfig:
     generator: str = ""          # checkpoint path; empty: the bundled generator
-    data: str = ""               # folder of real aligned images (images/*.png); empty: generator samples only
+    data: str = ""               # folder of real aligned images (images/*.png)
+    olat: str = ""               # folder of OLAT captures aligned for the generator, relit on the fly
+    olat_fraction: float = 0.5   # with both data and olat: share of the real images relit from olat
+    olat_lights: int = 4000      # env map pool for relighting (procedural, training kinds, rotated)
+    hdr_dir: str = ""            # optional .hdr/.exr env maps mixed into that pool
     width: int = 32
     iterations: int = 1          # > 1: iterative (ReStyle) encoder, this many passes at inference
     init_encoder: str = ""       # a new run starts from this compact encoder (a 3-channel one fills 6 channels)
@@ -55,17 +64,25 @@ class EncoderTrainConfig:
 
 class EncoderTrainer(RunTrainer):
     kind = "encoder"
-    run_control = RUN_CONTROL + ("generator", "data", "init_encoder")
+    run_control = RUN_CONTROL + ("generator", "data", "olat", "hdr_dir", "init_encoder")
 
-    def __init__(self, cfg: EncoderTrainConfig, G, data: torch.Tensor | None, run_dir, log: bool = True):
-        super().__init__(cfg, run_dir, log)
+    def __init__(self, cfg: EncoderTrainConfig, G, data: torch.Tensor | None, run_dir, log: bool = True,
+                 olat: RelitCaptures | None = None):
+        self.rank, self.world = dist_info()
+        super().__init__(cfg, run_dir, log and self.rank == 0)
+        if cfg.batch % self.world:
+            raise ValueError(f"batch {cfg.batch} must divide by the {self.world} processes")
         self.G = G.eval().requires_grad_(False)
         self.data = data if data is not None and len(data) else None
-        if self.data is None and cfg.synth_fraction < 1:
-            raise ValueError("synth_fraction < 1 needs real images; pass --data or set synth_fraction: 1")
+        self.olat = olat
+        if self.data is None and self.olat is None and cfg.synth_fraction < 1:
+            raise ValueError("synth_fraction < 1 needs real images; pass --data or --olat, or set synth_fraction: 1")
         if self.data is not None and self.data.shape[-1] != G.img_resolution:
             raise ValueError(f"the images are {self.data.shape[-1]}^2 but the generator makes "
                              f"{G.img_resolution}^2; use data rendered for this generator")
+        if self.olat is not None and self.olat.resolution != G.img_resolution:
+            raise ValueError(f"the OLAT captures are {self.olat.resolution}^2 but the generator makes "
+                             f"{G.img_resolution}^2; render them aligned for this generator")
         self.gen_hash = generator_hash(G)
         self.w_avg, self.w_std = w_stats(G)
         net_cfg = {"n_styles": G.num_ws, "w_dim": G.w_dim, "resolution": G.img_resolution, "width": cfg.width,
@@ -82,10 +99,23 @@ class EncoderTrainer(RunTrainer):
         with torch.no_grad():
             z = torch.randn([4, G.z_dim], generator=grid_rng)
             fakes = G.synthesis(G.mapping(z), noise_mode="const")
-        reals = (self.data[:4].float() / 127.5 - 1) if self.data is not None else fakes[:0]
-        self.grid_images = torch.cat([reals, fakes])
+        reals = [self.data[:4].float() / 127.5 - 1] if self.data is not None else []
+        if self.olat is not None:
+            reals.append(self.olat.sample(4, grid_rng, mirror=False))
+        self.grid_images = torch.cat([*reals, fakes])
         if not self.resume() and cfg.init_encoder:
             self._init_encoder(cfg.init_encoder)
+        if self.world > 1:
+            self._distinct_streams()
+            for t in [*self.E.net.parameters(), *self.E.net.buffers()]:  # every process starts as rank 0
+                torch.distributed.broadcast(t.data, 0)
+
+    def _distinct_streams(self) -> None:
+        """Each process draws its own samples: its RNGs are seeded from (seed, rank, images seen), so
+        a resumed run stays reproducible for the same number of processes."""
+        seed = [self.cfg.seed, self.rank, self.nimg]
+        self.rng_state = torch.Generator().manual_seed(hash(tuple(seed)) % 2**62).get_state()
+        self.data_gen.manual_seed(hash(tuple(seed + [1])) % 2**62)
 
     def _init_encoder(self, path) -> None:
         """Warm start: a single-pass encoder's weights; its stem's extra input channels start at zero,
@@ -124,6 +154,10 @@ class EncoderTrainer(RunTrainer):
         self.opt.load_state_dict(s["opt"])
         self.data_gen.set_state(s["data_rng"])
 
+    def save_snapshot(self) -> None:
+        if self.rank == 0:
+            super().save_snapshot()
+
     def export(self) -> None:
         save_encoder(self.E, self.run_dir / "encoder.pt")
 
@@ -144,16 +178,40 @@ class EncoderTrainer(RunTrainer):
         return img, ws
 
     def _reals(self, n: int) -> torch.Tensor:
-        return sample_images(self.data, n, self.data_gen, self.cfg.mirror)
+        if self.olat is None:
+            return sample_images(self.data, n, self.data_gen, self.cfg.mirror)
+        n_olat = n if self.data is None else int(torch.binomial(torch.tensor(float(n)),
+                                                                  torch.tensor(self.cfg.olat_fraction),
+                                                                  generator=self.data_gen))
+        parts = [self.olat.sample(n_olat, self.data_gen, self.cfg.mirror)]
+        if n_olat < n:
+            parts.append(sample_images(self.data, n - n_olat, self.data_gen, self.cfg.mirror))
+        return torch.cat(parts)
+
+    def _all_reduce_grads(self) -> None:
+        """Average the gradients over processes (one flat buffer: one message per step)."""
+        grads = [p.grad for p in self.E.net.parameters() if p.grad is not None]
+        flat = torch.cat([g.flatten() for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        i = 0
+        for g in grads:
+            g.copy_(flat[i:i + g.numel()].view_as(g))
+            i += g.numel()
 
     def train_step(self) -> dict:
         cfg = self.cfg
-        n_syn = cfg.batch if self.data is None else int(round(cfg.batch * cfg.synth_fraction))
+        batch = cfg.batch // self.world
+        has_reals = self.data is not None or self.olat is not None
+        n_syn = batch if not has_reals else int(round(batch * cfg.synth_fraction))
         lr = cfg.lr * 0.5 ** (self.nimg / 1000 / cfg.lr_halflife_kimg)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        x_syn, ws_syn = self._synthetic(n_syn)
-        x = torch.cat([x_syn, self._reals(cfg.batch - n_syn)]) if n_syn < cfg.batch else x_syn
+        if n_syn:
+            x_syn, ws_syn = self._synthetic(n_syn)
+            x = torch.cat([x_syn, self._reals(batch - n_syn)]) if n_syn < batch else x_syn
+        else:
+            x = self._reals(batch)
         self.E.net.train()
         if self.E.iterative:  # ReStyle: a random number of passes without gradient, then one with
             xp = self.E.prepare(x)
@@ -185,6 +243,8 @@ class EncoderTrainer(RunTrainer):
         loss = loss + cfg.delta_weight * delta
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.world > 1:
+            self._all_reduce_grads()
         self.opt.step()
         self.E.net.eval()
         with torch.no_grad():
@@ -192,7 +252,7 @@ class EncoderTrainer(RunTrainer):
         stats.update({"loss": float(loss.detach()), "loss/l2": float(l2.detach()),
                       "loss/msssim_l1": float(msssim.detach()), "loss/delta": float(delta.detach()),
                       "psnr/synthetic": float(p[:n_syn].mean()) if n_syn else math.nan,
-                      "psnr/real": float(p[n_syn:].mean()) if n_syn < cfg.batch else math.nan, "lr": lr})
+                      "psnr/real": float(p[n_syn:].mean()) if n_syn < batch else math.nan, "lr": lr})
         return {k: v for k, v in stats.items() if not (isinstance(v, float) and math.isnan(v))}
 
     def image_grid(self) -> np.ndarray:
@@ -202,3 +262,41 @@ class EncoderTrainer(RunTrainer):
             rec = self.G.synthesis(self.E(self.grid_images), noise_mode="const")
         pairs = torch.stack([self.grid_images, rec], 1).flatten(0, 1)  # target | encoder, per row pair
         return make_grid(gan_to_uint8(pairs), cols=4)
+
+
+class RelitCaptures:
+    """Real training images that cost no rendering: OLAT captures relit on the fly under a pool of
+    env maps, from one of each capture's cameras, through the one display transform (as the
+    dataset's portraits). Captures are memory-mapped, so processes share the page cache."""
+
+    def __init__(self, olat_dir, n_lights: int = 4000, seed: int = 0, hdr_dir: str | None = None):
+        from ..lighting import OLATCapture
+        from ..lighting.captures import LightPool, capture_dirs
+
+        self.dirs = capture_dirs(olat_dir)
+        self._load = OLATCapture.load
+        self._caps: dict[int, object] = {}
+        first = self.capture(0)
+        self.resolution = first.resolution[0]
+        self.pool = LightPool(first.stage, n_lights, seed, hdr_dir)
+
+    def capture(self, i: int):
+        if i not in self._caps:
+            self._caps[i] = self._load(self.dirs[i])
+        return self._caps[i]
+
+    def sample(self, n: int, gen: torch.Generator, mirror: bool = True) -> torch.Tensor:
+        """n relit images [n, 3, H, W] in [-1, 1] (subject, camera, light and flip drawn from `gen`)."""
+        from ..lighting import face_display
+
+        out = []
+        for _ in range(n):
+            cap = self.capture(int(torch.randint(len(self.dirs), [1], generator=gen)))
+            cam = int(torch.randint(cap.num_cameras, [1], generator=gen))
+            light = self.pool.coeffs[int(torch.randint(len(self.pool), [1], generator=gen))]
+            u8 = face_display(cap.relight(light, cam), cap.mask[cam])[0]
+            x = torch.from_numpy(np.ascontiguousarray(u8)).permute(2, 0, 1).float() / 127.5 - 1
+            if mirror and bool(torch.rand([1], generator=gen) < 0.5):
+                x = x.flip(2)
+            out.append(x)
+        return torch.stack(out) if out else torch.zeros([0, 3, self.resolution, self.resolution])

@@ -19,7 +19,7 @@ import torch
 from ..gan.io import generator_hash
 from ..invert.losses import PerceptualLoss, ms_ssim_l1
 from ..invert.optimize import w_stats
-from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml
+from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, dist_info
 from .model import build_mapper, save_mapper
 from .pairs import Bank, sample_pairs
 
@@ -58,19 +58,12 @@ class MapperTrainConfig:
         return cfg
 
 
-def _dist() -> tuple[int, int]:
-    d = torch.distributed
-    if d.is_available() and d.is_initialized():
-        return d.get_rank(), d.get_world_size()
-    return 0, 1
-
-
 class MapperTrainer(RunTrainer):
     kind = "mapper"
     run_control = RUN_CONTROL + ("hdr_dir", "init_mapper")
 
     def __init__(self, cfg: MapperTrainConfig, G, bank: Bank, run_dir, log: bool = True):
-        self.rank, self.world = _dist()
+        self.rank, self.world = dist_info()
         super().__init__(cfg, run_dir, log and self.rank == 0)
         if cfg.batch % self.world or cfg.image_batch % self.world:
             raise ValueError(f"batch {cfg.batch} and image_batch {cfg.image_batch} must divide by the "
