@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--subjects", type=int, default=8)
     ap.add_argument("--offset", type=int, default=1_000_000, help="first held-out subject seed")
     ap.add_argument("--mapper", default=None, help="default: the bundled mapper")
+    ap.add_argument("--encoder", default=None, help="default: the bundled encoder")
     ap.add_argument("--ablation", default=None, help="a mapper trained without geometry conditioning")
     ap.add_argument("--ceiling-steps", type=int, default=200)
     ap.add_argument("--no-ceiling", action="store_true")
@@ -117,8 +118,8 @@ def main():
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    ed = Editor.from_pretrained(mapper=args.mapper)
-    ab = Editor.from_pretrained(mapper=args.ablation) if args.ablation else None
+    ed = Editor.from_pretrained(mapper=args.mapper, encoder=args.encoder)
+    ab = Editor.from_pretrained(mapper=args.ablation, encoder=args.encoder) if args.ablation else None
     rr = None if args.no_rerender or not args.refine else Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
     res = ed.resolution
     rows = []  # (case, method, psnr, ssim, idist, seconds)

@@ -50,10 +50,11 @@ def main():
     ap.add_argument("--offset", type=int, default=4_000_000, help="first validation subject seed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mapper", default=None, help="default: the bundled mapper")
+    ap.add_argument("--encoder", default=None, help="default: the bundled encoder")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    ed = Editor.from_pretrained(mapper=args.mapper)
+    ed = Editor.from_pretrained(mapper=args.mapper, encoder=args.encoder)
     M, std = ed.mapper, ed.mapper.net.w_std
     rms = lambda x: float((x / std).square().mean().sqrt())  # noqa: E731
     rows = []  # (case, psnr at each of A, move from no move, move from the keep answer)

@@ -71,12 +71,18 @@ class Editor:
 
     def __init__(self, G, encoder, mapper: Mapper, recon=None, device: str | torch.device = "cpu",
                  method: str = "mapper"):
-        from .invert import check_encoder_for
+        from .invert import check_encoder_for, encoder_hash
 
         self.device = torch.device(device)
         self.G = G.to(self.device).eval().requires_grad_(False)
         check_encoder_for(encoder, self.G)
         mapper.check_for(self.G)
+        trained_on = mapper.info.get("encoder")
+        if trained_on and trained_on != encoder_hash(encoder):
+            import warnings
+
+            warnings.warn(f"the mapper was trained on codes of encoder {trained_on}, not of this one "
+                          f"({encoder_hash(encoder)}); edits may be worse than its model card says", stacklevel=2)
         if recon is None:
             from .recon import default_cnn
 

@@ -48,7 +48,7 @@ def test_relit_captures_are_display_images_of_pool_lights(captures):
     x = rc.sample(16, torch.Generator().manual_seed(0), mirror=True)
     assert x.shape == (16, 3, 32, 32)
     hit = torch.stack([(cands - xi).abs().flatten(1).amax(1).argmin() for xi in x])
-    err = torch.stack([(cands[h] - xi).abs().max() for h, xi in zip(hit, x)])
+    err = torch.stack([(cands[h] - xi).abs().max() for h, xi in zip(hit, x, strict=True)])
     assert float(err.max()) < 1e-6
     assert len(set(hit.tolist())) > 3            # subjects, cameras, lights and flips vary
     assert (hit % 2 == 1).any() and (hit % 2 == 0).any()

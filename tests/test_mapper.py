@@ -240,6 +240,35 @@ def test_training_lowers_the_loss_and_resumes_exactly(tmp_path, bank_dir, captur
         _trainer(bank_dir, captures, tmp_path / "c", make_generator(res=16))
 
 
+def test_mapper_records_its_encoder_and_editor_warns_on_another(tmp_path, bank_dir, captures, bundled_parts):
+    """The bank and the mapper trained on it record whose codes they hold; an Editor pairing the
+    mapper with another encoder warns (edits still run), the right pairing is silent, and a bank
+    folder refuses to be extended by another encoder."""
+    import copy
+    import json
+    import warnings
+
+    from stylerelight.invert import encoder_hash
+
+    G, E, cnn = bundled_parts
+    assert json.loads((bank_dir / "bank.json").read_text())["encoder_hash"] == encoder_hash(E)
+    t = _trainer(bank_dir, captures, tmp_path / "a", G)
+    t.export()
+    M = load_mapper(tmp_path / "a" / "mapper.pt")
+    assert M.info["encoder"] == encoder_hash(E)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sr.Editor(G, E, M, cnn)
+    other = copy.deepcopy(E)
+    with torch.no_grad():
+        next(other.net.parameters()).add_(1e-3)
+    assert encoder_hash(other) != encoder_hash(E)
+    with pytest.warns(UserWarning, match="trained on codes of encoder"):
+        sr.Editor(G, other, M, cnn)
+    with pytest.raises(FileExistsError, match="other settings"):
+        build_bank(captures, bank_dir, other, cnn, BankSpec(2, 12, 0), progress=False)
+
+
 def test_new_run_warm_starts_from_a_mapper(tmp_path, bank_dir, captures, bundled_parts):
     """init_mapper: a new run starts from another run's network (e.g. one trained on another
     latent bank); a mapper with another network is refused."""

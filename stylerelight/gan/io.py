@@ -73,16 +73,23 @@ def _load_any(path: Path) -> Generator:
     return G
 
 
-def generator_hash(G: Generator) -> str:
-    """A short content hash of a generator's weights (not of its file): the same network read
-    from an NVlabs, rosinality or own file hashes alike. Encoders, latents and mappers record it."""
+def weights_hash(module: torch.nn.Module, *extra: torch.Tensor) -> str:
+    """A short content hash of a network's weights (and any `extra` tensors), not of its file."""
     import hashlib
 
     h = hashlib.sha256()
-    for k, v in sorted(G.state_dict().items()):
+    for k, v in sorted(module.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    for v in extra:
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def generator_hash(G: Generator) -> str:
+    """A short content hash of a generator's weights (not of its file): the same network read
+    from an NVlabs, rosinality or own file hashes alike. Encoders, latents and mappers record it."""
+    return weights_hash(G)
 
 
 def _psp_decoder(obj: dict) -> dict | None:

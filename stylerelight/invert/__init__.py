@@ -7,12 +7,12 @@ function and the stage share one name without one hiding the other.
 import sys
 import types
 
-from .encoder_io import check_encoder_for, load_encoder, save_encoder
+from .encoder_io import check_encoder_for, encoder_hash, load_encoder, save_encoder
 from .encoders import CompactEncoder, Encoder, PSPEncoder
 from .losses import PerceptualLoss, ms_ssim_l1, ssim
 from .optimize import invert, psnr, w_stats
 
-__all__ = ["CompactEncoder", "Encoder", "PSPEncoder", "PerceptualLoss", "check_encoder_for", "invert",
+__all__ = ["CompactEncoder", "Encoder", "PSPEncoder", "PerceptualLoss", "check_encoder_for", "encoder_hash", "invert",
            "load_encoder", "ms_ssim_l1", "psnr", "save_encoder", "ssim", "w_stats"]
 
 

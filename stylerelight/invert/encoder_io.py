@@ -63,6 +63,14 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return E
 
 
+def encoder_hash(E: Encoder) -> str:
+    """A short content hash of an encoder's weights and latent_avg: a latent bank and the mapper
+    trained on it record the encoder whose codes they hold."""
+    from ..gan.io import weights_hash
+
+    return weights_hash(E.net, E.latent_avg)
+
+
 def check_encoder_for(E: Encoder, G) -> None:
     """Refuse (one line) an encoder made for another generator: sizes always, weights by hash when
     recorded. An iterative encoder that fits gets G attached."""

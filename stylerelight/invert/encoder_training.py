@@ -111,8 +111,8 @@ class EncoderTrainer(RunTrainer):
                 torch.distributed.broadcast(t.data, 0)
 
     def _distinct_streams(self) -> None:
-        """Each process draws its own samples: its RNGs are seeded from (seed, rank, images seen), so
-        a resumed run stays reproducible for the same number of processes."""
+        """Each process draws its own samples: its RNGs are seeded from (seed, rank, images seen at
+        start). A resume therefore continues with fresh draws (one process resumes exactly)."""
         seed = [self.cfg.seed, self.rank, self.nimg]
         self.rng_state = torch.Generator().manual_seed(hash(tuple(seed)) % 2**62).get_state()
         self.data_gen.manual_seed(hash(tuple(seed + [1])) % 2**62)

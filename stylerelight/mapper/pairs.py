@@ -64,13 +64,17 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
     out.mkdir(parents=True, exist_ok=True)
     stage = OLATCapture.load(dirs[0]).stage
     pool = LightPool(stage, spec.light_pool, spec.seed, hdr_dir)
+    from ..invert import encoder_hash
+
     meta = {"format": BANK_FORMAT, "version": 1, "olat": str(Path(olat_dir).resolve()), "spec": spec.__dict__,
-            "hdr_dir": hdr_dir, "encoder": E.meta.get("generator", {}).get("hash", "")}
+            "hdr_dir": hdr_dir, "encoder": E.meta.get("generator", {}).get("hash", ""),
+            "encoder_hash": encoder_hash(E)}
     mpath = out / "bank.json"
     if mpath.exists():
         old = json.loads(mpath.read_text())
-        keys = ("spec", "hdr_dir", "encoder")
+        keys = ("spec", "hdr_dir", "encoder", "encoder_hash")
         old["spec"], meta["spec"] = _spec_key(old.get("spec")), _spec_key(meta["spec"])
+        old.setdefault("encoder_hash", meta["encoder_hash"])  # banks written before it was recorded
         if {k: old.get(k) for k in keys} != {k: meta[k] for k in keys}:
             raise FileExistsError(f"{out} holds a latent bank made with other settings; use another run folder")
     # several builders may write these (same content): each through its own temp file and a rename
@@ -117,6 +121,7 @@ class Bank:
         d = Path(bank_dir)
         meta = json.loads((d / "bank.json").read_text())
         self.lights = np.load(d / "lights.npy")
+        self.encoder_hash = meta.get("encoder_hash", "")  # whose codes the bank holds ("" for older banks)
         olat_root = Path(olat_dir or meta["olat"])
         shards = sorted(p for p in d.glob("*.npz") if not p.name.startswith("."))  # one per capture folder
         if limit:

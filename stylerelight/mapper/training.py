@@ -82,7 +82,7 @@ class MapperTrainer(RunTrainer):
         with self.scope():
             self.M = build_mapper(G, stage_dirs, cfg.geometry, cfg.hidden, {"yaw": yaw, "pitch": pitch},
                                   w_avg=w_avg, w_std=w_std / math.sqrt(G.w_dim),
-                                  info={"bank_subjects": bank.shape[0]})
+                                  info={"bank_subjects": bank.shape[0], "encoder": bank.encoder_hash})
         from .conditioning import light_code
 
         self.M.conditioner.set_light_stats(light_code(torch.from_numpy(bank.lights)))
