@@ -19,7 +19,14 @@ $SR lightstage build-dataset --out data/heldout_hard --images 50 --seed 778 --sp
 $SR train encoder --config train/configs/lightstage_encoder_single.yaml --run runs/enc64_single --threads 1 \
     --kimg "$KIMG1"
 $SR train encoder --config train/configs/lightstage_encoder.yaml --run runs/enc64 --threads 1 --kimg "$KIMG"
+# 3b. (session 12, the bundled file) phase 2's encoder continued on relit OLAT captures beside the renders,
+#     two processes, starting from phase 2's runs/enc64/encoder.pt (the bundled file before session 12);
+#     needs data/olat64 (step 1 of train/lightstage_mapper.sh). 80 kimg in 47 min.
+TORCHRUN=${TORCHRUN:-.venv/bin/torchrun}
+KIMG3=${KIMG3:-80}
+$TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_relit.yaml \
+    --run-dir runs/enc64_relit --threads 1 --kimg "$KIMG3"
 # 4. evaluation and shipping
-cp runs/enc64/encoder.pt checkpoints/lightstage_encoder.pt
+cp runs/enc64_relit/encoder.pt checkpoints/lightstage_encoder.pt
 $PY benchmarks/eval_inversion.py --heldout data/heldout --heldout data/heldout_hard \
     --json checkpoints/lightstage_encoder_eval.json --examples checkpoints/lightstage_encoder_examples.png
