@@ -33,10 +33,16 @@ $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
 $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
     --config train/configs/lightstage_mapper_relit_encoder.yaml --run-dir runs/map64_enc2 --threads 1 \
     --encoder runs/enc64_relit/encoder.pt
-# 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping (the ablation of step 3b
-#    was trained on the previous encoder's codes: its rows compare with step 3's mapper, not this one)
+#     and its ablation, step 3b's no-geometry mapper restarted the same way on a copy of that bank
+mkdir -p runs/map64_nogeo_enc2
+[ -e runs/map64_nogeo_enc2/bank ] || cp -r runs/map64_enc2/bank runs/map64_nogeo_enc2/bank
+$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+    --config train/configs/lightstage_mapper_nogeo_relit_encoder.yaml --run-dir runs/map64_nogeo_enc2 --threads 1 \
+    --encoder runs/enc64_relit/encoder.pt
+# 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_enc2/mapper.pt checkpoints/lightstage_mapper.pt
-$PY benchmarks/eval_edit.py --subjects 6 --json checkpoints/lightstage_mapper_eval.json
+$PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_enc2/mapper.pt \
+    --json checkpoints/lightstage_mapper_eval.json
 # 5. optional (REFINED=1; measured worse, not the bundled file): fine-tune the step-2 mapper on a latent bank of
 #    refined codes (encoder + 20 L-BFGS steps, as Editor.invert) of the first 160 subjects; the bank
 #    alone is about 45 min with two processes on this 2-core CPU (see the model card's diagnosis)
