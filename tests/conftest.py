@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny generators with non-trivial weights, and writers for foreign formats."""
+"""Shared fixtures: tiny generators with non-trivial weights, tiny OLAT capture folders, and writers
+for foreign formats."""
 
 from __future__ import annotations
 
@@ -93,3 +94,16 @@ def _nv_attrs(m: torch.nn.Module) -> dict:
     if type(m).__name__ == "SynthesisBlock":
         out["architecture"] = "skip"
     return out
+
+
+def render_captures(directory, seeds, resolution: int):
+    """Tiny aligned OLAT captures: one folder per subject seed, two cameras each, default stage."""
+    from stylerelight.lighting import LightStage
+    from stylerelight.synth import sample_subject
+    from stylerelight.synth.olat_aligned import render_olat_aligned, sample_cameras
+
+    stage = LightStage.default()
+    for s in seeds:
+        cap = render_olat_aligned(sample_subject(s), stage, sample_cameras(s)[::5][:2], resolution, seed=s)
+        cap.save(directory / f"subject_{s:04d}")
+    return directory

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_generator
+from conftest import make_generator, render_captures
 
 import stylerelight as sr
 from stylerelight.invert.encoder_training import EncoderTrainConfig, EncoderTrainer, RelitCaptures
 from stylerelight.lighting import LightStage, OLATCapture, face_display
-from stylerelight.synth import sample_subject
-from stylerelight.synth.olat_aligned import render_olat_aligned, sample_cameras
 
 STAGE = LightStage.default()
 
@@ -24,11 +22,7 @@ STAGE = LightStage.default()
 @pytest.fixture(scope="module")
 def captures(tmp_path_factory):
     """Two subjects, two cameras each, aligned for a 32^2 generator."""
-    d = tmp_path_factory.mktemp("olat32")
-    for s in (5, 6):
-        cap = render_olat_aligned(sample_subject(s), STAGE, sample_cameras(s)[::5][:2], 32, seed=s)
-        cap.save(d / f"subject_{s:04d}")
-    return d
+    return render_captures(tmp_path_factory.mktemp("olat32"), (5, 6), 32)
 
 
 def test_relit_captures_are_display_images_of_pool_lights(captures):

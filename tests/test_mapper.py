@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_generator
+from conftest import make_generator, render_captures
 
 import stylerelight as sr
 from stylerelight.bundled import ENCODER, GENERATOR, bundled
@@ -25,7 +25,7 @@ from stylerelight.mapper.training import MapperTrainConfig, MapperTrainer
 from stylerelight.recon.reconstruction import _vertex_normals
 from stylerelight.synth import sample_envmap, sample_subject
 from stylerelight.synth.head_model import HeadModel
-from stylerelight.synth.olat_aligned import render_olat_aligned, sample_cameras, warp_to_crop
+from stylerelight.synth.olat_aligned import warp_to_crop
 
 STAGE = LightStage.default()
 
@@ -33,11 +33,7 @@ STAGE = LightStage.default()
 @pytest.fixture(scope="module")
 def captures(tmp_path_factory):
     """Two subjects, two cameras each, aligned for a 64^2 generator."""
-    d = tmp_path_factory.mktemp("olat")
-    for s in (3, 4):
-        cap = render_olat_aligned(sample_subject(s), STAGE, sample_cameras(s)[::5][:2], 64, seed=s)
-        cap.save(d / f"subject_{s:04d}")
-    return d
+    return render_captures(tmp_path_factory.mktemp("olat"), (3, 4), 64)
 
 
 @pytest.fixture(scope="module")
