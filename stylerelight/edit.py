@@ -77,12 +77,12 @@ class Editor:
         self.G = G.to(self.device).eval().requires_grad_(False)
         check_encoder_for(encoder, self.G)
         mapper.check_for(self.G)
-        trained_on = mapper.info.get("encoder")
-        if trained_on and trained_on != encoder_hash(encoder):
+        trained_on, this_one = mapper.info.get("encoder"), encoder_hash(encoder)
+        if trained_on and trained_on != this_one:
             import warnings
 
             warnings.warn(f"the mapper was trained on codes of encoder {trained_on}, not of this one "
-                          f"({encoder_hash(encoder)}); edits may be worse than its model card says", stacklevel=2)
+                          f"({this_one}); edits may be worse than its model card says", stacklevel=2)
         if recon is None:
             from .recon import default_cnn
 

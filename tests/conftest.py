@@ -107,3 +107,15 @@ def render_captures(directory, seeds, resolution: int):
         cap = render_olat_aligned(sample_subject(s), stage, sample_cameras(s)[::5][:2], resolution, seed=s)
         cap.save(directory / f"subject_{s:04d}")
     return directory
+
+
+def run_torchrun(args: list[str], port: int, nproc: int = 2):
+    """`torchrun --nproc_per_node N -m stylerelight ARGS` on CPU, one thread per process."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return subprocess.run([str(torchrun), "--nproc_per_node", str(nproc), "--master_port", str(port), "-m",
+                           "stylerelight", *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)

@@ -3,14 +3,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-from conftest import make_generator, render_captures
+from conftest import make_generator, render_captures, run_torchrun
 
 import stylerelight as sr
 from stylerelight.invert.encoder_training import EncoderTrainConfig, EncoderTrainer, RelitCaptures
@@ -73,13 +68,9 @@ def test_train_encoder_torchrun_two_processes_on_relit_captures(tmp_path, captur
     cfg = tmp_path / "enc.yaml"
     cfg.write_text("width: 8\nbatch: 4\nsnapshot_kimg: 0.008\nimage_kimg: 1\ntotal_kimg: 0.016\n"
                    "olat_lights: 6\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = Path(sys.executable).with_name("torchrun")
     run = tmp_path / "ddp"
-    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29537", "-m", "stylerelight",
-                        "train", "encoder", "--config", str(cfg), "--run-dir", str(run), "-c", str(tmp_path / "g.pt"),
-                        "--olat", str(captures), "--threads", "1"], capture_output=True, text=True, env=env,
-                       timeout=300)
+    r = run_torchrun(["train", "encoder", "--config", str(cfg), "--run-dir", str(run), "-c", str(tmp_path / "g.pt"),
+                      "--olat", str(captures), "--threads", "1"], port=29537)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("done at 0.016 kimg") == 1  # rank 0 reports
     s = torch.load(run / "snapshot.pt", weights_only=True)

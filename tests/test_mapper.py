@@ -5,14 +5,11 @@ the network, its file, pairs, training (loss falls, exact resume, generator refu
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import make_generator, render_captures
+from conftest import make_generator, render_captures, run_torchrun
 
 import stylerelight as sr
 from stylerelight.bundled import ENCODER, GENERATOR, bundled
@@ -289,11 +286,8 @@ def test_torchrun_two_processes_on_cpu(tmp_path, bank_dir, captures):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("lights_per_subject: 2\nlight_pool: 12\nbatch: 8\nimage_batch: 4\ntotal_kimg: 0.016\n"
                    "snapshot_kimg: 0.008\nimage_kimg: 1\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = Path(sys.executable).with_name("torchrun")
-    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29533", "-m", "stylerelight",
-                        "train", "mapper", "--olat", str(captures), "--config", str(cfg), "--run-dir", str(run),
-                        "--threads", "1"], capture_output=True, text=True, env=env, timeout=300)
+    r = run_torchrun(["train", "mapper", "--olat", str(captures), "--config", str(cfg), "--run-dir", str(run),
+                      "--threads", "1"], port=29533)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("done at 0.016 kimg") == 1  # rank 0 reports
     load_mapper(run / "mapper.pt")
