@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import stylerelight as sr  # noqa: E402
-from stylerelight.edit import LIGHT_BLEND, Editor  # noqa: E402
+from stylerelight.edit import IMAGE_BLEND, LIGHT_BLEND, Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.invert import ssim  # noqa: E402
 from stylerelight.mapper.conditioning import normalise_light  # noqa: E402
@@ -166,7 +166,8 @@ def main():
         # the identity edit: the source's own (true) light and view must give the input back
         coeffs_s = ed.stage.project(env_s)
         print(f"subject {seed}: the mapper's move of the encoder code for the source's true light "
-              f"{ed.light_move(lat, coeffs_s):.3f} (the default edit's light blend: {LIGHT_BLEND})")
+              f"{ed.light_move(lat, coeffs_s):.3f} (the default edit's light blend: {LIGHT_BLEND}), its answer's "
+              f"fit of the photo {ed.light_deficit(lat, coeffs_s):.2f} dB below the encoder's ({IMAGE_BLEND})")
         same = {}
         for label in labels:
             r = run(label, coeffs_s)

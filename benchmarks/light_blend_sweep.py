@@ -1,7 +1,9 @@
-"""How the Editor's light blend (`LIGHT_BLEND`, `KEEP_RAMP`) was chosen: on validation subjects
-(not the eval's), the PSNR against Mitsuba of every edit between its two ends -- "the light stays"
-(the refined code turned by the mapper's view change) and the mapper's answer for the encoder's
-code -- and the mapper's moves the blend reads, then the mean PSNR per case for a few (lo, hi).
+"""How the Editor's light blend (`LIGHT_BLEND`, `IMAGE_BLEND`, `KEEP_RAMP`) was chosen: on
+validation subjects (not the eval's), the PSNR against Mitsuba of every edit between its two ends --
+"the light stays" (the refined code turned by the mapper's view change) and the mapper's answer for
+the encoder's code -- and what the blend reads (the mapper's moves of the encoder's code, and how
+much worse its answer fits the photo than the encoder's code), then the mean PSNR per case for a few
+candidate rules: the move's ramp (lo, hi), and the fit's ramp in dB (lo, hi) or none.
 
 Cases per subject (the eval's recipe, benchmarks/eval_edit.py): the identity edit with the true
 light, three relights, relight + yaw 15; for the first --sweep-subjects, six turns of another env
@@ -25,13 +27,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from eval_edit import metrics, subject_case  # noqa: E402
 
-from stylerelight.edit import KEEP_RAMP, LIGHT_BLEND, Editor  # noqa: E402
+from stylerelight.edit import IMAGE_BLEND, KEEP_RAMP, LIGHT_BLEND, Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.mapper.conditioning import Edit, normalise_light  # noqa: E402
 from stylerelight.synth import Camera, render_portrait  # noqa: E402
 
 A = np.linspace(0, 1, 21)  # blend weights at which each edit is measured
-CANDIDATES = [LIGHT_BLEND, (0.15, 0.3), (0.1, 0.2), (0.12, 0.17), (0.0, 1e-6)]
+# (move ramp, fit ramp or None): the shipped rule, its neighbours, session 11-12's move-only rule
+# (0.12, 0.2), and (0, 1e-6): always the encoder code's answer
+CANDIDATES = [(LIGHT_BLEND, IMAGE_BLEND), ((0.25, 0.35), IMAGE_BLEND), ((0.3, 0.4), (1.0, 2.0)),
+              ((0.3, 0.4), (2.0, 3.0)), ((0.3, 0.4), (1.5, 2.5)), ((0.12, 0.2), None), ((0.15, 0.3), None),
+              (None, IMAGE_BLEND), ((0.0, 1e-6), None)]
 
 
 def edit_for(lat, light, dy, dp) -> Edit:
@@ -78,6 +84,7 @@ def main():
             cases += [("own env map turned", env_s.rotate(r), 0) for r in (30, 90, 180)]
         with torch.no_grad():
             keep = M(w_enc, edit_for(lat, est, 0, 0), n)
+            fit_enc = metrics(syn(w_enc), src)[0]
             for name, env, dy in cases:
                 try:
                     ed.check_angles(lat, dy, 0)
@@ -90,21 +97,27 @@ def main():
                 direct = M(w_enc, edit_for(lat, t, dy, 0), n)
                 stays = w + M(w, edit_for(lat, t, dy, 0), n) - M(w, edit_for(lat, t, 0, 0), n)
                 ps = [metrics(syn(stays + a * (direct - stays)), tgt)[0] for a in A]
-                rows.append((name, ps, rms(lit - w_enc), rms(lit - keep)))
+                rows.append((name, ps, rms(lit - w_enc), rms(lit - keep), fit_enc - metrics(syn(lit), src)[0]))
         print(f"subject {i + 1}/{args.subjects} done", flush=True)
     print(f"\nrefined code against its source (the identity edit's ceiling): {np.mean(ref):.2f} dB")
     names = list(dict.fromkeys(r[0] for r in rows))
-    print(f"{'(lo, hi)':14s}" + "".join(f"{nm:>22s}" for nm in names))
-    for lo, hi in CANDIDATES:
+    print(f"{'move, fit (dB)':28s}" + "".join(f"{nm:>22s}" for nm in names))
+
+    def ramp(x, lohi):
+        return float(np.clip((x - lohi[0]) / (lohi[1] - lohi[0]), 0, 1)) if lohi else 0.0
+
+    for move, fit in CANDIDATES:
         means = []
         for nm in names:
-            v = [np.interp(np.clip((m - lo) / (hi - lo), 0, 1) * min(1.0, mk / KEEP_RAMP), A, ps)
-                 for c, ps, m, mk in rows if c == nm]
+            v = [np.interp(max(ramp(m, move), ramp(d, fit)) * min(1.0, mk / KEEP_RAMP), A, ps)
+                 for c, ps, m, mk, d in rows if c == nm]
             means.append(f"{np.mean(v):.2f} ({len(v)})")
-        print(f"{str((lo, hi)):14s}" + "".join(f"{x:>22s}" for x in means))
+        print(f"{str((move, fit)):28s}" + "".join(f"{x:>22s}" for x in means))
     for nm in names:
         m = sorted(r[2] for r in rows if r[0] == nm)
-        print(f"{nm}: the mapper's move {m[0]:.3f}-{m[-1]:.3f} (median {np.median(m):.3f})")
+        d = sorted(r[4] for r in rows if r[0] == nm)
+        print(f"{nm}: the mapper's move {m[0]:.3f}-{m[-1]:.3f} (median {np.median(m):.3f}); its answer's fit "
+              f"{d[0]:.2f}-{d[-1]:.2f} dB below the encoder's (median {np.median(d):.2f})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "refined": ref, "rows": rows}, f)

@@ -15,9 +15,11 @@ A photo is inverted by the encoder and REFINE_STEPS L-BFGS steps (`steps=0`: the
 the mapper's change, w + M(w, target) - M(w, keep), so that the detail the refinement recovered is
 kept (`Editor.cancel_bias`). That detail was fitted under the photo's own light, so it is kept only
 as far as the light stays: the edit slides to the mapper's answer for the encoder's code,
-M(w_enc, target), as the mapper's own move of w_enc for the new light grows -- measured from no
-move (the photo's true light, whatever the estimate says), and held at none right at the source's
-estimate ("keep") (`Editor.light_blend`; docs/editing.md, measured in benchmarks/eval_edit.py).
+M(w_enc, target), as that answer departs from the photo -- the mapper's own move of w_enc for the
+new light grows, or its image fits the photo worse than the encoder's code does (whichever says
+more; the photo's true light, whatever the estimate says, moves neither) -- and is held at none
+right at the source's estimate ("keep") (`Editor.light_blend`, `Editor.image_blend`;
+docs/editing.md, measured in benchmarks/eval_edit.py).
 
 `Editor.method = "rerender"` edits without the mapper: the change is the W+ difference of the
 full reconstruction's ray-traced re-renders under the target and under the source's estimate
@@ -45,7 +47,12 @@ REFINE_STEPS = 20  # default refinement after the encoder (0: encoder only)
 # spread) grows from the first to the second value. Below the first the change is within the
 # mapper's error on identity edits. Chosen on validation subjects (seeds 4,000,000+), not the
 # eval's: docs/editing.md.
-LIGHT_BLEND = (0.12, 0.2)
+LIGHT_BLEND = (0.3, 0.4)
+# ...or as the mapper's answer for the encoder's code stops fitting the photo: its PSNR against the
+# crop falls this many dB (from the first to the second value) below the encoder's own
+# reconstruction's. An identity edit's answer fits as well as the encoder's (within ~1.5 dB on
+# validation), a relight's does not (~5-20 dB below): the sharper of the two signs.
+IMAGE_BLEND = (1.5, 3.0)
 KEEP_RAMP = 0.05  # the same move measured from the answer for the source's estimate, where a reaches full
 METHODS = ("mapper", "rerender")  # how an edit moves the code: the learnt mapper, or re-renders' W+ change
 
@@ -99,6 +106,9 @@ class Editor:
         # (lo, hi) light change over which a cancelled edit slides to the encoder code's direct
         # answer; falsy: never (the mapper's change alone)
         self.light_blend: tuple[float, float] | None = LIGHT_BLEND
+        # (lo, hi) dB by which the encoder code's answer fits the photo worse than the encoder's own
+        # code, over which the same slide happens (whichever is further); falsy: the move alone
+        self.image_blend: tuple[float, float] | None = IMAGE_BLEND
         self.method = method
         self._rerender = None
 
@@ -304,9 +314,11 @@ class Editor:
             kept = self._kept(latents, "_kept_enc", w_enc, same, normals)
             std = self.mapper.net.w_std
             lo, hi = self.light_blend
-            a = (((_rms(lit - w_enc, std) - lo) / (hi - lo)).clamp(0, 1)
-                 * (_rms(lit - kept, std) / KEEP_RAMP).clamp(max=1))
-            a = a[:, None, None]
+            a = ((_rms(lit - w_enc, std) - lo) / (hi - lo)).clamp(0, 1)
+            if self.image_blend:
+                lo, hi = self.image_blend
+                a = torch.maximum(a, ((self._deficit(latents, w_enc, lit) - lo) / (hi - lo)).clamp(0, 1))
+            a = (a * (_rms(lit - kept, std) / KEEP_RAMP).clamp(max=1))[:, None, None]
             # a = 0: the light stays; the refined code turned by the mapper's view change under the
             # target light. a = 1: the light changes; the mapper's answer for the encoder's code.
             turned = ws + out - flat
@@ -316,7 +328,7 @@ class Editor:
     def light_move(self, latent: Latent, light=None, rotate_light: float = 0.0) -> float:
         """How far the mapper moves the encoder's code of the latent's photo for `light` alone (RMS,
         in units of the w spread). What the default edit's light blend reads (LIGHT_BLEND): on
-        validation 0.05-0.17 under the photo's own light, mostly > 0.27 for a real relight."""
+        validation 0.05-0.27 under the photo's own light, 0.19-1.1 (median 0.56) for a relight."""
         self._check(latent)
         self.ensure_reconstruction(latent)
         light = self.resolve_light(light, rotate_light, latent)
@@ -328,6 +340,43 @@ class Editor:
         finally:
             self.cancel_bias = saved
         return float(_rms(out - w_enc, self.mapper.net.w_std)[0])
+
+    def light_deficit(self, latent: Latent, light=None, rotate_light: float = 0.0) -> float:
+        """How many dB worse the mapper's answer for the encoder's code under `light` fits the photo
+        than the encoder's own code does (PSNR against the crop). What the default edit's light blend
+        reads besides the move (IMAGE_BLEND): on validation -0.2-1.5 under the photo's own light,
+        mostly > 5 for a real relight."""
+        self._check(latent)
+        self.ensure_reconstruction(latent)
+        light = self.resolve_light(light, rotate_light, latent)
+        w_enc = self._encoder_ws(latent)
+        enc = dataclasses.replace(latent, ws=w_enc.cpu(), info={**(latent.info or {}), "steps": 0})
+        saved, self.cancel_bias = self.cancel_bias, False
+        try:
+            lit = self.map([enc], [light], [0.0], [0.0])
+        finally:
+            self.cancel_bias = saved
+        return float(self._deficit([latent], w_enc, lit)[0])
+
+    def _deficit(self, latents: list[Latent], w_enc: torch.Tensor, lit: torch.Tensor) -> torch.Tensor:
+        """[N] dB: PSNR of G(w_enc) minus PSNR of G(lit) against each latent's photo (its crop; for a
+        latent without one, the generator's image of its code). The first term is cached."""
+        from .invert import psnr
+
+        refs = []
+        for lat, w in zip(latents, w_enc.split(1), strict=True):
+            ref = _cache_get(lat, "_photo_fit", self.encoder)
+            if ref is None:
+                crop = (lat.info or {}).get("crop")
+                with torch.no_grad():
+                    x = (self._to_tensor(np.asarray(crop, np.uint8)[None]) if crop is not None
+                         else self.G.synthesis(lat.ws[:1].to(self.device), noise_mode="const"))
+                    ref = (x, psnr(self.G.synthesis(w, noise_mode="const"), x))
+                _cache_set(lat, "_photo_fit", self.encoder, ref)
+            refs.append(ref)
+        x = torch.cat([r[0] for r in refs])
+        with torch.no_grad():
+            return torch.cat([r[1] for r in refs]) - psnr(self.G.synthesis(lit, noise_mode="const"), x)
 
     def _kept(self, latents: list[Latent], name: str, ws: torch.Tensor, same: Edit,
               normals: torch.Tensor | None) -> torch.Tensor:

@@ -16,7 +16,7 @@ from PIL import Image
 
 import stylerelight as sr
 from stylerelight.cli import cli
-from stylerelight.edit import LIGHT_BLEND, EditError, Editor
+from stylerelight.edit import IMAGE_BLEND, LIGHT_BLEND, EditError, Editor
 from stylerelight.invert import psnr
 from stylerelight.lighting import LightStage, save_envmap
 from stylerelight.mapper import build_mapper, save_mapper
@@ -119,6 +119,16 @@ def test_refined_sources_are_edited_by_the_mappers_change(ed, render):
     assert p_alone + 0.3 < p_own <= p_ref + 1e-3, (p_ref, p_own, p_alone)
     # what the blend reads: the mapper moves the encoder's code less for the photo's own light than for another
     assert ed.light_move(lat, sample_envmap(5, kind="studio")) < ed.light_move(lat, sample_envmap(3))
+    # ...and how much worse the mapper's answer for the encoder's code fits the photo than that code
+    # does (computed here from the encoder-only latent, whose plain answer is that answer)
+    fits = []
+    for env in (sample_envmap(5, kind="studio"), sample_envmap(3)):
+        answer = ed.map([lat0], [ed.resolve_light(env, 0.0, lat0)], [0.0], [0.0])
+        by_hand = float(psnr(ed.G.synthesis(lat0.ws, noise_mode="const"), x)
+                        - psnr(ed.G.synthesis(answer, noise_mode="const"), x))
+        fits.append(ed.light_deficit(lat, env))
+        assert abs(fits[-1] - by_hand) < 1e-3, (fits[-1], by_hand)
+    assert fits[0] < IMAGE_BLEND[0] < IMAGE_BLEND[1] < fits[1], fits
     light = ed.resolve_light(sample_envmap(3), 0.0, lat)
     turned = ed.map([lat], [keep], [10.0], [0.0])
     relit = ed.map([lat], [light], [10.0], [0.0])
