@@ -12,6 +12,8 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from .align import landmark_model_path
 
@@ -64,3 +66,62 @@ def identity_distance(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
         db = np.asarray(net.compute_face_descriptor(b, shape, 0))
         out[i] = float(np.linalg.norm(da - db))
     return out
+
+
+def chip_transform(reference: np.ndarray) -> np.ndarray:
+    """[2, 3] affine from dlib's 150^2 face-chip pixels (x, y, 1) to pixel coordinates of the
+    aligned uint8 crop `reference` [H, W, 3], from its landmarks (found on the 256^2 upscale, as
+    `identity_distance` finds them): the chip `dlib.get_face_chip` would cut."""
+    import dlib
+
+    predictor, _ = _models()
+    up = _upscale(np.asarray(reference))
+    d = dlib.get_face_chip_details(predictor(up, _aligned_rect(up.shape[0])), size=150, padding=0.25)
+    r, a = d.rect, d.angle
+    cx, cy = (r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    corners = np.array([[r.left(), r.top()], [r.right(), r.top()], [r.right(), r.bottom()]])
+    img_pts = (corners - [cx, cy]) @ rot.T + [cx, cy]
+    chip_pts = np.array([[0, 0, 1], [d.cols - 1, 0, 1], [d.cols - 1, d.rows - 1, 1]], np.float64)
+    m = np.linalg.solve(chip_pts, img_pts).T  # chip (x, y, 1) -> upscaled image (x, y)
+    s = reference.shape[0] / up.shape[0]  # to the crop's own pixels (pixel centres at integers)
+    return np.vstack([m * s, [0, 0, 1]])[:2] + np.array([[0, 0, (s - 1) / 2], [0, 0, (s - 1) / 2]])
+
+
+def cut_chips(images: torch.Tensor, transforms: torch.Tensor, size: int = 150) -> torch.Tensor:
+    """Face chips [N, 3, size, size] in [0, 255] cut (bilinear, differentiably) from images
+    [N, 3, H, W] in [-1, 1] by chip -> image pixel affines [N, 2, 3] (`chip_transform`)."""
+    n, _, h, w = images.shape
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3).to(images.device)
+    img = pts @ transforms.float().to(images.device).transpose(1, 2)  # [N, size*size, 2] pixels
+    grid = torch.stack([2 * img[..., 0] / (w - 1) - 1, 2 * img[..., 1] / (h - 1) - 1], -1)
+    chips = F.grid_sample(images.float(), grid.reshape(n, size, size, 2), mode="bilinear", padding_mode="border",
+                          align_corners=True)
+    return (chips + 1) * 127.5
+
+
+class IdentityLoss(torch.nn.Module):
+    """dlib's descriptor distance between generated aligned crops and their targets, differentiable
+    in the generated ones (dlib's network in torch: `face_descriptor`). The chip is cut where dlib
+    would cut it from the target (its landmarks), the same place in both images, so the loss
+    measures appearance, as `identity_distance` does. Without the model files it raises
+    FileNotFoundError; callers that make it optional say so once."""
+
+    def __init__(self, net=None):
+        super().__init__()
+        from .face_descriptor import load_face_descriptor
+
+        self.net = net if net is not None else load_face_descriptor()
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """images, targets [N, 3, H, W] in [-1, 1] -> [N] descriptor distances."""
+        from .imageio import gan_to_uint8
+
+        ref = gan_to_uint8(targets.detach())
+        tf = torch.from_numpy(np.stack([chip_transform(r) for r in ref])).float()
+        with torch.no_grad():
+            d_t = self.net(cut_chips(targets.detach(), tf))
+        d_i = self.net(cut_chips(images, tf))
+        return (d_i - d_t).square().sum(1).add(1e-8).sqrt()
