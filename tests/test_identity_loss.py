@@ -79,3 +79,18 @@ def test_other_files_are_refused(tmp_path):
     lm.write_bytes(b"\x01\x15input_rgb_image_sized" + b"\x00" * 32)
     with pytest.raises(DescriptorFileError):
         load_face_descriptor(lm)
+
+
+def test_encoder_training_step_with_the_identity_loss_alone(tmp_path, small_G):
+    """`identity_weight` > 0 puts the descriptor distance into `train encoder`'s loss: with every
+    other term off, a step still moves the encoder, and the step reports the loss."""
+    from stylerelight.invert.encoder_training import EncoderTrainConfig, EncoderTrainer
+
+    cfg = EncoderTrainConfig(width=8, batch=4, synth_fraction=1.0, latent_weight=0.0, l2_weight=0.0,
+                             msssim_weight=0.0, lpips_weight=0.0, delta_weight=0.0, identity_weight=1.0,
+                             identity_images=2, total_kimg=0.004)
+    t = EncoderTrainer(cfg, small_G, None, tmp_path / "run", log=False)
+    before = [p.detach().clone() for p in t.E.net.parameters()]
+    stats = t.train_step()
+    assert 0 < stats["loss/identity"] < 10 and stats["loss"] == pytest.approx(stats["loss/identity"], rel=1e-5)
+    assert any(not torch.equal(a, b) for a, b in zip(before, t.E.net.parameters(), strict=True))
