@@ -315,10 +315,14 @@ class Editor:
             std = self.mapper.net.w_std
             lo, hi = self.light_blend
             a = ((_rms(lit - w_enc, std) - lo) / (hi - lo)).clamp(0, 1)
-            if self.image_blend:
+            keep = (_rms(lit - kept, std) / KEEP_RAMP).clamp(max=1)
+            need = (a < 1) & (keep > 0)  # the fit costs a synthesis: only where it can change a
+            if self.image_blend and bool(need.any()):
                 lo, hi = self.image_blend
-                a = torch.maximum(a, ((self._deficit(latents, w_enc, lit) - lo) / (hi - lo)).clamp(0, 1))
-            a = (a * (_rms(lit - kept, std) / KEEP_RAMP).clamp(max=1))[:, None, None]
+                i = need.nonzero()[:, 0]
+                d = self._deficit([latents[j] for j in i.tolist()], w_enc[i], lit[i])
+                a[i] = torch.maximum(a[i], ((d - lo) / (hi - lo)).clamp(0, 1))
+            a = (a * keep)[:, None, None]
             # a = 0: the light stays; the refined code turned by the mapper's view change under the
             # target light. a = 1: the light changes; the mapper's answer for the encoder's code.
             turned = ws + out - flat
@@ -360,9 +364,13 @@ class Editor:
 
     def _deficit(self, latents: list[Latent], w_enc: torch.Tensor, lit: torch.Tensor) -> torch.Tensor:
         """[N] dB: PSNR of G(w_enc) minus PSNR of G(lit) against each latent's photo (its crop; for a
-        latent without one, the generator's image of its code). The first term is cached."""
+        latent without one, the generator's image of its code). The first term is cached, and the
+        last answer's value too (a view slider moving under one light costs no synthesis)."""
         from .invert import psnr
 
+        last = [_cache_get(lat, "_last_fit", self.mapper) for lat in latents]
+        if all(c is not None and torch.equal(c[0], li) for c, li in zip(last, lit, strict=True)):
+            return torch.stack([c[1] for c in last])
         refs = []
         for lat, w in zip(latents, w_enc.split(1), strict=True):
             ref = _cache_get(lat, "_photo_fit", self.encoder)
@@ -376,7 +384,10 @@ class Editor:
             refs.append(ref)
         x = torch.cat([r[0] for r in refs])
         with torch.no_grad():
-            return torch.cat([r[1] for r in refs]) - psnr(self.G.synthesis(lit, noise_mode="const"), x)
+            d = torch.cat([r[1] for r in refs]) - psnr(self.G.synthesis(lit, noise_mode="const"), x)
+        for lat, li, v in zip(latents, lit, d, strict=True):
+            _cache_set(lat, "_last_fit", self.mapper, (li.clone(), v))
+        return d
 
     def _kept(self, latents: list[Latent], name: str, ws: torch.Tensor, same: Edit,
               normals: torch.Tensor | None) -> torch.Tensor:

@@ -39,9 +39,21 @@ mkdir -p runs/map64_nogeo_enc2
 $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
     --config train/configs/lightstage_mapper_nogeo_relit_encoder.yaml --run-dir runs/map64_nogeo_enc2 --threads 1 \
     --encoder runs/enc64_relit/encoder.pt
+# 3d. (session 13, the bundled file) step 3c's mapper continued with the image loss on half of each batch
+#     at full weight (15 min), then at a smaller learning rate (22 min), on copies of step 3c's bank;
+#     and its ablation the same way from step 3c's ablation
+for R in map64_img map64_img2 map64_nogeo_img map64_nogeo_img2; do
+    mkdir -p runs/$R
+    [ -e runs/$R/bank ] || cp -r runs/map64_enc2/bank runs/$R/bank
+done
+for C in image_ft:map64_img image_ft2:map64_img2 nogeo_image_ft:map64_nogeo_img nogeo_image_ft2:map64_nogeo_img2; do
+    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+        --config train/configs/lightstage_mapper_${C%%:*}.yaml --run-dir runs/${C##*:} --threads 1 \
+        --encoder runs/enc64_relit/encoder.pt
+done
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
-cp runs/map64_enc2/mapper.pt checkpoints/lightstage_mapper.pt
-$PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_enc2/mapper.pt \
+cp runs/map64_img2/mapper.pt checkpoints/lightstage_mapper.pt
+$PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_img2/mapper.pt \
     --json checkpoints/lightstage_mapper_eval.json
 # 5. optional (REFINED=1; measured worse, not the bundled file): fine-tune the step-2 mapper on a latent bank of
 #    refined codes (encoder + 20 L-BFGS steps, as Editor.invert) of the first 160 subjects; the bank
