@@ -333,23 +333,20 @@ class Editor:
         """How far the mapper moves the encoder's code of the latent's photo for `light` alone (RMS,
         in units of the w spread). What the default edit's light blend reads (LIGHT_BLEND): on
         validation 0.05-0.27 under the photo's own light, 0.19-1.1 (median 0.56) for a relight."""
-        self._check(latent)
-        self.ensure_reconstruction(latent)
-        light = self.resolve_light(light, rotate_light, latent)
-        w_enc = self._encoder_ws(latent)
-        enc = dataclasses.replace(latent, ws=w_enc.cpu(), info={**(latent.info or {}), "steps": 0})
-        saved, self.cancel_bias = self.cancel_bias, False
-        try:
-            out = self.map([enc], [light], [0.0], [0.0])
-        finally:
-            self.cancel_bias = saved
-        return float(_rms(out - w_enc, self.mapper.net.w_std)[0])
+        w_enc, lit = self._encoder_answer(latent, light, rotate_light)
+        return float(_rms(lit - w_enc, self.mapper.net.w_std)[0])
 
     def light_deficit(self, latent: Latent, light=None, rotate_light: float = 0.0) -> float:
         """How many dB worse the mapper's answer for the encoder's code under `light` fits the photo
         than the encoder's own code does (PSNR against the crop). What the default edit's light blend
         reads besides the move (IMAGE_BLEND): on validation -0.2-1.5 under the photo's own light,
         mostly > 5 for a real relight."""
+        w_enc, lit = self._encoder_answer(latent, light, rotate_light)
+        return float(self._deficit([latent], w_enc, lit)[0])
+
+    def _encoder_answer(self, latent: Latent, light, rotate_light: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the encoder's code of the latent's photo, the mapper's plain answer for it under the light
+        alone): what the light blend reads."""
         self._check(latent)
         self.ensure_reconstruction(latent)
         light = self.resolve_light(light, rotate_light, latent)
@@ -357,10 +354,9 @@ class Editor:
         enc = dataclasses.replace(latent, ws=w_enc.cpu(), info={**(latent.info or {}), "steps": 0})
         saved, self.cancel_bias = self.cancel_bias, False
         try:
-            lit = self.map([enc], [light], [0.0], [0.0])
+            return w_enc, self.map([enc], [light], [0.0], [0.0])
         finally:
             self.cancel_bias = saved
-        return float(self._deficit([latent], w_enc, lit)[0])
 
     def _deficit(self, latents: list[Latent], w_enc: torch.Tensor, lit: torch.Tensor) -> torch.Tensor:
         """[N] dB: PSNR of G(w_enc) minus PSNR of G(lit) against each latent's photo (its crop; for a
