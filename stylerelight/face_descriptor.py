@@ -122,15 +122,17 @@ class _Block(nn.Module):
     """dlib's residual block: conv-affine-relu-conv-affine (+ the input, average pooled 2x2 when
     the block downsamples), relu."""
 
-    def __init__(self, c1, c2, down: bool):
+    def __init__(self, c1: nn.Conv2d, a1: tuple, c2: nn.Conv2d, a2: tuple, down: bool):
         super().__init__()
         self.conv1, self.conv2 = c1, c2
+        for j, a in enumerate((a1, a2), 1):  # dlib's affine layers: per-channel scale and shift
+            self.register_buffer(f"g{j}", torch.from_numpy(a[1]).view(1, -1, 1, 1))
+            self.register_buffer(f"b{j}", torch.from_numpy(a[2]).view(1, -1, 1, 1))
         self.down = down
 
-    def forward(self, x, affines):
-        (g1, b1), (g2, b2) = affines
-        y = F.relu(self.conv1(x) * g1 + b1)
-        y = self.conv2(y) * g2 + b2
+    def forward(self, x):
+        y = F.relu(self.conv1(x) * self.g1 + self.b1)
+        y = self.conv2(y) * self.g2 + self.b2
         skip = F.avg_pool2d(x, 2, 2) if self.down else x
         return F.relu(_padded_add(y, skip))
 
@@ -167,7 +169,6 @@ class FaceDescriptor(nn.Module):
         pool = next(it)
         self.pool_k, self.pool_s = pool[1], pool[2]
         self.blocks = nn.ModuleList()
-        self._affine = []
         rest = list(it)
         i = 0
         while i < len(rest) and rest[i][0] == "con":
@@ -176,11 +177,7 @@ class FaceDescriptor(nn.Module):
             if not down and seq[:6] != ["con", "affine", "relu", "con", "affine", "add"]:
                 raise DescriptorFileError("not dlib's face descriptor network (unexpected block)")
             c1, a1, _, c2, a2 = rest[i: i + 5]
-            self.blocks.append(_Block(self._conv(c1), self._conv(c2), down))
-            k = len(self.blocks) - 1
-            for j, a in enumerate((a1, a2)):
-                self.register_buffer(f"g{k}_{j}", torch.from_numpy(a[1]).view(1, -1, 1, 1))
-                self.register_buffer(f"b{k}_{j}", torch.from_numpy(a[2]).view(1, -1, 1, 1))
+            self.blocks.append(_Block(self._conv(c1), a1, self._conv(c2), a2, down))
             i += 8 if down else 7  # ... add, relu
         tail = [r for r in rest[i:] if r[0] == "fc"]
         if len(tail) != 1 or len(self.blocks) == 0:
@@ -200,9 +197,8 @@ class FaceDescriptor(nn.Module):
         x = (chips.float() - self.mean) / 256.0
         x = F.relu(self.stem(x) * self.stem_g + self.stem_b)
         x = F.max_pool2d(x, self.pool_k, self.pool_s)
-        for k, block in enumerate(self.blocks):
-            affines = [(getattr(self, f"g{k}_{j}"), getattr(self, f"b{k}_{j}")) for j in range(2)]
-            x = block(x, affines)
+        for block in self.blocks:
+            x = block(x)
         return x.mean(dim=[2, 3]) @ self.fc
 
 
