@@ -4,6 +4,9 @@ person are typically < 0.6 apart), shipped offline in `face-recognition-models`.
 For aligned crops the landmarks are found once on the reference image and reused for the other,
 so the distance measures appearance, not a difference in landmark fits. Small crops are upscaled
 (bicubic) to 256^2 first: the network expects 150^2 face chips.
+
+`IdentityLoss` is the same distance as a differentiable training loss: dlib's network run in torch
+(`face_descriptor`), on chips cut bilinearly where dlib would cut them.
 """
 
 from __future__ import annotations
@@ -85,7 +88,9 @@ def chip_transform(reference: np.ndarray) -> np.ndarray:
     chip_pts = np.array([[0, 0, 1], [d.cols - 1, 0, 1], [d.cols - 1, d.rows - 1, 1]], np.float64)
     m = np.linalg.solve(chip_pts, img_pts).T  # chip (x, y, 1) -> upscaled image (x, y)
     s = reference.shape[0] / up.shape[0]  # to the crop's own pixels (pixel centres at integers)
-    return np.vstack([m * s, [0, 0, 1]])[:2] + np.array([[0, 0, (s - 1) / 2], [0, 0, (s - 1) / 2]])
+    m *= s
+    m[:, 2] += (s - 1) / 2
+    return m
 
 
 def cut_chips(images: torch.Tensor, transforms: torch.Tensor, size: int = 150) -> torch.Tensor:
