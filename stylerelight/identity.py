@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .align import landmark_model_path
+from .face_descriptor import CHIP_SIZE
 
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 
@@ -79,7 +80,7 @@ def chip_transform(reference: np.ndarray) -> np.ndarray:
 
     predictor, _ = _models()
     up = _upscale(np.asarray(reference))
-    d = dlib.get_face_chip_details(predictor(up, _aligned_rect(up.shape[0])), size=150, padding=0.25)
+    d = dlib.get_face_chip_details(predictor(up, _aligned_rect(up.shape[0])), size=CHIP_SIZE, padding=0.25)
     r, a = d.rect, d.angle
     cx, cy = (r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
@@ -93,7 +94,7 @@ def chip_transform(reference: np.ndarray) -> np.ndarray:
     return m
 
 
-def cut_chips(images: torch.Tensor, transforms: torch.Tensor, size: int = 150) -> torch.Tensor:
+def cut_chips(images: torch.Tensor, transforms: torch.Tensor, size: int = CHIP_SIZE) -> torch.Tensor:
     """Face chips [N, 3, size, size] in [0, 255] cut (bilinear, differentiably) from images
     [N, 3, H, W] in [-1, 1] by chip -> image pixel affines [N, 2, 3] (`chip_transform`)."""
     n, _, h, w = images.shape
