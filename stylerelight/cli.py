@@ -189,8 +189,9 @@ def align(photo, out, size, face_index, detector, force):
 @click.option("--aligned", is_flag=True, help="PHOTO is already FFHQ-aligned (skip detection); an aligned image of "
               "another size is resized to the generator's resolution.")
 @click.option("--loss", type=click.Choice(["auto", "lpips", "msssim", "l2"]), default="auto", show_default=True,
-              help="Added to 10 x MSE. auto: LPIPS when its VGG weights are present, else msssim "
-              "(MS-SSIM + L1); l2: the MSE alone (highest PSNR, a little lower SSIM).")
+              help="Added to a weighted MSE (x50 when refining an encoder start, x10 for optimize). auto: LPIPS "
+              "when its VGG weights are present, else msssim (MS-SSIM + L1); l2: the MSE alone (highest PSNR, "
+              "a little lower SSIM).")
 @click.option("--save-reconstruction", type=click.Path(dir_okay=False), default=None, help="Also write the "
               "generator's reconstruction as PNG.")
 @click.option("--device", default="cpu", show_default=True)

@@ -7,6 +7,7 @@ import torch
 from conftest import make_generator
 
 from stylerelight.invert import PerceptualLoss, invert, psnr, ssim
+from stylerelight.invert.optimize import PRECONDITION_SHIFT, refine_preconditioner
 
 
 def _test_generator(seed=0):
@@ -120,6 +121,26 @@ def test_lbfgs_refinement_is_per_image():
     both = invert(G, target, steps=8, init=start, progress=False)
     one = invert(G, target[1:2], steps=8, init=start[1:2], progress=False)
     assert torch.equal(both[1:2], one)
+
+
+def test_refine_preconditioner_is_the_shifted_inverse_root_of_w_covariance():
+    """P is symmetric with mean eigenvalue 1 and P (C + s mean(eig C) I) P is a multiple of the
+    identity, C the covariance of mapped w computed here independently (numpy, float64)."""
+    import numpy as np
+
+    G = _test_generator()
+    P = refine_preconditioner(G).double().numpy()
+    z = torch.from_numpy(np.random.RandomState(123).randn(10000, G.z_dim)).float()
+    with torch.no_grad():
+        w = G.mapping(z)[:, 0].double().numpy()
+    C = np.cov(w, rowvar=False)
+    shifted = C + PRECONDITION_SHIFT * np.trace(C) / len(C) * np.eye(len(C))
+    assert np.allclose(P, P.T, atol=1e-6)
+    assert abs(np.linalg.eigvalsh(P).mean() - 1) < 1e-5
+    M = P @ shifted @ P
+    assert np.allclose(M, M[0, 0] * np.eye(len(C)), atol=1e-4 * M[0, 0])
+    # a different shift gives a different P (the shift is used), still symmetric
+    assert not np.allclose(refine_preconditioner(G, shift=3.0).numpy(), P, atol=1e-3)
 
 
 def test_optimizer_choice_is_checked():
