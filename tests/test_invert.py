@@ -141,6 +141,19 @@ def test_refine_preconditioner_is_the_shifted_inverse_root_of_w_covariance():
     assert np.allclose(M, M[0, 0] * np.eye(len(C)), atol=1e-4 * M[0, 0])
     # a different shift gives a different P (the shift is used), still symmetric
     assert not np.allclose(refine_preconditioner(G, shift=3.0).numpy(), P, atol=1e-3)
+    # it is kept per generator, and follows its mapping weights when they change in place
+    def perturb(g):  # the same in-place change of the mapping weights for a given generator
+        gen = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for p in g.mapping.parameters():
+                p.add_(0.5 * torch.randn(p.shape, generator=gen))
+
+    perturb(G)
+    P2 = refine_preconditioner(G).double().numpy()
+    assert not np.allclose(P2, P, atol=1e-3)
+    fresh = _test_generator()
+    perturb(fresh)
+    assert np.allclose(P2, refine_preconditioner(fresh).double().numpy(), atol=1e-6)
 
 
 def test_optimizer_choice_is_checked():
