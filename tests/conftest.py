@@ -13,6 +13,21 @@ import torch
 from stylerelight.gan import Generator, GeneratorConfig
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Derived per-generator data (the refinement's preconditioner) goes to a temporary cache, never
+    the user's home; subprocesses inherit it."""
+    import os
+
+    old = os.environ.get("STYLERELIGHT_CACHE")
+    os.environ["STYLERELIGHT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("STYLERELIGHT_CACHE", None)
+    else:
+        os.environ["STYLERELIGHT_CACHE"] = old
+
+
 def make_generator(res=32, z_dim=32, w_dim=32, seed=0, **kw) -> Generator:
     """A small generator whose noise strengths, biases and w_avg are non-zero (so tests see them)."""
     torch.manual_seed(seed)

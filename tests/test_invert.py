@@ -7,7 +7,7 @@ import torch
 from conftest import make_generator
 
 from stylerelight.invert import PerceptualLoss, invert, psnr, ssim
-from stylerelight.invert.optimize import PRECONDITION_SHIFT, refine_preconditioner
+from stylerelight.invert.precondition import gauss_newton_blocks, preconditioner_from_blocks, refine_preconditioner
 
 
 def _test_generator(seed=0):
@@ -123,37 +123,60 @@ def test_lbfgs_refinement_is_per_image():
     assert torch.equal(both[1:2], one)
 
 
-def test_refine_preconditioner_is_the_shifted_inverse_root_of_w_covariance():
-    """P is symmetric with mean eigenvalue 1 and P (C + s mean(eig C) I) P is a multiple of the
-    identity, C the covariance of mapped w computed here independently (numpy, float64)."""
-    import numpy as np
-
+def test_gauss_newton_blocks_match_the_exact_jacobian():
+    """The probe estimate of E[J_l^T J_l] agrees with the exact Jacobian's (autograd, per sample)."""
     G = _test_generator()
-    P = refine_preconditioner(G).double().numpy()
-    z = torch.from_numpy(np.random.RandomState(123).randn(10000, G.z_dim)).float()
-    with torch.no_grad():
-        w = G.mapping(z)[:, 0].double().numpy()
-    C = np.cov(w, rowvar=False)
-    shifted = C + PRECONDITION_SHIFT * np.trace(C) / len(C) * np.eye(len(C))
-    assert np.allclose(P, P.T, atol=1e-6)
-    assert abs(np.linalg.eigvalsh(P).mean() - 1) < 1e-5
-    M = P @ shifted @ P
-    assert np.allclose(M, M[0, 0] * np.eye(len(C)), atol=1e-4 * M[0, 0])
-    # a different shift gives a different P (the shift is used), still symmetric
-    assert not np.allclose(refine_preconditioner(G, shift=3.0).numpy(), P, atol=1e-3)
-    # it is kept per generator, and follows its mapping weights when they change in place
-    def perturb(g):  # the same in-place change of the mapping weights for a given generator
-        gen = torch.Generator().manual_seed(5)
+    est = gauss_newton_blocks(G, samples=3, probes=400, psi=0.8, seed=1, batch=3)
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(3, G.z_dim, generator=gen)  # the same samples: drawn first from the same seed
+    exact = torch.zeros_like(est)
+    for i in range(3):
         with torch.no_grad():
-            for p in g.mapping.parameters():
-                p.add_(0.5 * torch.randn(p.shape, generator=gen))
+            ws = G.mapping(z[i: i + 1], truncation_psi=0.8)
+        J = torch.autograd.functional.jacobian(lambda w: G.synthesis(w, noise_mode="const").reshape(-1), ws)
+        J = J.reshape(J.shape[0], G.num_ws, G.w_dim).double()
+        exact += torch.einsum("pld,ple->lde", J, J) / 3
+    rel = (est - exact).norm() / exact.norm()
+    assert rel < 0.1, float(rel)
+    # blocks are symmetric positive semi-definite
+    assert torch.allclose(est, est.transpose(1, 2)) and torch.linalg.eigvalsh(est).min() > -1e-9 * est.abs().max()
 
-    perturb(G)
-    P2 = refine_preconditioner(G).double().numpy()
-    assert not np.allclose(P2, P, atol=1e-3)
-    fresh = _test_generator()
-    perturb(fresh)
-    assert np.allclose(P2, refine_preconditioner(fresh).double().numpy(), atol=1e-6)
+
+def test_preconditioner_whitens_the_shifted_blocks():
+    """P_l (H_l + shift mean eig(H_l) I) P_l is the same multiple of the identity for every layer,
+    and the P_l's eigenvalues average 1."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(4, 6, 6, generator=g, dtype=torch.float64) * torch.tensor([1.0, 3.0, 0.1, 10.0])[:, None, None]
+    H = A @ A.transpose(1, 2)
+    P = preconditioner_from_blocks(H, shift=0.2).double()
+    assert torch.allclose(P, P.transpose(1, 2), atol=1e-6)
+    assert abs(float(torch.linalg.eigvalsh(P).mean()) - 1) < 1e-5
+    shifted = H + 0.2 * torch.linalg.eigvalsh(H).mean(1)[:, None, None] * torch.eye(6, dtype=torch.float64)
+    M = P @ shifted @ P
+    c = M[0, 0, 0]
+    assert torch.allclose(M, c * torch.eye(6, dtype=torch.float64).expand(4, 6, 6), atol=1e-4 * float(c))
+
+
+def test_preconditioner_is_kept_per_generator_and_on_disk(monkeypatch, tmp_path):
+    """Computed once per generator; another process (a fresh copy of the same weights) reads the
+    disk cache; changed weights or a damaged cache file are recomputed."""
+    from stylerelight.invert import precondition
+
+    monkeypatch.setenv("STYLERELIGHT_CACHE", str(tmp_path))
+    calls = []
+    real = precondition.gauss_newton_blocks
+    monkeypatch.setattr(precondition, "gauss_newton_blocks", lambda G: calls.append(1) or real(G, samples=4, probes=2))
+    G = _test_generator()
+    P = refine_preconditioner(G)
+    assert refine_preconditioner(G) is P and len(calls) == 1
+    files = list(tmp_path.glob("gauss_newton_*.pt"))
+    assert len(files) == 1
+    assert torch.equal(refine_preconditioner(_test_generator()), P) and len(calls) == 1  # read from disk
+    files[0].write_bytes(b"not a torch file")
+    assert torch.equal(refine_preconditioner(_test_generator()), P) and len(calls) == 2  # recomputed, same seed
+    with torch.no_grad():
+        next(G.synthesis.parameters()).mul_(2.0)
+    assert not torch.equal(refine_preconditioner(G), P) and len(calls) == 3
 
 
 def test_optimizer_choice_is_checked():

@@ -7,39 +7,21 @@ global search from w_avg.
 
 From a start (an encoder's ws, or `init`): a local problem, so a quasi-Newton method wins. L-BFGS
 on ws per image (strong-Wolfe line search, constant noise) reaches in 20 iterations what Adam
-needs about 40 steps for, at the same cost per step; it steps in W preconditioned by W's own
-covariance (`refine_preconditioner`) and weighs the pixel term more than the projector does
+needs about 40 steps for, at the same cost per step; it steps in W preconditioned by the generator's
+Gauss-Newton matrix (`precondition.py`) and weighs the pixel term more than the projector does
 (docs/encoders.md has the measurements).
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .losses import PerceptualLoss
-
-_STATS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # generator -> (weights key, {name: value})
-
-
-def _cached(G, name, make):
-    """make() once per generator and name, again after its mapping weights change in place
-    (tensor version counters) or move: each inversion call would otherwise map 10,000 z again
-    (about 0.1-0.4 s, as long as several refinement steps)."""
-    try:
-        key = (str(next(G.parameters()).device), tuple(p._version for p in G.mapping.parameters()))
-    except RuntimeError:  # inference-mode tensors keep no version counter: no caching
-        return make()
-    entry = _STATS.get(G)
-    if entry is None or entry[0] != key:
-        entry = _STATS[G] = (key, {})
-    if name not in entry[1]:
-        entry[1][name] = make()
-    return entry[1][name]
+from .precondition import cached_for_generator, refine_preconditioner
 
 
 def _mapped_w(G, num: int, seed: int) -> torch.Tensor:
@@ -47,7 +29,7 @@ def _mapped_w(G, num: int, seed: int) -> torch.Tensor:
         z = torch.from_numpy(np.random.RandomState(seed).randn(num, G.z_dim)).float()
         return G.mapping(z.to(next(G.parameters()).device))[:, 0]
 
-    return _cached(G, ("w", num, seed), make)
+    return cached_for_generator(G, ("w", num, seed), make)
 
 
 @torch.no_grad()
@@ -55,26 +37,6 @@ def w_stats(G, num: int = 10000, seed: int = 123) -> tuple[torch.Tensor, float]:
     """(w_avg [w_dim], w_std scalar) from `num` mapped z, as the projector computes them."""
     w = _mapped_w(G, num, seed)
     return w.mean(0), float(((w - w.mean(0)).square().sum() / num) ** 0.5)
-
-
-@torch.no_grad()
-def refine_preconditioner(G, shift: float | None = None, num: int = 10000, seed: int = 123) -> torch.Tensor:
-    """[w_dim, w_dim] symmetric P = (C + shift * mean eigenvalue * I)^(-1/2), scaled to mean
-    eigenvalue 1, with C the covariance of mapped w: the refinement's ws are init + x @ P for its
-    variable x (the same P for every layer).
-
-    Why: L-BFGS starts from an identity guess of the inverse Hessian; in x that guess is P @ P =
-    (C + shift)^-1 in W, i.e. the image is taken to respond most along the directions in which W
-    varies most (what the generator was trained to render). Measured on validation: +0.25 dB at 20
-    steps; whitening the other way (P = C^(1/2)) loses about 1 dB (docs/encoders.md)."""
-    shift = PRECONDITION_SHIFT if shift is None else shift
-
-    def make():
-        e, V = torch.linalg.eigh(torch.cov(_mapped_w(G, num, seed).double().T))
-        d = (e.clamp_min(0) + shift * e.mean()).rsqrt()
-        return ((V * (d / d.mean())) @ V.T).float()
-
-    return _cached(G, ("P", shift, num, seed), make)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
@@ -97,9 +59,9 @@ def _noise_regularizer(noise: dict) -> torch.Tensor:
 
 # Adam refinement from a start: a smaller step and no w noise, so the start is not thrown away
 REFINE_LR, REFINE_W_NOISE = 0.05, 0.0
-# L-BFGS refinement: pixel weight (the projector's is 10) and the preconditioner's shift, both chosen
-# on validation (docs/encoders.md: at 20 steps 50 raises PSNR and SSIM on both sets, identity the same)
-REFINE_PIXEL_WEIGHT, PRECONDITION_SHIFT = 50.0, 0.3
+# L-BFGS refinement: pixel weight (the projector's is 10), chosen on validation (docs/encoders.md: at
+# 20 steps 50 raised PSNR and SSIM on both sets, identity the same)
+REFINE_PIXEL_WEIGHT = 50.0
 OPTIMIZERS = ("auto", "adam", "lbfgs")
 
 
@@ -107,7 +69,7 @@ def _refine_lbfgs(G, target: torch.Tensor, init: torch.Tensor, steps: int, dist_
                   progress: bool):
     """L-BFGS on each image's ws alone (its own curvature history and line search, so a result does
     not depend on what else is in the batch), stepping in preconditioned coordinates (ws = init +
-    x @ P, `refine_preconditioner`); noise stays at the generator's constants.
+    x_l @ P_l per layer, `refine_preconditioner`); noise stays at the generator's constants.
     Returns ws [N, num_ws, w_dim], the lowest loss reached by each iteration [steps, N], noise."""
     from tqdm import tqdm
 
@@ -126,7 +88,7 @@ def _refine_lbfgs(G, target: torch.Tensor, init: torch.Tensor, steps: int, dist_
 
         def closure(x=x, w0=w0, i=i, opt=opt, best=best, done=done):
             opt.zero_grad(set_to_none=True)
-            synth = G.synthesis(w0 + x @ P, noise=noise)
+            synth = G.synthesis(w0 + torch.einsum("nld,lde->nle", x, P), noise=noise)
             t = target[i: i + 1]
             loss = (dist_fn(synth, t) + pixel_weight * (synth - t).square().mean(dim=[1, 2, 3])).sum()
             loss.backward()
@@ -142,7 +104,7 @@ def _refine_lbfgs(G, target: torch.Tensor, init: torch.Tensor, steps: int, dist_
         opt.step(closure)
         bar.update(steps - done[0])
         history[:, i] = torch.tensor(best)
-        out.append((w0 + x.detach() @ P).detach())
+        out.append((w0 + torch.einsum("nld,lde->nle", x.detach(), P)).detach())
     bar.close()
     return torch.cat(out), history, {k: v.expand(n, 1, -1, -1) for k, v in noise.items()}
 
