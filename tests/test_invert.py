@@ -165,7 +165,8 @@ def test_preconditioner_is_kept_per_generator_and_on_disk(monkeypatch, tmp_path)
     monkeypatch.setenv("STYLERELIGHT_CACHE", str(tmp_path))
     calls = []
     real = precondition.gauss_newton_blocks
-    monkeypatch.setattr(precondition, "gauss_newton_blocks", lambda G: calls.append(1) or real(G, samples=4, probes=2))
+    monkeypatch.setattr(precondition, "gauss_newton_blocks",
+                        lambda G, **kw: calls.append(1) or real(G, samples=4, probes=2))
     G = _test_generator()
     P = refine_preconditioner(G)
     assert refine_preconditioner(G) is P and len(calls) == 1

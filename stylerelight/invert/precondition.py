@@ -51,10 +51,13 @@ def cache_dir() -> Path:
 
 
 def gauss_newton_blocks(G, samples: int = GN_SAMPLES, probes: int = GN_PROBES, psi: float = GN_PSI,
-                        seed: int = GN_SEED, batch: int = 8) -> torch.Tensor:
+                        seed: int = GN_SEED, batch: int = 8, progress: bool = False) -> torch.Tensor:
     """[num_ws, w_dim, w_dim] float64: E[J_l^T J_l] over `samples` generator samples (truncation
     psi), each from `probes` random vector-Jacobian products of its image (constant noise)."""
+    from tqdm import tqdm
+
     dev = next(G.parameters()).device
+    bar = tqdm(total=samples * probes, desc="preconditioner", unit="pass", disable=not progress, leave=False)
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(samples, G.z_dim, generator=gen)
     H = torch.zeros(G.num_ws, G.w_dim, G.w_dim, dtype=torch.float64)  # on the CPU: not every device has float64
@@ -68,6 +71,8 @@ def gauss_newton_blocks(G, samples: int = GN_SAMPLES, probes: int = GN_PROBES, p
             (g,) = torch.autograd.grad(img, ws, v, retain_graph=k < probes - 1)
             g = g.cpu().double()
             H += torch.einsum("nld,nle->lde", g, g)
+            bar.update(len(chunk))
+    bar.close()
     return H / (samples * probes)
 
 
@@ -87,7 +92,11 @@ def _stored_blocks(G) -> torch.Tensor:
             return obj["blocks"].double()
     except Exception:  # missing, unreadable or foreign: recompute
         pass
-    H = gauss_newton_blocks(G)
+    from .losses import _say_once
+
+    _say_once(f"computing the refinement's preconditioner for this generator once ({GN_SAMPLES * GN_PROBES} "
+              f"backward passes); kept in {path}")
+    H = gauss_newton_blocks(G, progress=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save({"format": CACHE_FORMAT, "version": 1, "meta": meta, "blocks": H}, path)
