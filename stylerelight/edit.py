@@ -304,12 +304,11 @@ class Editor:
             cat = lambda *x: torch.cat(x) if x[0] is not None else None  # noqa: E731
             if bool(edit.same_view.all()):  # no turn: the direct answer is the light's move; no view change
                 lit = direct = self.mapper(w_enc, same, normals)
-                out = flat = ws if cancel.all() else self.mapper(ws, same, normals)
+                out = ws if cancel.all() else self.mapper(ws, same, normals)
             else:
-                both = Edit(**{k: cat(getattr(same, k), getattr(edit, k), getattr(edit, k), getattr(same, k))
-                               for k in edit.__dict__})
-                lit, direct, out, flat = self.mapper(torch.cat([w_enc, w_enc, ws, ws]), both,
-                                                     cat(normals, normals, normals, normals)).split(n)
+                both = Edit(**{k: cat(getattr(same, k), getattr(edit, k), getattr(edit, k)) for k in edit.__dict__})
+                lit, direct, out = self.mapper(torch.cat([w_enc, w_enc, ws]), both,
+                                               cat(normals, normals, normals)).split(n)
             # how far the mapper moves the encoder's code for the light alone: from no move (the
             # photo's own light as the mapper sees it; the estimate plays no part) and from its
             # answer for the source's estimate ("keep the light": a = 0 there, ramping up within
@@ -327,8 +326,10 @@ class Editor:
                 a[i] = torch.maximum(a[i], ((d - lo) / (hi - lo)).clamp(0, 1))
             a = (a * keep)[:, None, None]
             # a = 0: the light stays; the refined code turned by the mapper's view change under the
-            # target light. a = 1: the light changes; the mapper's answer for the encoder's code.
-            turned = ws + out - flat
+            # target light, measured at the encoder's code (the codes the mapper was trained on; at
+            # the refined code it carried the refinement's detail worse through large turns:
+            # docs/editing.md). a = 1: the light changes; the mapper's answer for the encoder's code.
+            turned = ws + direct - lit
             moved = turned + a * (direct - turned)
             return torch.where(cancel[:, None, None], moved, out)
 

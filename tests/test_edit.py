@@ -92,8 +92,8 @@ def test_identity_edit_gives_the_input_back(ed, render):
 
 def test_refined_sources_are_edited_by_the_mappers_change(ed, render):
     """The default inversion refines the encoder's code (L-BFGS); such a code is edited by the
-    mapper's change M(w, target) - M(w, keep), so keeping light and view returns it exactly and a
-    turn moves it by what the mapper would move it. The refinement's detail was fitted under the
+    mapper's change, so keeping light and view returns it exactly and a turn moves it by what the
+    mapper would move the encoder's code of the same photo. The refinement's detail was fitted under the
     photo's own light: under a strongly different light the edit is the mapper's answer for the
     encoder's code, and between the two it slides continuously (no jump on a light slider)."""
     lat = ed.invert(render, aligned=True)
@@ -135,9 +135,11 @@ def test_refined_sources_are_edited_by_the_mappers_change(ed, render):
     ed.cancel_bias = False  # the mapper's plain answers for the same code
     try:
         plain = ed.map([lat, lat, lat0], [keep, keep, light], [10.0, 0.0, 10.0], [0.0, 0.0, 0.0])
+        plain_enc = ed.map([lat0, lat0], [keep, keep], [10.0, 0.0], [0.0, 0.0])  # of the encoder's code
     finally:
         ed.cancel_bias = None
-    torch.testing.assert_close(turned, lat.ws + plain[:1] - plain[1:2], atol=1e-5, rtol=0)
+    # kept light, a turn: the refined code moved by the mapper's view change of the encoder's code
+    torch.testing.assert_close(turned, lat.ws + plain_enc[:1] - plain_enc[1:2], atol=1e-5, rtol=0)
     # a strong relight (the mapper moves the encoder's code by more than light_blend[1] for the light
     # alone) of the refined code is the mapper's answer for the encoder's own code of the same photo
     torch.testing.assert_close(relit, plain[2:], atol=1e-5, rtol=0)
