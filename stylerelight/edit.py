@@ -13,7 +13,8 @@ pitch > 0 looks down on the face. `rotate_light` turns the env map about the ver
 A photo is inverted by the encoder and REFINE_STEPS L-BFGS steps (`steps=0`: the encoder alone,
 ~10x faster). For a mapper trained on encoder codes (the bundled one) a refined code w is edited by
 the mapper's change, w + M(w, target) - M(w, keep), so that the detail the refinement recovered is
-kept (`Editor.cancel_bias`). That detail was fitted under the photo's own light, so it is kept only
+kept (`Editor.cancel_bias`); a turn under a kept light moves it by the mapper's view change of the
+encoder's code. That detail was fitted under the photo's own light, so it is kept only
 as far as the light stays: the edit slides to the mapper's answer for the encoder's code,
 M(w_enc, target), as that answer departs from the photo -- the mapper's own move of w_enc for the
 new light grows, or its image fits the photo worse than the encoder's code does (whichever says
