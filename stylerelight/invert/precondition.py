@@ -6,7 +6,7 @@ curvature, so at 20 iterations its first guess decides much. In the refinement's
 the image's Gauss-Newton matrix with respect to layer l's w (J_l: Jacobian of the image), averaged
 over generator samples. It is estimated without forming a Jacobian: for v ~ N(0, I) in image space
 the vector-Jacobian product g = J^T v has E[g g^T] = J^T J (64 samples x 8 probes: 512 backward
-passes, ~6 s for the bundled 64^2 generator on two CPU threads). Per-layer blocks keep it small for
+passes, about 5 s for the bundled 64^2 generator on two CPU threads). Per-layer blocks keep it small for
 FFHQ generators (18 x 512^2) and measured the same as the full W+ matrix on validation.
 
 The blocks are kept per generator in memory and on disk (`cache_dir()`, keyed by the generator's
