@@ -36,7 +36,7 @@ A = np.linspace(0, 1, 21)  # blend weights at which each edit is measured
 # (move ramp, fit ramp or None): the shipped rule, its neighbours, session 13's (1.5, 3), session
 # 11-12's move-only rule (0.12, 0.2), and (0, 1e-6): always the encoder code's answer
 CANDIDATES = [(LIGHT_BLEND, IMAGE_BLEND), ((0.25, 0.35), IMAGE_BLEND), ((0.3, 0.4), (1.5, 3.0)),
-              ((0.3, 0.4), (1.0, 2.0)), ((0.3, 0.4), (2.0, 3.0)), ((0.3, 0.4), (1.0, 4.0)), ((0.12, 0.2), None),
+              ((0.3, 0.4), (1.0, 2.0)), ((0.3, 0.4), (2.0, 3.0)), ((0.3, 0.4), (1.5, 5.0)), ((0.12, 0.2), None),
               ((0.15, 0.3), None), (None, IMAGE_BLEND), ((0.0, 1e-6), None)]
 
 

@@ -53,10 +53,11 @@ LIGHT_BLEND = (0.3, 0.4)
 # crop falls this many dB (from the first to the second value) below the encoder's own
 # reconstruction's. An identity edit's answer fits as well as the encoder's (within ~1.5 dB on
 # validation), a relight's does not (~5-20 dB below): the sharper of the two signs. The ramp is
-# wide so that a light slider crossing it moves the code smoothly (session 14: (1.5, 3) put half of
-# a slider's path into one of eight steps once the refinement got stronger; validation scores the
-# same within 0.02 dB).
-IMAGE_BLEND = (1.5, 5.0)
+# wide enough that a light slider crossing it moves the code smoothly (session 14: (1.5, 3) put half
+# of a slider's path into one of eight steps once the refinement got stronger) and short enough that
+# a light whose answer fits 3.5 dB worse is fully changed; validation scores (1.5, 3)-(1.5, 5) the
+# same within 0.03 dB (docs/editing.md).
+IMAGE_BLEND = (1.5, 3.5)
 KEEP_RAMP = 0.05  # the same move measured from the answer for the source's estimate, where a reaches full
 METHODS = ("mapper", "rerender")  # how an edit moves the code: the learnt mapper, or re-renders' W+ change
 
