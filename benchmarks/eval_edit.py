@@ -9,9 +9,10 @@ same view; each differs from the source's light and from the others up to exposu
 `other_light`), view (yaw +-15, +-30, pitch +-10 under the source light), both (the first other
 env map and yaw +15).
 "mapper" maps the encoder's own code; "default edit" is the Editor as shipped (`sr.Editor`,
-`stylerelight edit`): the source refined by 20 L-BFGS steps and turned by the mapper's change,
-sliding to the mapper's answer for the encoder's code as the mapper's own move of that code for
-the light grows (`Editor.light_blend`); the "bias cancelled" rows are the mapper's change alone.
+`stylerelight edit`): the source refined by 20 L-BFGS steps and turned by the mapper's view change
+of the encoder's code, sliding to the mapper's answer for the encoder's code as that answer
+departs from the photo (`Editor.light_blend`, `Editor.image_blend`); the "bias cancelled" rows are
+the mapper's change of the code itself alone.
 A view-only edit keeps the light, as a user would: every method (mapper, re-render change, re-render)
 gets its own estimate of the source's light, never the true env map. The identity edit ("same") is
 given the true env map of the source, the stricter test (keeping the estimate gives the refined
