@@ -95,7 +95,7 @@ def main():
                 t = normalise_light(torch.from_numpy(ed.stage.project(env)).float())
                 lit = M(w_enc, edit_for(lat, t, 0, 0), n)
                 direct = M(w_enc, edit_for(lat, t, dy, 0), n)
-                stays = w + M(w, edit_for(lat, t, dy, 0), n) - M(w, edit_for(lat, t, 0, 0), n)
+                stays = w + direct - lit  # the Editor's "light stays" end: the encoder code's view change
                 ps = [metrics(syn(stays + a * (direct - stays)), tgt)[0] for a in A]
                 rows.append((name, ps, rms(lit - w_enc), rms(lit - keep), fit_enc - metrics(syn(lit), src)[0]))
         print(f"subject {i + 1}/{args.subjects} done", flush=True)
