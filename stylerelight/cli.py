@@ -578,7 +578,8 @@ def lightstage_render(subjects, out, seed, resolution, spp, stage_path, aligned,
 
     Without --aligned the cameras are the fixed rig (yaw -45..45, pitch 0 and 15) and the images
     are full frames; with --aligned they are a generator's training data (see docs/mapper.md).
-    Resumable: captures already complete in OUT are skipped unless --force.
+    Resumable: captures already complete in OUT are skipped unless --force (aligned captures made
+    before frame.npy existed get it added: the whole frames' pixels that set the exposure).
 
     \b
     Examples:
@@ -587,14 +588,21 @@ def lightstage_render(subjects, out, seed, resolution, spp, stage_path, aligned,
     """
     from tqdm import tqdm
 
-    from .lighting import LightStage
-    from .synth import default_rig, render_olat, sample_subject
-    from .synth.olat_aligned import render_olat_aligned, sample_cameras
+    from .lighting import LightStage, OLATCapture
+    from .synth import Camera, default_rig, render_olat, sample_subject
+    from .synth.olat_aligned import render_frame_pixels, render_olat_aligned, sample_cameras
 
     stage = LightStage.load(stage_path) if stage_path else LightStage.default()
     for i in range(subjects):
         d = Path(out) / f"subject_{seed + i:04d}"
         if (d / "capture.json").exists() and not force:
+            if aligned and not (d / "frame.npy").exists():  # captures made before frame.npy: add it
+                cap = OLATCapture.load(d)
+                cams = [Camera(**{k: c[k] for k in ("yaw", "pitch", "distance", "fov")}) for c in cap.cameras]
+                subject = sample_subject(int(cap.meta["subject"]["seed"]))
+                cap.add_frame(d, *render_frame_pixels(subject, cap.stage, cams, seed=seed + i))
+                click.echo(f"added the whole frames' exposure pixels to {d}")
+                continue
             click.echo(f"skip {d} (complete)")
             continue
         rig = sample_cameras(seed + i) if aligned else default_rig()
@@ -626,7 +634,9 @@ def lightstage_relight(capture, light, camera, rotate, exposure, out, force):
     imageio.check_writable(out, force)
     cap = OLATCapture.load(capture)
     env = load_envmap(light).rotate(rotate)
-    img = cap.relight(cap.stage.project(env), camera=camera)
+    coeffs = cap.stage.project(env)
+    img = cap.relight(coeffs, camera=camera)
+    exposure = exposure if exposure is not None else cap.exposure(coeffs, camera)
     path = imageio.save_image(face_display(img, cap.mask[camera], exposure)[0], out, force=force)
     click.echo(f"wrote {path}")
 

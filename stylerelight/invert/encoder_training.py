@@ -302,14 +302,12 @@ class RelitCaptures:
 
     def sample(self, n: int, gen: torch.Generator, mirror: bool = True) -> torch.Tensor:
         """n relit images [n, 3, H, W] in [-1, 1] (subject, camera, light and flip drawn from `gen`)."""
-        from ..lighting import face_display
-
         out = []
         for _ in range(n):
             cap = self.capture(int(torch.randint(len(self.dirs), [1], generator=gen)))
             cam = int(torch.randint(cap.num_cameras, [1], generator=gen))
             light = self.pool.coeffs[int(torch.randint(len(self.pool), [1], generator=gen))]
-            u8 = face_display(cap.relight(light, cam), cap.mask[cam])[0]
+            u8 = cap.display(light, cam)
             x = torch.from_numpy(np.ascontiguousarray(u8)).permute(2, 0, 1).float() / 127.5 - 1
             if mirror and bool(torch.rand([1], generator=gen) < 0.5):
                 x = x.flip(2)

@@ -41,10 +41,19 @@ def to_display(linear: np.ndarray, exposure: float | None = None, mask: np.ndarr
 FACE_BACKGROUND = np.array([0.5, 0.5, 0.5])  # display-referred neutral grey behind rendered heads
 
 
+FACE_TARGET, FACE_PERCENTILE = 0.18, 60.0
+
+
 def face_exposure(linear: np.ndarray, alpha: np.ndarray) -> float:
     """The exposure of every displayed face: the 60th-percentile luminance of the fully covered
     pixels maps to 0.18."""
-    return auto_exposure(linear, np.asarray(alpha) > 0.99, target=0.18, percentile=60)
+    return auto_exposure(linear, np.asarray(alpha) > 0.99, target=FACE_TARGET, percentile=FACE_PERCENTILE)
+
+
+def face_exposure_of_pixels(pixels: np.ndarray) -> float:
+    """face_exposure from the fully covered pixels alone ([N, 3] linear): the same rule, for
+    callers that hold a sample of a frame rather than the frame (OLATCapture.exposure)."""
+    return auto_exposure(np.asarray(pixels, np.float64), None, target=FACE_TARGET, percentile=FACE_PERCENTILE)
 
 
 def face_display(linear: np.ndarray, alpha: np.ndarray, exposure: float | None = None,

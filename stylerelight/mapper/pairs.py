@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..lighting import OLATCapture, face_display
+from ..lighting import OLATCapture
 from ..lighting.captures import LightPool, capture_dirs
 from ..lighting.olat import _atomic_npy
 
@@ -27,8 +27,14 @@ BANK_FORMAT = "stylerelight-latent-bank"
 
 
 def display(cap: OLATCapture, coeffs: np.ndarray, camera: int) -> np.ndarray:
-    """uint8 [H, W, 3]: the capture relit by `coeffs` from `camera`, as every portrait is shown."""
-    return face_display(cap.relight(coeffs, camera), cap.mask[camera])[0]
+    """uint8 [H, W, 3]: the capture relit by `coeffs` from `camera`, as every portrait is shown
+    (exposed as its whole frame would be, when the capture holds it: OLATCapture.exposure)."""
+    return cap.display(coeffs, camera)
+
+
+def exposure_mode(cap: OLATCapture) -> str:
+    """What sets a capture's display exposure: "frame" (frame.npy) or "crop" (the crop itself)."""
+    return "frame" if cap.frame is not None else "crop"
 
 
 def to_tensor(u8: np.ndarray) -> torch.Tensor:
@@ -62,17 +68,19 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
     dirs = capture_dirs(olat_dir)[:limit]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stage = OLATCapture.load(dirs[0]).stage
+    first = OLATCapture.load(dirs[0])
+    stage, exposure = first.stage, exposure_mode(first)
     pool = LightPool(stage, spec.light_pool, spec.seed, hdr_dir)
     from ..invert import encoder_hash
 
     meta = {"format": BANK_FORMAT, "version": 1, "olat": str(Path(olat_dir).resolve()), "spec": spec.__dict__,
             "hdr_dir": hdr_dir, "encoder": E.meta.get("generator", {}).get("hash", ""),
-            "encoder_hash": encoder_hash(E)}
+            "encoder_hash": encoder_hash(E), "exposure": exposure}
     mpath = out / "bank.json"
     if mpath.exists():
         old = json.loads(mpath.read_text())
-        keys = ("spec", "hdr_dir", "encoder", "encoder_hash")
+        keys = ("spec", "hdr_dir", "encoder", "encoder_hash", "exposure")
+        old.setdefault("exposure", "crop")  # banks written before frame.npy
         old["spec"], meta["spec"] = _spec_key(old.get("spec")), _spec_key(meta["spec"])
         old.setdefault("encoder_hash", meta["encoder_hash"])  # banks written before it was recorded
         if {k: old.get(k) for k in keys} != {k: meta[k] for k in keys}:
@@ -88,6 +96,9 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
         if shard.exists():
             continue
         cap = OLATCapture.load(d)
+        if exposure_mode(cap) != exposure:
+            raise ValueError(f"{d}: {exposure_mode(cap)} exposure, but {dirs[0].name} has {exposure}; "
+                             f"add frame.npy to every capture (`stylerelight lightstage render --aligned` again)")
         rng = np.random.default_rng([spec.seed, int(d.name.split("_")[-1]) if d.name.split("_")[-1].isdigit() else 0])
         ids = rng.choice(len(pool), spec.lights_per_subject, replace=False)
         C, K = cap.num_cameras, len(ids)
