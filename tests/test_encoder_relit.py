@@ -30,7 +30,7 @@ def test_relit_captures_are_display_images_of_pool_lights(captures):
         cap = OLATCapture.load(d)
         for c in range(cap.num_cameras):
             for k in range(3):
-                u8 = face_display(cap.relight(rc.pool.coeffs[k], c), cap.mask[c])[0]
+                u8 = face_display(cap.relight(rc.pool.coeffs[k], c), cap.mask[c], cap.exposure(rc.pool.coeffs[k], c))[0]
                 t = torch.from_numpy(u8).permute(2, 0, 1).float() / 127.5 - 1
                 cands += [t, t.flip(2)]
     cands = torch.stack(cands)

@@ -53,7 +53,7 @@ def test_aligned_capture_matches_dataset_portrait(captures):
     cap = sr.lighting.OLATCapture.load(captures / "subject_0003")
     env = sample_envmap(7, kind="overcast")
     cam = sr.synth.Camera(**{k: cap.cameras[0][k] for k in ("yaw", "pitch", "distance", "fov")})
-    relit = face_display(cap.relight(STAGE.project(env), 0), cap.mask[0])[0].astype(float)
+    relit = cap.display(STAGE.project(env), 0).astype(float)
     ref = sr.synth.render_portrait(sample_subject(3), env, cam, 64, spp=32).astype(float)
     psnr = 10 * np.log10(255**2 / ((relit - ref) ** 2).mean())
     assert psnr > 24, psnr
@@ -191,7 +191,7 @@ def test_pairs_follow_their_modes(bank_dir, captures):
     # a bank image is the capture relit by its bank light through the display transform
     cap = bank.capture(0)
     k = bank.light_ids[0, 1]
-    ref = face_display(cap.relight(bank.lights[k], 1), cap.mask[1])[0]
+    ref = face_display(cap.relight(bank.lights[k], 1), cap.mask[1], cap.exposure(bank.lights[k], 1))[0]
     np.testing.assert_array_equal(bank.images[0, 1, 1].numpy(), ref)
 
 
