@@ -53,24 +53,20 @@ for C in image_ft:map64_img image_ft2:map64_img2 nogeo_image_ft:map64_nogeo_img 
 done
 # 3e. (session 15) pairs exposed by the whole frame (frame.npy, which step 1 adds to older captures):
 #     step 3d's mapper and its ablation continued on a frame-exposed bank with step 3c's bank lights
-#     (seed 2; the bank about 10 min, 24 min training, two processes; the ablation on a copy)
-$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-    --config train/configs/lightstage_mapper_frame_exposure.yaml --run-dir runs/map64_fexp --threads 1 \
-    --encoder runs/enc64_relit/encoder.pt
-mkdir -p runs/map64_nogeo_fexp
-[ -e runs/map64_nogeo_fexp/bank ] || cp -r runs/map64_fexp/bank runs/map64_nogeo_fexp/bank
-$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-    --config train/configs/lightstage_mapper_nogeo_frame_exposure.yaml --run-dir runs/map64_nogeo_fexp \
-    --threads 1 --encoder runs/enc64_relit/encoder.pt
-# 3f. (session 15) both continued at a smaller learning rate on a fresh frame-exposed bank (seed 3)
-$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-    --config train/configs/lightstage_mapper_frame_exposure2.yaml --run-dir runs/map64_fexp2 --threads 1 \
-    --encoder runs/enc64_relit/encoder.pt
-mkdir -p runs/map64_nogeo_fexp2
-[ -e runs/map64_nogeo_fexp2/bank ] || cp -r runs/map64_fexp2/bank runs/map64_nogeo_fexp2/bank
-$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-    --config train/configs/lightstage_mapper_nogeo_frame_exposure2.yaml --run-dir runs/map64_nogeo_fexp2 \
-    --threads 1 --encoder runs/enc64_relit/encoder.pt
+#     (seed 2; the bank about 10 min, 24 min training, two processes; the ablation on a copy);
+# 3f. then both continued at a smaller learning rate on a fresh frame-exposed bank (seed 3)
+for STEP in frame_exposure:map64_fexp frame_exposure2:map64_fexp2; do
+    CFG=${STEP%%:*} RUN=${STEP##*:}
+    NOGEO=${RUN/map64_/map64_nogeo_}
+    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+        --config train/configs/lightstage_mapper_$CFG.yaml --run-dir runs/$RUN --threads 1 \
+        --encoder runs/enc64_relit/encoder.pt
+    mkdir -p runs/$NOGEO
+    [ -e runs/$NOGEO/bank ] || cp -r runs/$RUN/bank runs/$NOGEO/bank
+    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+        --config train/configs/lightstage_mapper_nogeo_$CFG.yaml --run-dir runs/$NOGEO --threads 1 \
+        --encoder runs/enc64_relit/encoder.pt
+done
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_fexp2/mapper.pt checkpoints/lightstage_mapper.pt
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_fexp2/mapper.pt \
