@@ -635,9 +635,9 @@ def lightstage_relight(capture, light, camera, rotate, exposure, out, force):
     cap = OLATCapture.load(capture)
     env = load_envmap(light).rotate(rotate)
     coeffs = cap.stage.project(env)
-    img = cap.relight(coeffs, camera=camera)
-    exposure = exposure if exposure is not None else cap.exposure(coeffs, camera)
-    path = imageio.save_image(face_display(img, cap.mask[camera], exposure)[0], out, force=force)
+    img = cap.display(coeffs, camera) if exposure is None else \
+        face_display(cap.relight(coeffs, camera=camera), cap.mask[camera], exposure)[0]
+    path = imageio.save_image(img, out, force=force)
     click.echo(f"wrote {path}")
 
 

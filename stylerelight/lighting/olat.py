@@ -96,7 +96,9 @@ class OLATCapture:
         """uint8 [H, W, 3]: the relit image as every portrait is shown (`face_display` at `exposure`)."""
         from .display import face_display
 
-        return face_display(self.relight(coeffs, camera), self.mask[camera], self.exposure(coeffs, camera))[0]
+        linear = self.relight(coeffs, camera)
+        exposure = self.exposure(coeffs, camera) if self.frame is not None else None  # None: the crop's
+        return face_display(linear, self.mask[camera], exposure)[0]
 
     def _coeffs(self, coeffs: np.ndarray) -> np.ndarray:
         coeffs = np.asarray(coeffs, np.float64)
@@ -116,11 +118,8 @@ class OLATCapture:
         if self.frame is not None:
             _atomic_npy(d / "frame.npy", self.frame.astype(np.float16))
         self.stage.save(d / "stage.json")
-        meta = {"format": FORMAT, "version": 1, "cameras": self.cameras,
-                "resolution": list(self.resolution), **self.meta}
-        tmp = d / ".capture.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, d / "capture.json")  # written last: marks the capture complete
+        _write_meta(d, {"format": FORMAT, "version": 1, "cameras": self.cameras,
+                        "resolution": list(self.resolution), **self.meta})  # written last: marks the capture complete
         return d
 
     @classmethod
@@ -159,11 +158,14 @@ class OLATCapture:
         self.frame = frame
         self.__post_init__()
         _atomic_npy(d / "frame.npy", frame.astype(np.float16))
-        meta = json.loads((d / "capture.json").read_text())
-        meta["frame_pixels"] = self.meta["frame_pixels"]
-        tmp = d / ".capture.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, d / "capture.json")
+        _write_meta(d, {**json.loads((d / "capture.json").read_text()), "frame_pixels": self.meta["frame_pixels"]})
+
+
+def _write_meta(d: Path, meta: dict) -> None:
+    """capture.json through a temp file and a rename: readers never see half of it."""
+    tmp = d / ".capture.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, d / "capture.json")
 
 
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:

@@ -26,12 +26,6 @@ from ..lighting.olat import _atomic_npy
 BANK_FORMAT = "stylerelight-latent-bank"
 
 
-def display(cap: OLATCapture, coeffs: np.ndarray, camera: int) -> np.ndarray:
-    """uint8 [H, W, 3]: the capture relit by `coeffs` from `camera`, as every portrait is shown
-    (exposed as its whole frame would be, when the capture holds it: OLATCapture.exposure)."""
-    return cap.display(coeffs, camera)
-
-
 def exposure_mode(cap: OLATCapture) -> str:
     """What sets a capture's display exposure: "frame" (frame.npy) or "crop" (the crop itself)."""
     return "frame" if cap.frame is not None else "crop"
@@ -102,7 +96,7 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
         rng = np.random.default_rng([spec.seed, int(d.name.split("_")[-1]) if d.name.split("_")[-1].isdigit() else 0])
         ids = rng.choice(len(pool), spec.lights_per_subject, replace=False)
         C, K = cap.num_cameras, len(ids)
-        imgs = np.stack([[display(cap, pool.coeffs[k], c) for k in ids] for c in range(C)])  # [C, K, H, W, 3]
+        imgs = np.stack([[cap.display(pool.coeffs[k], c) for k in ids] for c in range(C)])  # [C, K, H, W, 3]
         x = to_tensor(imgs.reshape(C * K, *imgs.shape[2:]))
         with torch.no_grad():
             ws = torch.cat([E(x[j:j + 32]) for j in range(0, len(x), 32)])
@@ -203,7 +197,7 @@ def sample_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.35, 0.2
         fresh = mode in ("relight", "both") and float(torch.rand([1], generator=gen)) < fresh_fraction
         if fresh:
             light = bank.lights[pick(len(bank.lights))]
-            img = to_tensor(display(bank.capture(s), light, c2))
+            img = to_tensor(bank.capture(s).display(light, c2))
             tws, has = torch.zeros_like(bank.ws[s, c1, k1], dtype=torch.float32), False
         else:
             light = bank.lights[bank.light_ids[s, k2]]
