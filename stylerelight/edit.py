@@ -248,17 +248,20 @@ class Editor:
         return out
 
     def check_angles(self, latent: Latent, yaw: float, pitch: float) -> tuple[float, float]:
-        """(source yaw, source pitch) estimate; refuses targets outside the mapper's trained range."""
+        """(source yaw, source pitch) estimate; refuses targets outside the mapper's trained range.
+        A face estimated outside the range can still be relit in place or turned towards it (the
+        estimate is noisy near the range's edge; refusing every edit of such a photo helps no one)."""
         rec = latent.reconstruction or {}
         sy, sp = float(rec.get("yaw", 0.0)), float(rec.get("pitch", 0.0))
         ry, rp = float(self.mapper.pose_range["yaw"]), float(self.mapper.pose_range["pitch"])
         for name, src, d, r in (("yaw", sy, yaw, ry), ("pitch", sp, pitch, rp)):
             if not np.isfinite(d):
                 raise EditError(f"{name} must be a number of degrees, got {d}")
-            if abs(src + d) > r + 1e-6:
+            lo, hi = min(-r, src), max(r, src)
+            if not lo - 1e-6 <= src + d <= hi + 1e-6:
                 raise EditError(f"{name} {d:+.1f} turns the head to {src + d:+.1f} deg, outside the range the mapper "
                                 f"was trained on (+-{r:.0f} deg; this face is at {src:+.1f}): use {name} in "
-                                f"[{-r - src:+.1f}, {r - src:+.1f}]")
+                                f"[{lo - src:+.1f}, {hi - src:+.1f}]")
         return sy, sp
 
     # -- the interactive loop --------------------------------------------------------------------

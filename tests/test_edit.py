@@ -3,6 +3,7 @@ and every user-facing refusal as one line with nothing written."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -248,6 +249,14 @@ def test_angles_outside_the_trained_range_are_refused(ed, render):
         ed.relight(lat, None, yaw=80)
     with pytest.raises(EditError, match="pitch"):
         ed.relight(lat, None, pitch=-40)
+    # a face estimated beyond the range (the estimate is noisy at its edge) is still relit in place
+    # and may turn towards the range, not further out
+    r = float(ed.mapper.pose_range["pitch"])
+    out = dataclasses.replace(lat, reconstruction={**lat.reconstruction, "pitch": r + 2.0})
+    assert torch.isfinite(ed.relight(out, None)).all()
+    assert torch.isfinite(ed.relight(out, None, pitch=-5.0)).all()
+    with pytest.raises(EditError, match=rf"use pitch in \[{-2 * r - 2:+.1f}, \+0.0\]"):
+        ed.relight(out, None, pitch=1.0)
 
 
 def test_cli_edit_and_refusals(tmp_path, files, render):
