@@ -56,7 +56,7 @@ def main():
     print(f"G.synthesis, batch 1:                       {t_syn * 1e3:8.2f} ms")
     print(f"mapper alone (map), batch 1:                {t_map * 1e3:8.2f} ms  (refined source under a new light: "
           f"one mapper call on four rows: the light's move, the encoder code's answer, the view change; "
-          f"keep answers cached per latent); "
+          f"keep answers cached per latent; plus the detail carry where the light changes, if the mapper has one); "
           f"{t_map0 * 1e3:.2f} ms (encoder source, one call)")
     print(f"Editor.relight, same light (cached):        {t_rel * 1e3:8.2f} ms  = {t_rel / t_syn:.2f}x synthesis")
     print(f"Editor.relight, new rotation every call:    {t_drag * 1e3:8.2f} ms  = {t_drag / t_syn:.2f}x synthesis")

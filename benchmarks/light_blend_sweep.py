@@ -94,8 +94,10 @@ def main():
                     subj, env, Camera(yaw=cam.yaw + dy, pitch=cam.pitch), ed.resolution, spp=64, seed=seed + 1)
                 t = normalise_light(torch.from_numpy(ed.stage.project(env)).float())
                 lit = M(w_enc, edit_for(lat, t, 0, 0), n)
-                direct = M(w_enc, edit_for(lat, t, dy, 0), n)
+                e = edit_for(lat, t, dy, 0)
+                direct = M(w_enc, e, n)
                 stays = w + direct - lit  # the Editor's "light stays" end: the encoder code's view change
+                direct = M.carried(w_enc, direct, w, e, n)  # with the mapper's detail carry, if it has one
                 ps = [metrics(syn(stays + a * (direct - stays)), tgt)[0] for a in A]
                 rows.append((name, ps, rms(lit - w_enc), rms(lit - keep), fit_enc - metrics(syn(lit), src)[0]))
         print(f"subject {i + 1}/{args.subjects} done", flush=True)

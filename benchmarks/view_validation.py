@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from eval_edit import metrics, subject_case  # noqa: E402
 
-from stylerelight.edit import EditError, Editor  # noqa: E402
+from stylerelight.edit import REFINE_STEPS, EditError, Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.synth import Camera, render_portrait  # noqa: E402
 
@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--offset", type=int, default=4_000_000, help="first validation subject seed")
     ap.add_argument("--mapper", default=None, help="default: the bundled mapper")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=REFINE_STEPS, help="refinement steps of the inversion")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ed = Editor.from_pretrained(mapper=args.mapper)
@@ -40,7 +41,8 @@ def main():
     for i in range(args.subjects):
         seed = args.offset + i
         subj, cam, env_s, _ = subject_case(seed, ed.stage)
-        lat = ed.invert(render_portrait(subj, env_s, cam, ed.resolution, spp=64, seed=seed), aligned=True)
+        lat = ed.invert(render_portrait(subj, env_s, cam, ed.resolution, spp=64, seed=seed), aligned=True,
+                        steps=args.steps)
         for dy, dp in TURNS:
             try:
                 img = gan_to_uint8(ed.relight(lat, None, yaw=dy, pitch=dp))[0]

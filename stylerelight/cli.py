@@ -838,7 +838,7 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
 
     from . import load_encoder, load_generator
     from .invert import check_encoder_for
-    from .mapper.pairs import Bank, BankSpec, build_bank
+    from .mapper.pairs import Bank, BankSpec, build_bank, refine_sources
     from .mapper.training import MapperTrainConfig, MapperTrainer
     from .recon import default_cnn
 
@@ -862,6 +862,9 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
                BankSpec(cfg.lights_per_subject, cfg.light_pool, cfg.seed, cfg.bank_refine_steps),
                hdr_dir=cfg.hdr_dir or None, G=G, part=(rank, world), progress=rank == 0,
                limit=cfg.bank_subjects or None)
+    if cfg.carry_lights:  # the detail carry's sources, refined as the Editor refines
+        refine_sources(bank_dir, G, E, cfg.carry_lights, cfg.carry_steps, progress=rank == 0,
+                       limit=cfg.bank_subjects or None, part=(rank, world))
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     trainer = MapperTrainer(cfg, G, Bank(bank_dir, olat_dir, limit=cfg.bank_subjects or None), run_dir, log=True)

@@ -335,6 +335,9 @@ class Editor:
             # the refined code it carried the refinement's detail worse through large turns:
             # docs/editing.md). a = 1: the light changes; the mapper's answer for the encoder's code.
             turned = ws + direct - lit
+            if self.mapper.carry is not None and bool((a > 0).any()):
+                # the mapper's detail carry: what of the refined code's own residual survives the light
+                direct = self.mapper.carried(w_enc, direct, ws, edit, normals)
             moved = turned + a * (direct - turned)
             return torch.where(cancel[:, None, None], moved, out)
 

@@ -351,3 +351,96 @@ def test_identity_loss_term_reaches_the_mapper(tmp_path, bank_dir, captures, bun
     stats = t.train_step()
     assert 0 < stats["loss/identity"] < 10 and stats["loss"] == pytest.approx(stats["loss/identity"], rel=1e-5)
     assert any(not torch.equal(a, b) for a, b in zip(before, t.net.parameters(), strict=True))
+
+
+def test_pixel_term_is_the_mse_of_the_image_pairs(tmp_path, bank_dir, captures, bundled_parts):
+    """pixel_weight > 0 adds the MSE of the edits' images to their targets (the PSNR the edits are
+    judged by); with every other loss off it is the whole loss and moves the mapper."""
+    cfg = MapperTrainConfig(lights_per_subject=2, light_pool=12, batch=8, image_batch=4, latent_weight=0.0,
+                            image_weight=0.0, pixel_weight=2.0, total_kimg=0.08, threads=1)
+    t = MapperTrainer(cfg, bundled_parts[0], Bank(bank_dir, captures), tmp_path / "px", log=False)
+    before = [p.detach().clone() for p in t.net.parameters()]
+    stats = t.train_step()
+    assert stats["loss"] == pytest.approx(2.0 * stats["loss/mse"], rel=1e-5)
+    # the pixel term's MSE is the images' mean squared error, consistent with their mean PSNR (Jensen)
+    assert stats["loss/mse"] >= 4 * 10 ** (-stats["psnr/edit"] / 10) * 0.9999 > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, t.net.parameters(), strict=True))
+
+
+def test_detail_carry_starts_as_the_answer_trains_alone_and_resumes(tmp_path, bank_dir, captures, bundled_parts):
+    """carry_lights > 0: the sources are refined as Editor.invert refines them (float32); the carry
+    starts at zero (the mapper's answer unchanged), trains with the mapper frozen (its loss falls on
+    a fixed batch), resumes exactly, and travels in the mapper file to the Editor."""
+    import shutil
+
+    from stylerelight.invert import psnr
+    from stylerelight.mapper.pairs import refine_sources, sample_carry_pairs
+
+    G, E, cnn = bundled_parts
+    bank = tmp_path / "bank"
+    shutil.copytree(bank_dir, bank)
+    refine_sources(bank, G, E, lights=1, steps=5, progress=False)
+    with pytest.raises(FileExistsError, match="other settings"):
+        refine_sources(bank, G, E, lights=1, steps=6, progress=False)
+    b = Bank(bank, captures)
+    b.load_refined()
+    x = to_tensor(b.images[:, :, :1].reshape(-1, *b.images.shape[-3:]).numpy())
+    with torch.no_grad():
+        torch.testing.assert_close(b.ref_enc.reshape(-1, G.num_ws, G.w_dim), E(x), atol=1e-5, rtol=1e-5)
+        p_enc = psnr(G.synthesis(b.ref_enc.reshape(-1, G.num_ws, G.w_dim), noise_mode="const"), x)
+        p_ref = psnr(G.synthesis(b.ref_ws.reshape(-1, G.num_ws, G.w_dim), noise_mode="const"), x)
+    assert (p_ref > p_enc).all(), (p_enc, p_ref)
+
+    base = _trainer(bank, captures, tmp_path / "m", G)
+    base.train(0.04, progress=False)
+    with pytest.raises(ValueError, match="init_mapper"):
+        MapperTrainConfig.from_yaml(_yaml(tmp_path / "c.yaml", carry_lights=1))
+    kw = dict(init_mapper=str(tmp_path / "m" / "mapper.pt"), carry_lights=1, carry_steps=5, carry_hidden=32)
+    t = _trainer(bank, captures, tmp_path / "a", G, **kw)
+    fixed = sample_carry_pairs(t.bank, 16, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        answer = t.M(fixed.src_ws, fixed.edit)
+        torch.testing.assert_close(t.M.carried(fixed.src_ws, answer, fixed.ref_ws, fixed.edit), answer)
+    frozen = {k: v.clone() for k, v in t.M.net.state_dict().items()}
+
+    def objective(tr):
+        with torch.no_grad():
+            return float(tr.carry_losses(fixed)[0])
+
+    before = objective(t)
+    t.train(0.04, progress=False)
+    t2 = _trainer(bank, captures, tmp_path / "a", G, **kw)
+    assert t2.nimg == 40
+    t2.train(0.08, progress=False)
+    straight = _trainer(bank, captures, tmp_path / "b", G, **kw)
+    straight.train(0.08, progress=False)
+    for (k, a), (_, c) in zip(t2.M.state_dict().items(), straight.M.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, c, msg=k)
+    straight.cfg.lr = 3e-3
+    straight.train(0.24, progress=False)
+    assert objective(straight) < 0.97 * before, (objective(straight), before)
+    for k, v in straight.M.net.state_dict().items():
+        torch.testing.assert_close(v, frozen[k], msg=k)
+    M = load_mapper(tmp_path / "b" / "mapper.pt")
+    assert M.carry is not None
+    with torch.no_grad():
+        got = M.carried(fixed.src_ws, M(fixed.src_ws, fixed.edit), fixed.ref_ws, fixed.edit)
+        want = straight.M.carried(fixed.src_ws, straight.M(fixed.src_ws, fixed.edit), fixed.ref_ws, fixed.edit)
+    torch.testing.assert_close(got, want)
+    # the Editor adds it where the light changes (a > 0), nowhere else
+    import copy
+
+    plain = copy.deepcopy(M)
+    plain.carry = None
+    eds = [sr.Editor(G, E, m, cnn) for m in (M, plain)]
+    for ed in eds:  # any move of this barely trained mapper reads as a change of light
+        ed.light_blend, ed.image_blend = (0.0, 1e-6), None
+    lat = eds[0].invert(b.images[0, 0, 0].numpy(), aligned=True, steps=5)
+    for light, changes in ((None, False), (torch.from_numpy(b.lights[3]).float(), True)):
+        ws = [ed.map([lat], [ed.resolve_light(light, 0.0, lat)], [0.0], [0.0]) for ed in eds]
+        assert torch.equal(ws[0], ws[1]) != changes
+
+
+def _yaml(path, **kw):
+    path.write_text("".join(f"{k}: {v}\n" for k, v in kw.items()))
+    return path

@@ -3,7 +3,8 @@
 
 File (own format, `torch.load(weights_only=True)`): {"format": "stylerelight-mapper", "version": 1,
 "config": {...}, "state_dict": {...}, "generator": {"hash", "num_ws", "w_dim", "img_resolution"},
-"stage": {"num_lights", "hash"}, "pose_range": {"yaw": deg, "pitch": deg}, "info": {...}}.
+"stage": {"num_lights", "hash"}, "pose_range": {"yaw": deg, "pitch": deg}, "info": {...}}; a
+detail carry's weights (`carry.*`) when config has "carry_hidden".
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 from ..gan.io import CheckpointError, generator_hash, read_torch_file
 from ..runs import atomic_torch_save
 from .conditioning import Conditioner, Edit
-from .networks import LatentMapper
+from .networks import DetailCarry, LatentMapper
 
 FORMAT = "stylerelight-mapper"
 
@@ -34,9 +35,9 @@ class Mapper(nn.Module):
     degrees, symmetric) the training captures covered; edits beyond it are refused by the Editor."""
 
     def __init__(self, net: LatentMapper, conditioner: Conditioner, generator: dict, stage: dict,
-                 pose_range: dict, info: dict | None = None):
+                 pose_range: dict, info: dict | None = None, carry: DetailCarry | None = None):
         super().__init__()
-        self.net, self.conditioner = net, conditioner
+        self.net, self.conditioner, self.carry = net, conditioner, carry
         self.generator, self.stage, self.pose_range = dict(generator), dict(stage), dict(pose_range)
         self.info = dict(info or {})
 
@@ -46,6 +47,20 @@ class Mapper(nn.Module):
 
     def forward(self, ws: torch.Tensor, edit: Edit, normals: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(ws, self.conditioner(edit, normals))
+
+    def carried(self, w_enc: torch.Tensor, answer: torch.Tensor, ws: torch.Tensor, edit: Edit,
+                normals: torch.Tensor | None = None) -> torch.Tensor:
+        """The answer for the encoder's code, M(w_enc, edit), with what the detail carry keeps of the
+        refined code ws's own residual (ws - w_enc); the answer itself without a carry."""
+        if self.carry is None:
+            return answer
+        return answer + self.carry(ws - w_enc, answer - w_enc, self.conditioner(edit, normals))
+
+    def add_carry(self, hidden: int = 256) -> DetailCarry:
+        """Attach an untrained (zero) detail carry; returns it."""
+        n = self.net
+        self.carry = DetailCarry(n.num_ws, n.w_dim, n.cond_dim, hidden, w_std=n.w_std).to(n.w_std.device)
+        return self.carry
 
     def check_for(self, G, num_lights: int | None = None, directions: np.ndarray | None = None) -> None:
         """One-line refusal when this mapper was trained for another generator or light stage."""
@@ -76,7 +91,7 @@ def build_mapper(G, directions: np.ndarray, geometry: bool = True, hidden: int =
 
 
 def save_mapper(M: Mapper, path: str | os.PathLike) -> None:
-    cfg = {**M.net.config(), "geometry": M.geometry}
+    cfg = {**M.net.config(), "geometry": M.geometry, **(M.carry.config() if M.carry is not None else {})}
     state = {k: v.detach().cpu().clone() for k, v in M.state_dict().items()
              if not k.startswith("conditioner.probe.")}  # the probe is rebuilt from the stage
     atomic_torch_save({"format": FORMAT, "version": 1, "config": cfg, "state_dict": state,
@@ -98,7 +113,12 @@ def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
                            cond_hidden=int(cfg["cond_hidden"]))
         if net.cond_dim != cond.dim:
             raise ValueError(f"condition size {net.cond_dim} != {cond.dim}")
-        M = Mapper(net, cond, dict(obj["generator"]), dict(stage), dict(obj["pose_range"]), dict(obj.get("info") or {}))
+        carry = None
+        if cfg.get("carry_hidden"):  # files since session 16 may hold a detail carry
+            carry = DetailCarry(net.num_ws, net.w_dim, net.cond_dim, int(cfg["carry_hidden"]),
+                                int(cfg["carry_cond_hidden"]))
+        M = Mapper(net, cond, dict(obj["generator"]), dict(stage), dict(obj["pose_range"]),
+                   dict(obj.get("info") or {}), carry)
         sd = obj["state_dict"]
         missing, unexpected = M.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not k.startswith("conditioner.probe.")]

@@ -53,3 +53,39 @@ class LatentMapper(nn.Module):
     def config(self) -> dict:
         return {"num_ws": self.num_ws, "w_dim": self.w_dim, "cond_dim": self.cond_dim, "hidden": self.hidden,
                 "cond_hidden": self.cond[0].out_features}
+
+
+class DetailCarry(nn.Module):
+    """What of a refined code's own detail survives the edit.
+
+    A photo's code is the encoder's, w_enc, plus the refinement's residual r = w - w_enc (the
+    per-image detail the encoder missed: +4-5 dB). The mapper, trained on encoder codes, answers
+    M(w_enc, edit) and so drops r under a new light; adding r unchanged is worse (it was fitted
+    under the old light: highlights, shadow edges). This network reads r, the mapper's move
+    M(w_enc, edit) - w_enc and the condition, and writes the part of the new light's residual it
+    can predict: per layer a linear map of r plus an MLP, both starting at zero (so a mapper with
+    an untrained carry answers as it did without one)."""
+
+    def __init__(self, num_ws: int, w_dim: int, cond_dim: int, hidden: int = 256, cond_hidden: int = 128,
+                 w_std: torch.Tensor | float = 1.0):
+        super().__init__()
+        self.num_ws, self.w_dim, self.cond_dim, self.hidden = num_ws, w_dim, cond_dim, hidden
+        self.register_buffer("w_std", torch.as_tensor(w_std, dtype=torch.float32).clone())
+        self.cond = nn.Sequential(nn.Linear(cond_dim, cond_hidden), nn.LeakyReLU(0.2))
+        self.layer_cond = LayerwiseLinear(num_ws, cond_hidden, hidden)
+        self.fc1 = LayerwiseLinear(num_ws, 2 * w_dim, hidden)
+        self.fc2 = LayerwiseLinear(num_ws, hidden, hidden)
+        self.out = LayerwiseLinear(num_ws, hidden, w_dim, init_scale=0.0)
+        self.linear = LayerwiseLinear(num_ws, w_dim, w_dim, init_scale=0.0)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, residual: torch.Tensor, move: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """residual, move [N, num_ws, w_dim] (w units), cond [N, cond_dim] -> [N, num_ws, w_dim] to add."""
+        r, m = residual / self.w_std, move / self.w_std
+        c = self.cond(cond)[:, None].expand(-1, self.num_ws, -1)
+        h = self.act(self.fc1(torch.cat([r, m], -1)) + self.layer_cond(c))
+        h = self.act(self.fc2(h))
+        return (self.out(h) + self.linear(r)) * self.w_std
+
+    def config(self) -> dict:
+        return {"carry_hidden": self.hidden, "carry_cond_hidden": self.cond[0].out_features}

@@ -117,13 +117,51 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
     return out
 
 
+def refine_sources(bank_dir, G, E, lights: int = 1, steps: int = 20, progress: bool = True,
+                   limit: int | None = None, part: tuple[int, int] = (0, 1)) -> Path:
+    """The detail carry's sources: the first `lights` bank lights of every subject (all cameras)
+    encoded and refined exactly as `Editor.invert` does (encoder, then `steps` L-BFGS steps), in
+    float32 (the bank's float16 codes would round away much of the refinement's small residual).
+    One shard per subject in BANK/refined/ (atomic, resumable; part as build_bank). Returns the folder."""
+    from tqdm import tqdm
+
+    from ..invert import encoder_hash, invert
+
+    bank = Path(bank_dir)
+    out = bank / "refined"
+    out.mkdir(exist_ok=True)
+    meta = {"lights": int(lights), "steps": int(steps), "encoder_hash": encoder_hash(E)}
+    mpath = out / "refined.json"
+    if mpath.exists() and json.loads(mpath.read_text()) != meta:
+        raise FileExistsError(f"{out} holds refined sources made with other settings; use another run folder")
+    tmp = out / f".refined.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, mpath)
+    shards = sorted(p for p in bank.glob("*.npz") if not p.name.startswith("."))[:limit]
+    i, k = part
+    for sh in tqdm(shards[i::k], desc="refined sources", unit="subject", disable=not progress):
+        dst = out / sh.name
+        if dst.exists():
+            continue
+        imgs = np.load(sh)["images"][:, :lights]                              # [C, k, H, W, 3] u8
+        x = to_tensor(imgs.reshape(-1, *imgs.shape[2:]))
+        with torch.no_grad():
+            enc = E(x)
+        ref = invert(G, x, steps=steps, init=enc, progress=False)
+        shape = (*imgs.shape[:2], *enc.shape[1:])
+        t = out / f".{sh.stem}.tmp.npz"
+        np.savez(t, ws_enc=enc.reshape(shape).numpy(), ws_ref=ref.reshape(shape).numpy())
+        os.replace(t, dst)
+    return out
+
+
 class Bank:
     """A latent bank in memory (small: uint8 images, float16 ws) plus its OLAT captures (mmap)."""
 
     def __init__(self, bank_dir, olat_dir=None, limit: int | None = None):
         """limit: read only the shards of the first `limit` capture folders (as build_bank's), so a
         folder whose bank was built for more subjects trains on the ones asked for."""
-        d = Path(bank_dir)
+        d = self.bank_dir = Path(bank_dir)
         meta = json.loads((d / "bank.json").read_text())
         self.lights = np.load(d / "lights.npy")
         self.encoder_hash = meta.get("encoder_hash", "")  # whose codes the bank holds ("" for older banks)
@@ -146,6 +184,19 @@ class Bank:
         self.est_id = torch.from_numpy(np.stack([s["est_id"] for s in z]))
         self.est_expr = torch.from_numpy(np.stack([s["est_expr"] for s in z]))
         self._caps: dict[int, OLATCapture] = {}
+        self.ref_enc = self.ref_ws = None
+
+    def load_refined(self) -> None:
+        """Read BANK/refined (refine_sources) for every subject of the bank: ref_enc, ref_ws
+        [S, C, k, n, w] float32, the encoder's and the refined codes of the first k bank lights."""
+        d = self.bank_dir / "refined"
+        missing = [n for n in self.names if not (d / f"{n}.npz").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{d}: no refined sources for {len(missing)} subjects (e.g. {missing[0]}); "
+                                    "build them first (refine_sources)")
+        z = [np.load(d / f"{n}.npz") for n in self.names]
+        self.ref_enc = torch.from_numpy(np.stack([s["ws_enc"] for s in z]))
+        self.ref_ws = torch.from_numpy(np.stack([s["ws_ref"] for s in z]))
 
     def probe_normals(self, probe) -> torch.Tensor:
         """[S, C, K, P, 3] normals of every bank image's estimated shape (computed once per bank)."""
@@ -178,6 +229,7 @@ class PairBatch:
     edit: object               # conditioning.Edit
     mode: list
     src_index: tuple           # (subject, camera, bank light) tensors of the sources
+    ref_ws: torch.Tensor | None = None  # [N, n, w] refined codes of the sources (detail carry pairs)
 
 
 def sample_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.35, 0.25, 0.25, 0.15),
@@ -214,3 +266,40 @@ def sample_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.35, 0.2
                      tgt_ws=torch.stack([r[6] for r in rows]), has_tgt_ws=torch.tensor([r[7] for r in rows]),
                      src_img=to_tensor(bank.images[s_, c1_, k1_].numpy()), edit=edit, mode=[r[8] for r in rows],
                      src_index=(s_, c1_, k1_))
+
+
+CARRY_MODES = ("relight", "both", "same")
+
+
+def sample_carry_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.55, 0.3, 0.15),
+                       subjects: list[int] | None = None) -> PairBatch:
+    """n pairs for the detail carry: a refined source (bank.load_refined) and a target under a
+    fresh pool light (relight: same camera; both: another camera) or its own image (same). The
+    source codes are the encoder's, as the Editor computes them (float32), with ref_ws beside."""
+    from .conditioning import Edit
+
+    if bank.ref_ws is None:
+        raise ValueError("the bank's refined sources are not loaded (Bank.load_refined)")
+    S, C, K = bank.ref_ws.shape[:3]
+    pick = lambda hi: int(torch.randint(hi, [1], generator=gen))  # noqa: E731
+    rows = []
+    for _ in range(n):
+        s = subjects[pick(len(subjects))] if subjects else pick(S)
+        c1, k1 = pick(C), pick(K)
+        mode = CARRY_MODES[int(torch.multinomial(torch.tensor(mode_probs), 1, generator=gen))]
+        c2 = (c1 + 1 + pick(C - 1)) % C if mode == "both" else c1
+        if mode == "same":
+            light, img = bank.lights[bank.light_ids[s, k1]], to_tensor(bank.images[s, c1, k1].numpy())
+        else:
+            light = bank.lights[pick(len(bank.lights))]
+            img = to_tensor(bank.capture(s).display(light, c2))
+        rows.append((s, c1, k1, c2, light, img, mode))
+    s_, c1_, k1_, c2_ = (torch.tensor([r[i] for r in rows]) for i in range(4))
+    edit = Edit(light=torch.from_numpy(np.stack([r[4] for r in rows])).float(), src_pose=bank.est_pose[s_, c1_, k1_],
+                delta_pose=bank.cam[s_, c2_] - bank.cam[s_, c1_], same_view=(c1_ == c2_).float(),
+                src_light=bank.est_light[s_, c1_, k1_], identity=bank.est_id[s_, c1_, k1_],
+                expression=bank.est_expr[s_, c1_, k1_])
+    src = bank.ref_enc[s_, c1_, k1_]
+    return PairBatch(src_ws=src, tgt_img=torch.stack([r[5] for r in rows]), tgt_ws=torch.zeros_like(src),
+                     has_tgt_ws=torch.zeros(n, dtype=torch.bool), src_img=to_tensor(bank.images[s_, c1_, k1_].numpy()),
+                     edit=edit, mode=[r[6] for r in rows], src_index=(s_, c1_, k1_), ref_ws=bank.ref_ws[s_, c1_, k1_])

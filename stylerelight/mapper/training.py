@@ -22,7 +22,7 @@ from ..invert.losses import PerceptualLoss, ms_ssim_l1
 from ..invert.optimize import w_stats
 from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, dist_info
 from .model import build_mapper, save_mapper
-from .pairs import Bank, sample_pairs
+from .pairs import Bank, sample_carry_pairs, sample_pairs
 
 
 @dataclass
@@ -41,6 +41,7 @@ class MapperTrainConfig:
     lr_halflife_kimg: float = 200.0
     latent_weight: float = 1.0
     image_weight: float = 1.0
+    pixel_weight: float = 0.0    # + this x MSE of the image-loss pairs (edits are judged in PSNR)
     lpips_weight: float = 0.8    # used only when LPIPS' VGG weights are present offline
     same_weight: float = 1.0     # extra weight of the identity edit's latent loss
     identity_weight: float = 0.0  # dlib descriptor distance of the edit to its target (IdentityLoss); 0: off
@@ -48,6 +49,14 @@ class MapperTrainConfig:
     mode_probs: tuple = (0.35, 0.25, 0.25, 0.15)  # relight, view, both, same
     fresh_fraction: float = 0.5  # relight targets under a light outside the bank (image loss only)
     holdout_subjects: int = 0    # the last k bank subjects are kept out of training (validation)
+    # detail carry (`networks.DetailCarry`): carry_lights > 0 trains only the carry of init_mapper
+    # (its network frozen) on sources refined as the Editor refines (the first carry_lights bank
+    # lights of every subject, all cameras; BANK/refined) against fresh relit targets
+    carry_lights: int = 0
+    carry_hidden: int = 256
+    carry_steps: int = 20        # L-BFGS steps of the sources' refinement (Editor.invert's REFINE_STEPS)
+    carry_modes: tuple = (0.55, 0.3, 0.15)  # relight, both (light and view), same (target = source)
+    carry_pixel_weight: float = 50.0  # + this x MSE (as the refinement's pixel term): edits are judged in PSNR
     total_kimg: float = 100.0
     snapshot_kimg: float = 2.0
     image_kimg: float = 10.0
@@ -58,6 +67,9 @@ class MapperTrainConfig:
     def from_yaml(cls, path) -> MapperTrainConfig:
         cfg = config_from_yaml(cls, path)
         cfg.mode_probs = tuple(cfg.mode_probs)
+        cfg.carry_modes = tuple(cfg.carry_modes)
+        if cfg.carry_lights and not cfg.init_mapper:
+            raise ValueError("carry_lights trains the detail carry of a trained mapper: set init_mapper")
         return cfg
 
 
@@ -89,10 +101,18 @@ class MapperTrainer(RunTrainer):
         from .conditioning import light_code
 
         self.M.conditioner.set_light_stats(light_code(torch.from_numpy(bank.lights)))
-        self.net = self.M.net
+        self.carry = bool(cfg.carry_lights)
+        if self.carry:
+            if bank.ref_ws is None:
+                bank.load_refined()
+            with self.scope():
+                self.M.add_carry(cfg.carry_hidden)
+            self.M.net.requires_grad_(False)
+        trained = self.M.carry if self.carry else self.M.net
+        self.net = trained
         if self.world > 1:
-            self.net = torch.nn.parallel.DistributedDataParallel(self.M.net)
-        self.opt = torch.optim.Adam(self.M.net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+            self.net = torch.nn.parallel.DistributedDataParallel(trained)
+        self.opt = torch.optim.Adam(trained.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
         self.data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 1 + self.rank)
         S = bank.shape[0]
         self.train_subjects = list(range(S - cfg.holdout_subjects)) if cfg.holdout_subjects else None
@@ -102,13 +122,16 @@ class MapperTrainer(RunTrainer):
             from ..identity import IdentityLoss
 
             self.id_loss = IdentityLoss()  # FileNotFoundError (one line) without face-recognition-models
-        self.grid_pairs = sample_pairs(bank, 6, torch.Generator().manual_seed(99), fresh_fraction=1.0)
+        grid_gen = torch.Generator().manual_seed(99)
+        self.grid_pairs = (sample_carry_pairs(bank, 6, grid_gen) if self.carry
+                           else sample_pairs(bank, 6, grid_gen, fresh_fraction=1.0))
         if not self.resume() and cfg.init_mapper:
             self._init_mapper(cfg.init_mapper)
 
     def _init_mapper(self, path) -> None:
         """Warm start (e.g. a mapper trained on another latent bank): its network's weights; the
-        light statistics stay this bank's, the optimiser starts fresh."""
+        light statistics stay this bank's, the optimiser starts fresh. Training a detail carry, the
+        network stays as it was trained, light statistics included (and a carry it has is the start)."""
         from .model import load_mapper
 
         src = load_mapper(path)
@@ -118,6 +141,12 @@ class MapperTrainer(RunTrainer):
         if {k: v.shape for k, v in theirs.items()} != {k: v.shape for k, v in own.items()}:
             raise ValueError(f"{path} has another network (geometry, hidden size); pick a matching mapper")
         self.M.net.load_state_dict(theirs)
+        if self.carry:
+            self.M.conditioner.load_state_dict(src.conditioner.state_dict(), strict=False)
+            if src.carry is not None:
+                if src.carry.config() != self.M.carry.config():
+                    raise ValueError(f"{path} has a detail carry of another size; set carry_hidden to match")
+                self.M.carry.load_state_dict(src.carry.state_dict())
         if self.rank == 0:
             (self.run_dir / "init_mapper.txt").write_text(f"{Path(path).resolve()}\n")
 
@@ -160,7 +189,7 @@ class MapperTrainer(RunTrainer):
             lat = (per * w).sum() / w.sum()
             loss = loss + cfg.latent_weight * lat
             stats["loss/latent"] = float(lat.detach())
-        if n_img and (cfg.image_weight or self.id_loss is not None):
+        if n_img and (cfg.image_weight or cfg.pixel_weight or self.id_loss is not None):
             img = self.G.synthesis(ws[:n_img], noise_mode="const")
             if img.shape[-1] != b.tgt_img.shape[-1]:  # captures smaller than the generator (e.g. FFHQ at 256^2)
                 img = torch.nn.functional.interpolate(img, size=b.tgt_img.shape[-2:], mode="area")
@@ -172,6 +201,10 @@ class MapperTrainer(RunTrainer):
                     lp = self.loss_fn(img, b.tgt_img[:n_img]).mean()
                     loss = loss + cfg.lpips_weight * lp
                     stats["loss/lpips"] = float(lp.detach())
+            if cfg.pixel_weight:
+                mse = (img - b.tgt_img[:n_img]).square().mean()
+                loss = loss + cfg.pixel_weight * mse
+                stats["loss/mse"] = float(mse.detach())
             if self.id_loss is not None and cfg.identity_images:
                 k = min(cfg.identity_images, n_img)
                 ident = self.id_loss(img[:k], b.tgt_img[:k]).mean()
@@ -183,19 +216,45 @@ class MapperTrainer(RunTrainer):
         stats["loss"] = float(loss.detach())
         return loss, stats
 
+    def carry_losses(self, b) -> tuple[torch.Tensor, dict]:
+        """The detail carry's objective: the image of M(w_enc) + carry against the target (every pair)."""
+        normals = None
+        if self.M.geometry:
+            normals = self.bank.probe_normals(self.M.conditioner.probe)[b.src_index].float()
+        with torch.no_grad():
+            cond = self.M.conditioner(b.edit, normals)
+            answer = self.M.net(b.src_ws, cond)
+        ws = answer + self.net(b.ref_ws - b.src_ws, answer - b.src_ws, cond)
+        img = self.G.synthesis(ws, noise_mode="const")
+        im = ms_ssim_l1(img, b.tgt_img).mean()
+        mse = (img - b.tgt_img).square().mean()
+        loss = self.cfg.image_weight * im + self.cfg.carry_pixel_weight * mse
+        stats = {"loss/msssim_l1": float(im.detach()), "loss/mse": float(mse.detach()), "loss": float(loss.detach())}
+        with torch.no_grad():
+            base = self.G.synthesis(answer, noise_mode="const")
+            for name, x in (("edit", img), ("answer", base)):
+                p = 10 * torch.log10(4 / (x - b.tgt_img).square().mean(dim=[1, 2, 3]).clamp_min(1e-12))
+                stats[f"psnr/{name}"] = float(p.mean())
+        return loss, stats
+
     def train_step(self) -> dict:
         cfg = self.cfg
         n, n_img = cfg.batch // self.world, cfg.image_batch // self.world
         lr = cfg.lr * 0.5 ** (self.nimg / 1000 / cfg.lr_halflife_kimg)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        b = sample_pairs(self.bank, n, self.data_gen, cfg.mode_probs, cfg.fresh_fraction, self.train_subjects)
-        self.M.net.train()
-        loss, stats = self.losses(b, n_img)
+        trained = self.M.carry if self.carry else self.M.net
+        trained.train()
+        if self.carry:
+            b = sample_carry_pairs(self.bank, n, self.data_gen, cfg.carry_modes, self.train_subjects)
+            loss, stats = self.carry_losses(b)
+        else:
+            b = sample_pairs(self.bank, n, self.data_gen, cfg.mode_probs, cfg.fresh_fraction, self.train_subjects)
+            loss, stats = self.losses(b, n_img)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        self.M.net.eval()
+        trained.eval()
         stats["lr"] = lr
         return stats
 
@@ -206,6 +265,8 @@ class MapperTrainer(RunTrainer):
         b = self.grid_pairs
         with torch.no_grad():
             ws = self.M(b.src_ws, b.edit)
+            if self.carry:
+                ws = self.M.carried(b.src_ws, ws, b.ref_ws, b.edit)
             edit = self.G.synthesis(ws, noise_mode="const")
         rows = [torch.cat(list(t), 2) for t in (b.src_img, edit, b.tgt_img)]
         return gan_to_uint8(torch.cat(rows, 1)[None])[0]
