@@ -67,9 +67,22 @@ for STEP in frame_exposure:map64_fexp frame_exposure2:map64_fexp2; do
         --config train/configs/lightstage_mapper_nogeo_$CFG.yaml --run-dir runs/$NOGEO --threads 1 \
         --encoder runs/enc64_relit/encoder.pt
 done
+# 3g. (session 16, the bundled file) step 3f's detail carry, the mapper frozen: the first bank light of
+#     every subject and camera refined as Editor.invert refines (BANK/refined; about 16 min with two
+#     processes), then the carry alone trained on a copy of step 3f's bank (40 min, two processes);
+#     the ablation's carry the same way on a copy of that bank, refined sources included
+mkdir -p runs/map64_carry runs/map64_nogeo_carry
+[ -e runs/map64_carry/bank ] || cp -r runs/map64_fexp2/bank runs/map64_carry/bank
+$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+    --config train/configs/lightstage_mapper_carry.yaml --run-dir runs/map64_carry --threads 1 \
+    --encoder runs/enc64_relit/encoder.pt
+[ -e runs/map64_nogeo_carry/bank ] || cp -r runs/map64_carry/bank runs/map64_nogeo_carry/bank
+$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+    --config train/configs/lightstage_mapper_nogeo_carry.yaml --run-dir runs/map64_nogeo_carry --threads 1 \
+    --encoder runs/enc64_relit/encoder.pt
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
-cp runs/map64_fexp2/mapper.pt checkpoints/lightstage_mapper.pt
-$PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_fexp2/mapper.pt \
+cp runs/map64_carry/mapper.pt checkpoints/lightstage_mapper.pt
+$PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_carry/mapper.pt \
     --json checkpoints/lightstage_mapper_eval.json
 # 5. optional (REFINED=1; measured worse, not the bundled file): fine-tune the step-2 mapper on a latent bank of
 #    refined codes (encoder + 20 L-BFGS steps, as Editor.invert) of the first 160 subjects; the bank
