@@ -142,8 +142,15 @@ def test_refined_sources_are_edited_by_the_mappers_change(ed, render):
     # kept light, a turn: the refined code moved by the mapper's view change of the encoder's code
     torch.testing.assert_close(turned, lat.ws + plain_enc[:1] - plain_enc[1:2], atol=1e-5, rtol=0)
     # a strong relight (the mapper moves the encoder's code by more than light_blend[1] for the light
-    # alone) of the refined code is the mapper's answer for the encoder's own code of the same photo
-    torch.testing.assert_close(relit, plain[2:], atol=1e-5, rtol=0)
+    # alone) of the refined code is the mapper's answer for the encoder's own code of the same photo,
+    # plus what the mapper's detail carry keeps of the refined code's residual (when it has one)
+    carry, ed.mapper.carry = ed.mapper.carry, None
+    try:
+        torch.testing.assert_close(ed.map([lat], [light], [10.0], [0.0]), plain[2:], atol=1e-5, rtol=0)
+    finally:
+        ed.mapper.carry = carry
+    if carry is not None:
+        assert float((relit - plain[2:]).abs().max()) > 1e-3
     ed.light_blend = None  # off: the change alone, whatever the light
     try:
         change = ed.map([lat], [light], [10.0], [0.0])
