@@ -232,18 +232,35 @@ class PairBatch:
     ref_ws: torch.Tensor | None = None  # [N, n, w] refined codes of the sources (detail carry pairs)
 
 
+def _draw_source(gen: torch.Generator, shape: tuple, subjects, modes: tuple, mode_probs) -> tuple:
+    """One source (subject, camera, bank light) and a mode; returns them and the draw function."""
+    S, C, K = shape
+    pick = lambda hi: int(torch.randint(hi, [1], generator=gen))  # noqa: E731
+    s = subjects[pick(len(subjects))] if subjects else pick(S)
+    c1, k1 = pick(C), pick(K)
+    mode = modes[int(torch.multinomial(torch.tensor(mode_probs), 1, generator=gen))]
+    return s, c1, k1, mode, pick
+
+
+def _edits(bank: Bank, rows: list) -> tuple:
+    """The Edit of rows (s, c1, k1, c2, light, ...) and the source index tensors."""
+    from .conditioning import Edit
+
+    s_, c1_, k1_, c2_ = (torch.tensor([r[i] for r in rows]) for i in range(4))
+    edit = Edit(light=torch.from_numpy(np.stack([r[4] for r in rows])).float(), src_pose=bank.est_pose[s_, c1_, k1_],
+                delta_pose=bank.cam[s_, c2_] - bank.cam[s_, c1_], same_view=(c1_ == c2_).float(),
+                src_light=bank.est_light[s_, c1_, k1_], identity=bank.est_id[s_, c1_, k1_],
+                expression=bank.est_expr[s_, c1_, k1_])
+    return edit, (s_, c1_, k1_)
+
+
 def sample_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.35, 0.25, 0.25, 0.15),
                  fresh_fraction: float = 0.5, subjects: list[int] | None = None) -> PairBatch:
     """n pairs (source from the bank; target a bank image or a fresh relight) and their edits."""
-    from .conditioning import Edit
-
-    S, C, K = bank.shape
-    pick = lambda hi: int(torch.randint(hi, [1], generator=gen))  # noqa: E731
+    C, K = bank.shape[1:]
     rows = []
     for _ in range(n):
-        s = subjects[pick(len(subjects))] if subjects else pick(S)
-        c1, k1 = pick(C), pick(K)
-        mode = MODES[int(torch.multinomial(torch.tensor(mode_probs), 1, generator=gen))]
+        s, c1, k1, mode, pick = _draw_source(gen, bank.shape, subjects, MODES, mode_probs)
         c2 = c1 if mode in ("relight", "same") else (c1 + 1 + pick(C - 1)) % C
         k2 = k1 if mode in ("view", "same") else (k1 + 1 + pick(K - 1)) % K
         fresh = mode in ("relight", "both") and float(torch.rand([1], generator=gen)) < fresh_fraction
@@ -256,12 +273,7 @@ def sample_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.35, 0.2
             img = to_tensor(bank.images[s, c2, k2].numpy())
             tws, has = bank.ws[s, c2, k2].float(), True
         rows.append((s, c1, k1, c2, light, img, tws, has, mode))
-    s_, c1_, k1_ = (torch.tensor([r[i] for r in rows]) for i in range(3))
-    c2_ = torch.tensor([r[3] for r in rows])
-    delta = bank.cam[s_, c2_] - bank.cam[s_, c1_]
-    edit = Edit(light=torch.from_numpy(np.stack([r[4] for r in rows])).float(), src_pose=bank.est_pose[s_, c1_, k1_],
-                delta_pose=delta, same_view=(c1_ == c2_).float(), src_light=bank.est_light[s_, c1_, k1_],
-                identity=bank.est_id[s_, c1_, k1_], expression=bank.est_expr[s_, c1_, k1_])
+    edit, (s_, c1_, k1_) = _edits(bank, rows)
     return PairBatch(src_ws=bank.ws[s_, c1_, k1_].float(), tgt_img=torch.stack([r[5] for r in rows]),
                      tgt_ws=torch.stack([r[6] for r in rows]), has_tgt_ws=torch.tensor([r[7] for r in rows]),
                      src_img=to_tensor(bank.images[s_, c1_, k1_].numpy()), edit=edit, mode=[r[8] for r in rows],
@@ -276,17 +288,12 @@ def sample_carry_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.5
     """n pairs for the detail carry: a refined source (bank.load_refined) and a target under a
     fresh pool light (relight: same camera; both: another camera) or its own image (same). The
     source codes are the encoder's, as the Editor computes them (float32), with ref_ws beside."""
-    from .conditioning import Edit
-
     if bank.ref_ws is None:
         raise ValueError("the bank's refined sources are not loaded (Bank.load_refined)")
-    S, C, K = bank.ref_ws.shape[:3]
-    pick = lambda hi: int(torch.randint(hi, [1], generator=gen))  # noqa: E731
+    C = bank.ref_ws.shape[1]
     rows = []
     for _ in range(n):
-        s = subjects[pick(len(subjects))] if subjects else pick(S)
-        c1, k1 = pick(C), pick(K)
-        mode = CARRY_MODES[int(torch.multinomial(torch.tensor(mode_probs), 1, generator=gen))]
+        s, c1, k1, mode, pick = _draw_source(gen, tuple(bank.ref_ws.shape[:3]), subjects, CARRY_MODES, mode_probs)
         c2 = (c1 + 1 + pick(C - 1)) % C if mode == "both" else c1
         if mode == "same":
             light, img = bank.lights[bank.light_ids[s, k1]], to_tensor(bank.images[s, c1, k1].numpy())
@@ -294,11 +301,7 @@ def sample_carry_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.5
             light = bank.lights[pick(len(bank.lights))]
             img = to_tensor(bank.capture(s).display(light, c2))
         rows.append((s, c1, k1, c2, light, img, mode))
-    s_, c1_, k1_, c2_ = (torch.tensor([r[i] for r in rows]) for i in range(4))
-    edit = Edit(light=torch.from_numpy(np.stack([r[4] for r in rows])).float(), src_pose=bank.est_pose[s_, c1_, k1_],
-                delta_pose=bank.cam[s_, c2_] - bank.cam[s_, c1_], same_view=(c1_ == c2_).float(),
-                src_light=bank.est_light[s_, c1_, k1_], identity=bank.est_id[s_, c1_, k1_],
-                expression=bank.est_expr[s_, c1_, k1_])
+    edit, (s_, c1_, k1_) = _edits(bank, rows)
     src = bank.ref_enc[s_, c1_, k1_]
     return PairBatch(src_ws=src, tgt_img=torch.stack([r[5] for r in rows]), tgt_ws=torch.zeros_like(src),
                      has_tgt_ws=torch.zeros(n, dtype=torch.bool), src_img=to_tensor(bank.images[s_, c1_, k1_].numpy()),
