@@ -27,7 +27,7 @@ from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, dist_info, sample_
 from .encoder_io import build_compact, save_encoder
 from .encoders import Encoder
 from .losses import PerceptualLoss, ms_ssim_l1
-from .optimize import w_stats
+from .optimize import psnr, w_stats
 
 
 @dataclass
@@ -263,7 +263,7 @@ class EncoderTrainer(RunTrainer):
         self.opt.step()
         self.E.net.eval()
         with torch.no_grad():
-            p = 10 * torch.log10(4 / (rec - x).square().mean(dim=[1, 2, 3]).clamp_min(1e-12))
+            p = psnr(rec, x)
         stats.update({"loss": float(loss.detach()), "loss/l2": float(l2.detach()),
                       "loss/msssim_l1": float(msssim.detach()), "loss/delta": float(delta.detach()),
                       "psnr/synthetic": float(p[:n_syn].mean()) if n_syn else math.nan,

@@ -19,7 +19,7 @@ import torch
 
 from ..gan.io import generator_hash
 from ..invert.losses import PerceptualLoss, ms_ssim_l1
-from ..invert.optimize import w_stats
+from ..invert.optimize import psnr, w_stats
 from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, dist_info
 from .model import build_mapper, save_mapper
 from .pairs import Bank, sample_carry_pairs, sample_pairs
@@ -108,11 +108,11 @@ class MapperTrainer(RunTrainer):
             with self.scope():
                 self.M.add_carry(cfg.carry_hidden)
             self.M.net.requires_grad_(False)
-        trained = self.M.carry if self.carry else self.M.net
-        self.net = trained
+        self.trained = self.M.carry if self.carry else self.M.net  # the module this run trains
+        self.net = self.trained
         if self.world > 1:
-            self.net = torch.nn.parallel.DistributedDataParallel(trained)
-        self.opt = torch.optim.Adam(trained.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+            self.net = torch.nn.parallel.DistributedDataParallel(self.trained)
+        self.opt = torch.optim.Adam(self.trained.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
         self.data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 1 + self.rank)
         S = bank.shape[0]
         self.train_subjects = list(range(S - cfg.holdout_subjects)) if cfg.holdout_subjects else None
@@ -211,8 +211,7 @@ class MapperTrainer(RunTrainer):
                 loss = loss + cfg.identity_weight * ident
                 stats["loss/identity"] = float(ident.detach())
             with torch.no_grad():
-                p = 10 * torch.log10(4 / (img - b.tgt_img[:n_img]).square().mean(dim=[1, 2, 3]).clamp_min(1e-12))
-            stats["psnr/edit"] = float(p.mean())
+                stats["psnr/edit"] = float(psnr(img, b.tgt_img[:n_img]).mean())
         stats["loss"] = float(loss.detach())
         return loss, stats
 
@@ -233,8 +232,7 @@ class MapperTrainer(RunTrainer):
         with torch.no_grad():
             base = self.G.synthesis(answer, noise_mode="const")
             for name, x in (("edit", img), ("answer", base)):
-                p = 10 * torch.log10(4 / (x - b.tgt_img).square().mean(dim=[1, 2, 3]).clamp_min(1e-12))
-                stats[f"psnr/{name}"] = float(p.mean())
+                stats[f"psnr/{name}"] = float(psnr(x, b.tgt_img).mean())
         return loss, stats
 
     def train_step(self) -> dict:
@@ -243,8 +241,7 @@ class MapperTrainer(RunTrainer):
         lr = cfg.lr * 0.5 ** (self.nimg / 1000 / cfg.lr_halflife_kimg)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        trained = self.M.carry if self.carry else self.M.net
-        trained.train()
+        self.trained.train()
         if self.carry:
             b = sample_carry_pairs(self.bank, n, self.data_gen, cfg.carry_modes, self.train_subjects)
             loss, stats = self.carry_losses(b)
@@ -254,7 +251,7 @@ class MapperTrainer(RunTrainer):
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        trained.eval()
+        self.trained.eval()
         stats["lr"] = lr
         return stats
 
