@@ -162,10 +162,14 @@ class OLATCapture:
 
 
 def _write_meta(d: Path, meta: dict) -> None:
-    """capture.json through a temp file and a rename: readers never see half of it."""
-    tmp = d / ".capture.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, d / "capture.json")
+    _atomic_json(d / "capture.json", meta)
+
+
+def _atomic_json(path: Path, obj) -> None:
+    """JSON through a temp file (unique per process) and a rename: readers never see half of it."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
 
 
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:

@@ -21,7 +21,7 @@ import torch
 
 from ..lighting import OLATCapture
 from ..lighting.captures import LightPool, capture_dirs
-from ..lighting.olat import _atomic_npy
+from ..lighting.olat import _atomic_json, _atomic_npy
 
 BANK_FORMAT = "stylerelight-latent-bank"
 
@@ -79,10 +79,7 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
         old.setdefault("encoder_hash", meta["encoder_hash"])  # banks written before it was recorded
         if {k: old.get(k) for k in keys} != {k: meta[k] for k in keys}:
             raise FileExistsError(f"{out} holds a latent bank made with other settings; use another run folder")
-    # several builders may write these (same content): each through its own temp file and a rename
-    tmp = out / f".bank.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, mpath)
+    _atomic_json(mpath, meta)  # several builders may write these (same content): each its own temp file
     _atomic_npy(out / "lights.npy", pool.coeffs)
     i, k = part
     for d in tqdm(dirs[i::k], desc="latent bank", unit="subject", disable=not progress):
@@ -111,9 +108,7 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
                    est_light=est.light.reshape(C, K, *est.light.shape[1:]).astype(np.float16),
                    est_id=est.identity.reshape(C, K, -1).astype(np.float32),
                    est_expr=est.expression.reshape(C, K, -1).astype(np.float32))
-        tmp = out / f".{d.name}.tmp.npz"
-        np.savez(tmp, **rec)
-        os.replace(tmp, shard)
+        _atomic_npz(shard, **rec)
     return out
 
 
@@ -134,9 +129,7 @@ def refine_sources(bank_dir, G, E, lights: int = 1, steps: int = 20, progress: b
     mpath = out / "refined.json"
     if mpath.exists() and json.loads(mpath.read_text()) != meta:
         raise FileExistsError(f"{out} holds refined sources made with other settings; use another run folder")
-    tmp = out / f".refined.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, mpath)
+    _atomic_json(mpath, meta)
     shards = sorted(p for p in bank.glob("*.npz") if not p.name.startswith("."))[:limit]
     i, k = part
     for sh in tqdm(shards[i::k], desc="refined sources", unit="subject", disable=not progress):
@@ -149,10 +142,15 @@ def refine_sources(bank_dir, G, E, lights: int = 1, steps: int = 20, progress: b
             enc = E(x)
         ref = invert(G, x, steps=steps, init=enc, progress=False)
         shape = (*imgs.shape[:2], *enc.shape[1:])
-        t = out / f".{sh.stem}.tmp.npz"
-        np.savez(t, ws_enc=enc.reshape(shape).numpy(), ws_ref=ref.reshape(shape).numpy())
-        os.replace(t, dst)
+        _atomic_npz(dst, ws_enc=enc.reshape(shape).numpy(), ws_ref=ref.reshape(shape).numpy())
     return out
+
+
+def _atomic_npz(path: Path, **arrays) -> None:
+    """One shard through a temp file and a rename (a stopped build never leaves half a shard)."""
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
 
 
 class Bank:
