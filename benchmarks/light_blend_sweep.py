@@ -96,7 +96,7 @@ def main():
                 lit = M(w_enc, edit_for(lat, t, 0, 0), n)
                 e = edit_for(lat, t, dy, 0)
                 direct = M(w_enc, e, n)
-                stays = w + direct - lit  # the Editor's "light stays" end: the encoder code's view change
+                stays = M.turned(w, w_enc, direct, lit, e, n)  # the Editor's "light stays" end (+ view carry)
                 direct = M.carried(w_enc, direct, w, e, n)  # with the mapper's detail carry, if it has one
                 ps = [metrics(syn(stays + a * (direct - stays)), tgt)[0] for a in A]
                 rows.append((name, ps, rms(lit - w_enc), rms(lit - keep), fit_enc - metrics(syn(lit), src)[0]))

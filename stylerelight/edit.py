@@ -333,8 +333,10 @@ class Editor:
             # a = 0: the light stays; the refined code turned by the mapper's view change under the
             # target light, measured at the encoder's code (the codes the mapper was trained on; at
             # the refined code it carried the refinement's detail worse through large turns:
-            # docs/editing.md). a = 1: the light changes; the mapper's answer for the encoder's code.
-            turned = ws + direct - lit
+            # docs/editing.md), with the mapper's view carry (what of the refined code's own residual
+            # survives the turn) if it has one. a = 1: the light changes; the mapper's answer for the
+            # encoder's code.
+            turned = self.mapper.turned(ws, w_enc, direct, lit, edit, normals)
             if self.mapper.carry is not None and bool((a > 0).any()):
                 # the mapper's detail carry: what of the refined code's own residual survives the light
                 direct = self.mapper.carried(w_enc, direct, ws, edit, normals)

@@ -444,3 +444,95 @@ def test_detail_carry_starts_as_the_answer_trains_alone_and_resumes(tmp_path, ba
 def _yaml(path, **kw):
     path.write_text("".join(f"{k}: {v}\n" for k, v in kw.items()))
     return path
+
+
+def test_view_carry_starts_as_the_turned_code_trains_alone_and_applies_only_to_turns(tmp_path, bank_dir, captures,
+                                                                                   bundled_parts):
+    """carry_kind "view": pairs are turns under a kept light (the bank image of another camera, the
+    source's estimate or true light); the view carry starts at zero (the turned refined code
+    ws + M(w_enc, view) - M(w_enc, same view) unchanged), trains with the network and the detail
+    carry of init_mapper frozen (its loss falls on a fixed batch), travels in the file beside the
+    detail carry, and the Editor adds it to turns only."""
+    import copy
+    import shutil
+
+    from stylerelight.mapper.model import save_mapper
+    from stylerelight.mapper.pairs import refine_sources, sample_view_carry_pairs
+    from stylerelight.mapper.training import _same_view
+
+    G, E, cnn = bundled_parts
+    bank = tmp_path / "bank"
+    shutil.copytree(bank_dir, bank)
+    refine_sources(bank, G, E, lights=1, steps=3, progress=False)
+    one = Bank(bank, captures)
+    one.load_refined()
+    refine_sources(bank, G, E, lights=2, steps=3, progress=False)  # extends: refines the second light only
+    two = Bank(bank, captures)
+    two.load_refined()
+    assert two.ref_ws.shape[2] == 2 and torch.equal(two.ref_ws[:, :, :1], one.ref_ws)
+    for s in range(len(two.names)):  # the second light's codes: as refine_sources makes a shard's
+        x = to_tensor(two.images[s, :, 1].numpy())
+        with torch.no_grad():
+            enc = E(x)
+        torch.testing.assert_close(two.ref_enc[s, :, 1], enc)
+        torch.testing.assert_close(two.ref_ws[s, :, 1], sr.invert(G, x, steps=3, init=enc, progress=False))
+    with pytest.raises(FileNotFoundError, match="2 bank lights, not 3"):
+        two.load_refined(3)
+    base = _trainer(bank, captures, tmp_path / "m", G)
+    base.train(0.04, progress=False)
+    torch.manual_seed(0)
+    light_carry = base.M.add_carry(32)
+    for p in light_carry.parameters():  # a detail carry that does something, to see it kept
+        p.data.normal_(0, 0.01)
+    save_mapper(base.M, tmp_path / "init.pt")
+    kw = dict(init_mapper=str(tmp_path / "init.pt"), carry_lights=1, carry_steps=3, carry_hidden=32,
+              carry_kind="view")
+    with pytest.raises(ValueError, match="carry_kind"):
+        _trainer(bank, captures, tmp_path / "x", G, **{**kw, "carry_kind": "colour"})
+    t = _trainer(bank, captures, tmp_path / "a", G, **kw)
+    b = t.bank
+    fixed = sample_view_carry_pairs(b, 16, torch.Generator().manual_seed(5), estimate_fraction=0.5)
+    s, c1, k1 = fixed.src_index
+    assert (fixed.edit.same_view == 0).all()
+    torch.testing.assert_close(fixed.edit.delta_pose, b.cam[s, 1 - c1] - b.cam[s, c1])  # two cameras
+    torch.testing.assert_close(fixed.tgt_img, to_tensor(b.images[s, 1 - c1, k1].numpy()))
+    est = [torch.equal(fixed.edit.light[i], b.est_light[s[i], c1[i], k1[i]]) for i in range(16)]
+    true = [torch.allclose(fixed.edit.light[i], torch.from_numpy(b.lights[b.light_ids[s[i], k1[i]]]).float())
+            for i in range(16)]
+    assert all(a != c for a, c in zip(est, true, strict=True)) and any(est) and any(true)
+    with torch.no_grad():
+        direct, lit = t.M(fixed.src_ws, fixed.edit), t.M(fixed.src_ws, _same_view(fixed.edit))
+        torch.testing.assert_close(t.M.turned(fixed.ref_ws, fixed.src_ws, direct, lit, fixed.edit),
+                                   fixed.ref_ws + direct - lit)
+    torch.testing.assert_close(t.M.carry.linear.weight, light_carry.linear.weight)
+
+    def objective(tr):
+        with torch.no_grad():
+            return float(tr.carry_losses(fixed)[0])
+
+    before = objective(t)
+    t.cfg.lr = 3e-3
+    t.train(0.24, progress=False)
+    assert objective(t) < 0.97 * before, (objective(t), before)
+    for k, v in base.M.state_dict().items():  # network, conditioner and detail carry as they were
+        if not k.startswith("conditioner.probe."):
+            torch.testing.assert_close(t.M.state_dict()[k], v, msg=k)
+    M = load_mapper(tmp_path / "a" / "mapper.pt")
+    assert M.view_carry is not None and M.carry is not None
+    with torch.no_grad():
+        got = M.turned(fixed.ref_ws, fixed.src_ws, direct, lit, fixed.edit)
+        want = t.M.turned(fixed.ref_ws, fixed.src_ws, direct, lit, fixed.edit)
+        torch.testing.assert_close(got, want)
+        assert not torch.allclose(got, fixed.ref_ws + direct - lit)
+        same = _same_view(fixed.edit)
+        torch.testing.assert_close(M.turned(fixed.ref_ws, fixed.src_ws, lit, lit, same), fixed.ref_ws)
+    # the Editor: a turn under the kept light gets it, an edit in place does not
+    plain = copy.deepcopy(M)
+    plain.view_carry = None
+    eds = [sr.Editor(G, E, m, cnn) for m in (M, plain)]
+    lat = eds[0].invert(b.images[0, 0, 0].numpy(), aligned=True, steps=3)
+    src_yaw = eds[0].check_angles(lat, 0.0, 0.0)[0]
+    turn = -4.0 if src_yaw > 0 else 4.0  # towards the middle of the trained range
+    for yaw in (0.0, turn):
+        ws = [ed.map([lat], [ed.resolve_light(None, 0.0, lat)], [yaw], [0.0]) for ed in eds]
+        assert torch.equal(ws[0], ws[1]) == (yaw == 0.0)

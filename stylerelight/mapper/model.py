@@ -4,7 +4,8 @@
 File (own format, `torch.load(weights_only=True)`): {"format": "stylerelight-mapper", "version": 1,
 "config": {...}, "state_dict": {...}, "generator": {"hash", "num_ws", "w_dim", "img_resolution"},
 "stage": {"num_lights", "hash"}, "pose_range": {"yaw": deg, "pitch": deg}, "info": {...}}; a
-detail carry's weights (`carry.*`) when config has "carry_hidden".
+detail carry's weights (`carry.*`) when config has "carry_hidden", a view carry's (`view_carry.*`)
+when it has "view_carry_hidden".
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .conditioning import Conditioner, Edit
 from .networks import DetailCarry, LatentMapper
 
 FORMAT = "stylerelight-mapper"
+CARRY_KINDS = {"light": "carry", "view": "view_carry"}  # kind -> Mapper attribute (and state_dict prefix)
 
 
 def stage_hash(directions: np.ndarray) -> str:
@@ -35,9 +37,10 @@ class Mapper(nn.Module):
     degrees, symmetric) the training captures covered; edits beyond it are refused by the Editor."""
 
     def __init__(self, net: LatentMapper, conditioner: Conditioner, generator: dict, stage: dict,
-                 pose_range: dict, info: dict | None = None, carry: DetailCarry | None = None):
+                 pose_range: dict, info: dict | None = None, carry: DetailCarry | None = None,
+                 view_carry: DetailCarry | None = None):
         super().__init__()
-        self.net, self.conditioner, self.carry = net, conditioner, carry
+        self.net, self.conditioner, self.carry, self.view_carry = net, conditioner, carry, view_carry
         self.generator, self.stage, self.pose_range = dict(generator), dict(stage), dict(pose_range)
         self.info = dict(info or {})
 
@@ -56,11 +59,23 @@ class Mapper(nn.Module):
             return answer
         return answer + self.carry(ws - w_enc, answer - w_enc, self.conditioner(edit, normals))
 
-    def add_carry(self, hidden: int = 256) -> DetailCarry:
-        """Attach an untrained (zero) detail carry; returns it."""
+    def turned(self, ws: torch.Tensor, w_enc: torch.Tensor, direct: torch.Tensor, lit: torch.Tensor, edit: Edit,
+               normals: torch.Tensor | None = None) -> torch.Tensor:
+        """The refined code ws turned under a kept light: ws + M(w_enc, edit) - M(w_enc, edit at the
+        source's view) (direct, lit), with what the view carry adds of ws's own residual where the
+        view changes (nothing where it does not, and nothing without a view carry)."""
+        out = ws + direct - lit
+        if self.view_carry is None:
+            return out
+        turn = (1 - edit.same_view.to(ws.dtype))[:, None, None]
+        return out + turn * self.view_carry(ws - w_enc, direct - lit, self.conditioner(edit, normals))
+
+    def add_carry(self, hidden: int = 256, kind: str = "light") -> DetailCarry:
+        """Attach an untrained (zero) detail carry (kind "light") or view carry ("view"); returns it."""
         n = self.net
-        self.carry = DetailCarry(n.num_ws, n.w_dim, n.cond_dim, hidden, w_std=n.w_std).to(n.w_std.device)
-        return self.carry
+        carry = DetailCarry(n.num_ws, n.w_dim, n.cond_dim, hidden, w_std=n.w_std).to(n.w_std.device)
+        setattr(self, CARRY_KINDS[kind], carry)
+        return carry
 
     def check_for(self, G, num_lights: int | None = None, directions: np.ndarray | None = None) -> None:
         """One-line refusal when this mapper was trained for another generator or light stage."""
@@ -92,6 +107,8 @@ def build_mapper(G, directions: np.ndarray, geometry: bool = True, hidden: int =
 
 def save_mapper(M: Mapper, path: str | os.PathLike) -> None:
     cfg = {**M.net.config(), "geometry": M.geometry, **(M.carry.config() if M.carry is not None else {})}
+    if M.view_carry is not None:
+        cfg.update({f"view_{k}": v for k, v in M.view_carry.config().items()})
     state = {k: v.detach().cpu().clone() for k, v in M.state_dict().items()
              if not k.startswith("conditioner.probe.")}  # the probe is rebuilt from the stage
     atomic_torch_save({"format": FORMAT, "version": 1, "config": cfg, "state_dict": state,
@@ -113,12 +130,13 @@ def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
                            cond_hidden=int(cfg["cond_hidden"]))
         if net.cond_dim != cond.dim:
             raise ValueError(f"condition size {net.cond_dim} != {cond.dim}")
-        carry = None
-        if cfg.get("carry_hidden"):  # files since session 16 may hold a detail carry
-            carry = DetailCarry(net.num_ws, net.w_dim, net.cond_dim, int(cfg["carry_hidden"]),
-                                int(cfg["carry_cond_hidden"]))
+        carries = [None, None]  # files since session 16 may hold a detail carry, since 17 a view carry
+        for i, pre in enumerate(("", "view_")):
+            if cfg.get(f"{pre}carry_hidden"):
+                carries[i] = DetailCarry(net.num_ws, net.w_dim, net.cond_dim, int(cfg[f"{pre}carry_hidden"]),
+                                         int(cfg[f"{pre}carry_cond_hidden"]))
         M = Mapper(net, cond, dict(obj["generator"]), dict(stage), dict(obj["pose_range"]),
-                   dict(obj.get("info") or {}), carry)
+                   dict(obj.get("info") or {}), *carries)
         sd = obj["state_dict"]
         missing, unexpected = M.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not k.startswith("conditioner.probe.")]

@@ -114,10 +114,11 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
 
 def refine_sources(bank_dir, G, E, lights: int = 1, steps: int = 20, progress: bool = True,
                    limit: int | None = None, part: tuple[int, int] = (0, 1)) -> Path:
-    """The detail carry's sources: the first `lights` bank lights of every subject (all cameras)
+    """The carries' sources: the first `lights` bank lights of every subject (all cameras)
     encoded and refined exactly as `Editor.invert` does (encoder, then `steps` L-BFGS steps), in
     float32 (the bank's float16 codes would round away much of the refinement's small residual).
-    One shard per subject in BANK/refined/ (atomic, resumable; part as build_bank). Returns the folder."""
+    One shard per subject in BANK/refined/ (atomic, resumable; part as build_bank). Asking for more
+    lights than a folder holds (same steps and encoder) refines only the lights it lacks. Returns the folder."""
     from tqdm import tqdm
 
     from ..invert import encoder_hash, invert
@@ -127,22 +128,28 @@ def refine_sources(bank_dir, G, E, lights: int = 1, steps: int = 20, progress: b
     out.mkdir(exist_ok=True)
     meta = {"lights": int(lights), "steps": int(steps), "encoder_hash": encoder_hash(E)}
     mpath = out / "refined.json"
-    if mpath.exists() and json.loads(mpath.read_text()) != meta:
-        raise FileExistsError(f"{out} holds refined sources made with other settings; use another run folder")
+    if mpath.exists():
+        old = json.loads(mpath.read_text())
+        if {**old, "lights": 0} != {**meta, "lights": 0}:
+            raise FileExistsError(f"{out} holds refined sources made with other settings; use another run folder")
+        meta["lights"] = max(meta["lights"], int(old["lights"]))  # never claims fewer than some shards hold
     _atomic_json(mpath, meta)
     shards = sorted(p for p in bank.glob("*.npz") if not p.name.startswith("."))[:limit]
     i, k = part
     for sh in tqdm(shards[i::k], desc="refined sources", unit="subject", disable=not progress):
         dst = out / sh.name
-        if dst.exists():
+        have = dict(np.load(dst)) if dst.exists() else {}
+        done = have["ws_ref"].shape[1] if have else 0
+        if done >= lights:
             continue
-        imgs = np.load(sh)["images"][:, :lights]                              # [C, k, H, W, 3] u8
+        imgs = np.load(sh)["images"][:, done:lights]                         # [C, k, H, W, 3] u8
         x = to_tensor(imgs.reshape(-1, *imgs.shape[2:]))
         with torch.no_grad():
             enc = E(x)
         ref = invert(G, x, steps=steps, init=enc, progress=False)
         shape = (*imgs.shape[:2], *enc.shape[1:])
-        _atomic_npz(dst, ws_enc=enc.reshape(shape).numpy(), ws_ref=ref.reshape(shape).numpy())
+        new = {"ws_enc": enc.reshape(shape).numpy(), "ws_ref": ref.reshape(shape).numpy()}
+        _atomic_npz(dst, **{n: np.concatenate([have[n], v], 1) if have else v for n, v in new.items()})
     return out
 
 
@@ -184,17 +191,23 @@ class Bank:
         self._caps: dict[int, OLATCapture] = {}
         self.ref_enc = self.ref_ws = None
 
-    def load_refined(self) -> None:
+    def load_refined(self, lights: int | None = None) -> None:
         """Read BANK/refined (refine_sources) for every subject of the bank: ref_enc, ref_ws
-        [S, C, k, n, w] float32, the encoder's and the refined codes of the first k bank lights."""
+        [S, C, k, n, w] float32, the encoder's and the refined codes of the first k = `lights`
+        bank lights (None: as many as every subject has)."""
         d = self.bank_dir / "refined"
         missing = [n for n in self.names if not (d / f"{n}.npz").is_file()]
         if missing:
             raise FileNotFoundError(f"{d}: no refined sources for {len(missing)} subjects (e.g. {missing[0]}); "
                                     "build them first (refine_sources)")
-        z = [np.load(d / f"{n}.npz") for n in self.names]
-        self.ref_enc = torch.from_numpy(np.stack([s["ws_enc"] for s in z]))
-        self.ref_ws = torch.from_numpy(np.stack([s["ws_ref"] for s in z]))
+        z = [dict(np.load(d / f"{n}.npz")) for n in self.names]
+        k = min(s["ws_ref"].shape[1] for s in z)
+        if lights is not None and k < lights:
+            raise FileNotFoundError(f"{d}: refined sources of {k} bank lights, not {lights}; "
+                                    "refine them (refine_sources)")
+        k = k if lights is None else lights
+        self.ref_enc = torch.from_numpy(np.stack([s["ws_enc"][:, :k] for s in z]))
+        self.ref_ws = torch.from_numpy(np.stack([s["ws_ref"][:, :k] for s in z]))
 
     def probe_normals(self, probe) -> torch.Tensor:
         """[S, C, K, P, 3] normals of every bank image's estimated shape (computed once per bank)."""
@@ -299,6 +312,31 @@ def sample_carry_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.5
             light = bank.lights[pick(len(bank.lights))]
             img = to_tensor(bank.capture(s).display(light, c2))
         rows.append((s, c1, k1, c2, light, img, mode))
+    edit, (s_, c1_, k1_) = _edits(bank, rows)
+    src = bank.ref_enc[s_, c1_, k1_]
+    return PairBatch(src_ws=src, tgt_img=torch.stack([r[5] for r in rows]), tgt_ws=torch.zeros_like(src),
+                     has_tgt_ws=torch.zeros(n, dtype=torch.bool), src_img=to_tensor(bank.images[s_, c1_, k1_].numpy()),
+                     edit=edit, mode=[r[6] for r in rows], src_index=(s_, c1_, k1_), ref_ws=bank.ref_ws[s_, c1_, k1_])
+
+
+def sample_view_carry_pairs(bank: Bank, n: int, gen: torch.Generator, estimate_fraction: float = 0.75,
+                            subjects: list[int] | None = None) -> PairBatch:
+    """n pairs for the view carry: a refined source and the same subject under the same bank light
+    from another camera (a turn that keeps the light). The edit's light is, as the Editor's "keep the
+    light", the source's estimate (estimate_fraction of the pairs), else the true bank light (a user
+    who names the photo's own env map)."""
+    if bank.ref_ws is None:
+        raise ValueError("the bank's refined sources are not loaded (Bank.load_refined)")
+    C = bank.ref_ws.shape[1]
+    rows = []
+    for _ in range(n):
+        s, c1, k1, _, pick = _draw_source(gen, tuple(bank.ref_ws.shape[:3]), subjects, ("view",), (1.0,))
+        c2 = (c1 + 1 + pick(C - 1)) % C
+        if float(torch.rand([1], generator=gen)) < estimate_fraction:
+            light = bank.est_light[s, c1, k1].numpy()
+        else:
+            light = bank.lights[bank.light_ids[s, k1]]
+        rows.append((s, c1, k1, c2, light, to_tensor(bank.images[s, c2, k1].numpy()), "view"))
     edit, (s_, c1_, k1_) = _edits(bank, rows)
     src = bank.ref_enc[s_, c1_, k1_]
     return PairBatch(src_ws=src, tgt_img=torch.stack([r[5] for r in rows]), tgt_ws=torch.zeros_like(src),

@@ -21,8 +21,8 @@ from ..gan.io import generator_hash
 from ..invert.losses import PerceptualLoss, ms_ssim_l1
 from ..invert.optimize import psnr, w_stats
 from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, dist_info
-from .model import build_mapper, save_mapper
-from .pairs import Bank, sample_carry_pairs, sample_pairs
+from .model import CARRY_KINDS, build_mapper, save_mapper
+from .pairs import Bank, sample_carry_pairs, sample_pairs, sample_view_carry_pairs
 
 
 @dataclass
@@ -52,7 +52,11 @@ class MapperTrainConfig:
     # detail carry (`networks.DetailCarry`): carry_lights > 0 trains only the carry of init_mapper
     # (its network frozen) on sources refined as the Editor refines (the first carry_lights bank
     # lights of every subject, all cameras; BANK/refined) against fresh relit targets
+    # carry_kind "view": the view carry instead (`Mapper.turned`): turns under a kept light, the
+    # target the same bank light seen from another camera; init_mapper's network and carry frozen
     carry_lights: int = 0
+    carry_kind: str = "light"
+    carry_estimate_fraction: float = 0.75  # view carry: pairs whose kept light is the source's estimate
     carry_hidden: int = 256
     carry_steps: int = 20        # L-BFGS steps of the sources' refinement (Editor.invert's REFINE_STEPS)
     carry_modes: tuple = (0.55, 0.3, 0.15)  # relight, both (light and view), same (target = source)
@@ -68,9 +72,14 @@ class MapperTrainConfig:
         cfg = config_from_yaml(cls, path)
         cfg.mode_probs = tuple(cfg.mode_probs)
         cfg.carry_modes = tuple(cfg.carry_modes)
-        if cfg.carry_lights and not cfg.init_mapper:
-            raise ValueError("carry_lights trains the detail carry of a trained mapper: set init_mapper")
+        cfg.check()
         return cfg
+
+    def check(self) -> None:
+        if self.carry_lights and not self.init_mapper:
+            raise ValueError("carry_lights trains the detail carry of a trained mapper: set init_mapper")
+        if self.carry_kind not in CARRY_KINDS:
+            raise ValueError(f"carry_kind must be one of {', '.join(CARRY_KINDS)}, not {self.carry_kind!r}")
 
 
 class MapperTrainer(RunTrainer):
@@ -79,6 +88,7 @@ class MapperTrainer(RunTrainer):
 
     def __init__(self, cfg: MapperTrainConfig, G, bank: Bank, run_dir, log: bool = True):
         self.rank, self.world = dist_info()
+        cfg.check()
         super().__init__(cfg, run_dir, log and self.rank == 0)
         if cfg.batch % self.world or cfg.image_batch % self.world:
             raise ValueError(f"batch {cfg.batch} and image_batch {cfg.image_batch} must divide by the "
@@ -101,14 +111,16 @@ class MapperTrainer(RunTrainer):
         from .conditioning import light_code
 
         self.M.conditioner.set_light_stats(light_code(torch.from_numpy(bank.lights)))
-        self.carry = bool(cfg.carry_lights)
+        self.carry = cfg.carry_kind if cfg.carry_lights else None  # "light" / "view": trains that carry alone
         if self.carry:
             if bank.ref_ws is None:
-                bank.load_refined()
+                bank.load_refined(cfg.carry_lights)
             with self.scope():
-                self.M.add_carry(cfg.carry_hidden)
-            self.M.net.requires_grad_(False)
-        self.trained = self.M.carry if self.carry else self.M.net  # the module this run trains
+                self.M.add_carry(cfg.carry_hidden, self.carry)
+            self.M.requires_grad_(False)
+            self._init_mapper(cfg.init_mapper)  # the frozen parts (a resume below restores the trained one)
+        self.trained = getattr(self.M, CARRY_KINDS[self.carry]) if self.carry else self.M.net  # what this run trains
+        self.trained.requires_grad_(True)
         self.net = self.trained
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.trained)
@@ -123,15 +135,17 @@ class MapperTrainer(RunTrainer):
 
             self.id_loss = IdentityLoss()  # FileNotFoundError (one line) without face-recognition-models
         grid_gen = torch.Generator().manual_seed(99)
-        self.grid_pairs = (sample_carry_pairs(bank, 6, grid_gen) if self.carry
+        self.grid_pairs = (sample_view_carry_pairs(bank, 6, grid_gen) if self.carry == "view" else
+                           sample_carry_pairs(bank, 6, grid_gen) if self.carry
                            else sample_pairs(bank, 6, grid_gen, fresh_fraction=1.0))
-        if not self.resume() and cfg.init_mapper:
+        if not self.resume() and cfg.init_mapper and not self.carry:
             self._init_mapper(cfg.init_mapper)
 
     def _init_mapper(self, path) -> None:
         """Warm start (e.g. a mapper trained on another latent bank): its network's weights; the
-        light statistics stay this bank's, the optimiser starts fresh. Training a detail carry, the
-        network stays as it was trained, light statistics included (and a carry it has is the start)."""
+        light statistics stay this bank's, the optimiser starts fresh. Training a carry, the network
+        stays as it was trained, light statistics and its other carry included (the carry of the kind
+        trained, if it has one, is the start)."""
         from .model import load_mapper
 
         src = load_mapper(path)
@@ -143,10 +157,16 @@ class MapperTrainer(RunTrainer):
         self.M.net.load_state_dict(theirs)
         if self.carry:
             self.M.conditioner.load_state_dict(src.conditioner.state_dict(), strict=False)
-            if src.carry is not None:
-                if src.carry.config() != self.M.carry.config():
-                    raise ValueError(f"{path} has a detail carry of another size; set carry_hidden to match")
-                self.M.carry.load_state_dict(src.carry.state_dict())
+            for kind, name in CARRY_KINDS.items():
+                theirs = getattr(src, name)
+                if theirs is None:
+                    continue
+                if kind != self.carry:  # kept as it is, frozen
+                    setattr(self.M, name, theirs.to(self.M.net.w_std.device).requires_grad_(False))
+                elif theirs.config() != getattr(self.M, name).config():
+                    raise ValueError(f"{path} has a {kind} carry of another size; set carry_hidden to match")
+                else:
+                    getattr(self.M, name).load_state_dict(theirs.state_dict())
         if self.rank == 0:
             (self.run_dir / "init_mapper.txt").write_text(f"{Path(path).resolve()}\n")
 
@@ -216,14 +236,21 @@ class MapperTrainer(RunTrainer):
         return loss, stats
 
     def carry_losses(self, b) -> tuple[torch.Tensor, dict]:
-        """The detail carry's objective: the image of M(w_enc) + carry against the target (every pair)."""
+        """A carry's objective on every pair: the image of M(w_enc) + carry (light) or of the turned
+        refined code + view carry (view) against the target; "answer" is the code without the carry."""
         normals = None
         if self.M.geometry:
             normals = self.bank.probe_normals(self.M.conditioner.probe)[b.src_index].float()
         with torch.no_grad():
             cond = self.M.conditioner(b.edit, normals)
             answer = self.M.net(b.src_ws, cond)
-        ws = answer + self.net(b.ref_ws - b.src_ws, answer - b.src_ws, cond)
+            if self.carry == "view":  # the turned refined code: ws + M(w_enc, view) - M(w_enc, same view)
+                same = self.M.conditioner(_same_view(b.edit), normals)
+                move = answer - self.M.net(b.src_ws, same)
+                answer = b.ref_ws + move
+            else:
+                move = answer - b.src_ws
+        ws = answer + self.net(b.ref_ws - b.src_ws, move, cond)
         img = self.G.synthesis(ws, noise_mode="const")
         im = ms_ssim_l1(img, b.tgt_img).mean()
         mse = (img - b.tgt_img).square().mean()
@@ -242,7 +269,10 @@ class MapperTrainer(RunTrainer):
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.trained.train()
-        if self.carry:
+        if self.carry == "view":
+            b = sample_view_carry_pairs(self.bank, n, self.data_gen, cfg.carry_estimate_fraction, self.train_subjects)
+            loss, stats = self.carry_losses(b)
+        elif self.carry:
             b = sample_carry_pairs(self.bank, n, self.data_gen, cfg.carry_modes, self.train_subjects)
             loss, stats = self.carry_losses(b)
         else:
@@ -262,8 +292,18 @@ class MapperTrainer(RunTrainer):
         b = self.grid_pairs
         with torch.no_grad():
             ws = self.M(b.src_ws, b.edit)
-            if self.carry:
+            if self.carry == "view":
+                ws = self.M.turned(b.ref_ws, b.src_ws, ws, self.M(b.src_ws, _same_view(b.edit)), b.edit)
+            elif self.carry:
                 ws = self.M.carried(b.src_ws, ws, b.ref_ws, b.edit)
             edit = self.G.synthesis(ws, noise_mode="const")
         rows = [torch.cat(list(t), 2) for t in (b.src_img, edit, b.tgt_img)]
         return gan_to_uint8(torch.cat(rows, 1)[None])[0]
+
+
+def _same_view(e):
+    """The edit at the source's view (its light kept): what the view move is measured from."""
+    from .conditioning import Edit
+
+    return Edit(**{**e.__dict__, "delta_pose": torch.zeros_like(e.delta_pose),
+                   "same_view": torch.ones_like(e.same_view)})
