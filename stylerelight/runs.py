@@ -205,6 +205,8 @@ class RunTrainer:
                     if grid is not None:
                         self.writer.add_image("samples", grid, self.nimg, dataformats="HWC")
                     next_img += img_every
+            if not steps and self.nimg >= total:  # a finished run asked again: export anew (e.g. run-control changes)
+                self.save_snapshot()
         finally:
             self._leave(saved)
             bar.close()

@@ -248,8 +248,9 @@ def test_bank_reads_captures_of_any_folder_name(tmp_path, captures, bundled_part
 
 
 def _trainer(bank_dir, captures, run, G, **kw):
-    cfg = MapperTrainConfig(lights_per_subject=2, light_pool=12, batch=8, image_batch=2, lr=1e-3, image_weight=0.2,
-                            total_kimg=0.08, snapshot_kimg=0.04, image_kimg=1, threads=1, **kw)
+    cfg = MapperTrainConfig(**{**dict(lights_per_subject=2, light_pool=12, batch=8, image_batch=2, lr=1e-3,
+                                      image_weight=0.2, total_kimg=0.08, snapshot_kimg=0.04, image_kimg=1, threads=1),
+                               **kw})
     return MapperTrainer(cfg, G, Bank(bank_dir, captures), run, log=False)
 
 
@@ -486,7 +487,7 @@ def test_view_carry_starts_as_the_turned_code_trains_alone_and_applies_only_to_t
         p.data.normal_(0, 0.01)
     save_mapper(base.M, tmp_path / "init.pt")
     kw = dict(init_mapper=str(tmp_path / "init.pt"), carry_lights=1, carry_steps=3, carry_hidden=32,
-              carry_kind="view")
+              carry_kind="view", lr=3e-3)
     with pytest.raises(ValueError, match="carry_kind"):
         _trainer(bank, captures, tmp_path / "x", G, **{**kw, "carry_kind": "colour"})
     t = _trainer(bank, captures, tmp_path / "a", G, **kw)
@@ -511,7 +512,6 @@ def test_view_carry_starts_as_the_turned_code_trains_alone_and_applies_only_to_t
             return float(tr.carry_losses(fixed)[0])
 
     before = objective(t)
-    t.cfg.lr = 3e-3
     t.train(0.24, progress=False)
     assert objective(t) < 0.97 * before, (objective(t), before)
     for k, v in base.M.state_dict().items():  # network, conditioner and detail carry as they were
@@ -526,6 +526,16 @@ def test_view_carry_starts_as_the_turned_code_trains_alone_and_applies_only_to_t
         assert not torch.allclose(got, fixed.ref_ws + direct - lit)
         same = _same_view(fixed.edit)
         torch.testing.assert_close(M.turned(fixed.ref_ws, fixed.src_ws, lit, lit, same), fixed.ref_ws)
+    # the share applied (view_carry_gain): set at export, a finished run asked again exports anew
+    t3 = _trainer(bank, captures, tmp_path / "a", G, **kw, view_carry_gain=0.5)
+    t3.train(0.24, progress=False)
+    assert t3.nimg == t.nimg
+    half = load_mapper(tmp_path / "a" / "mapper.pt")
+    assert half.view_carry_gain == 0.5 and M.view_carry_gain == 1.0
+    with torch.no_grad():
+        base_turn = fixed.ref_ws + direct - lit
+        torch.testing.assert_close(half.turned(fixed.ref_ws, fixed.src_ws, direct, lit, fixed.edit),
+                                   base_turn + 0.5 * (got - base_turn))
     # the Editor: a turn under the kept light gets it, an edit in place does not
     plain = copy.deepcopy(M)
     plain.view_carry = None

@@ -5,7 +5,7 @@ File (own format, `torch.load(weights_only=True)`): {"format": "stylerelight-map
 "config": {...}, "state_dict": {...}, "generator": {"hash", "num_ws", "w_dim", "img_resolution"},
 "stage": {"num_lights", "hash"}, "pose_range": {"yaw": deg, "pitch": deg}, "info": {...}}; a
 detail carry's weights (`carry.*`) when config has "carry_hidden", a view carry's (`view_carry.*`)
-when it has "view_carry_hidden".
+when it has "view_carry_hidden" (and "view_carry_gain", the share of it applied).
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ class Mapper(nn.Module):
 
     def __init__(self, net: LatentMapper, conditioner: Conditioner, generator: dict, stage: dict,
                  pose_range: dict, info: dict | None = None, carry: DetailCarry | None = None,
-                 view_carry: DetailCarry | None = None):
+                 view_carry: DetailCarry | None = None, view_carry_gain: float = 1.0):
         super().__init__()
         self.net, self.conditioner, self.carry, self.view_carry = net, conditioner, carry, view_carry
+        self.view_carry_gain = float(view_carry_gain)  # the share of the view carry applied (chosen on validation)
         self.generator, self.stage, self.pose_range = dict(generator), dict(stage), dict(pose_range)
         self.info = dict(info or {})
 
@@ -62,12 +63,12 @@ class Mapper(nn.Module):
     def turned(self, ws: torch.Tensor, w_enc: torch.Tensor, direct: torch.Tensor, lit: torch.Tensor, edit: Edit,
                normals: torch.Tensor | None = None) -> torch.Tensor:
         """The refined code ws turned under a kept light: ws + M(w_enc, edit) - M(w_enc, edit at the
-        source's view) (direct, lit), with what the view carry adds of ws's own residual where the
-        view changes (nothing where it does not, and nothing without a view carry)."""
+        source's view) (direct, lit), with what the view carry adds of ws's own residual (times
+        view_carry_gain) where the view changes (nothing where it does not, nor without a view carry)."""
         out = ws + direct - lit
         if self.view_carry is None:
             return out
-        turn = (1 - edit.same_view.to(ws.dtype))[:, None, None]
+        turn = self.view_carry_gain * (1 - edit.same_view.to(ws.dtype))[:, None, None]
         return out + turn * self.view_carry(ws - w_enc, direct - lit, self.conditioner(edit, normals))
 
     def add_carry(self, hidden: int = 256, kind: str = "light") -> DetailCarry:
@@ -108,7 +109,7 @@ def build_mapper(G, directions: np.ndarray, geometry: bool = True, hidden: int =
 def save_mapper(M: Mapper, path: str | os.PathLike) -> None:
     cfg = {**M.net.config(), "geometry": M.geometry, **(M.carry.config() if M.carry is not None else {})}
     if M.view_carry is not None:
-        cfg.update({f"view_{k}": v for k, v in M.view_carry.config().items()})
+        cfg.update({f"view_{k}": v for k, v in M.view_carry.config().items()}, view_carry_gain=M.view_carry_gain)
     state = {k: v.detach().cpu().clone() for k, v in M.state_dict().items()
              if not k.startswith("conditioner.probe.")}  # the probe is rebuilt from the stage
     atomic_torch_save({"format": FORMAT, "version": 1, "config": cfg, "state_dict": state,
@@ -136,7 +137,9 @@ def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
                 carries[i] = DetailCarry(net.num_ws, net.w_dim, net.cond_dim, int(cfg[f"{pre}carry_hidden"]),
                                          int(cfg[f"{pre}carry_cond_hidden"]))
         M = Mapper(net, cond, dict(obj["generator"]), dict(stage), dict(obj["pose_range"]),
-                   dict(obj.get("info") or {}), *carries)
+                   dict(obj.get("info") or {}), *carries, float(cfg.get("view_carry_gain", 1.0)))
+        if not 0 <= M.view_carry_gain <= 2:
+            raise ValueError(f"view carry gain {M.view_carry_gain} out of bounds")
         sd = obj["state_dict"]
         missing, unexpected = M.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not k.startswith("conditioner.probe.")]

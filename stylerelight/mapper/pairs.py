@@ -320,18 +320,26 @@ def sample_carry_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.5
 
 
 def sample_view_carry_pairs(bank: Bank, n: int, gen: torch.Generator, estimate_fraction: float = 0.75,
-                            subjects: list[int] | None = None) -> PairBatch:
+                            subjects: list[int] | None = None, turn_scale: float = 0.0) -> PairBatch:
     """n pairs for the view carry: a refined source and the same subject under the same bank light
     from another camera (a turn that keeps the light). The edit's light is, as the Editor's "keep the
     light", the source's estimate (estimate_fraction of the pairs), else the true bank light (a user
-    who names the photo's own env map)."""
+    who names the photo's own env map). turn_scale > 0 (degrees) draws the other camera with weight
+    exp(-turn / turn_scale) (turn: the angle between the two cameras' (yaw, pitch)), so that small
+    turns, the common edit, are not outnumbered by the stage's wide ones; 0: uniformly."""
     if bank.ref_ws is None:
         raise ValueError("the bank's refined sources are not loaded (Bank.load_refined)")
     C = bank.ref_ws.shape[1]
     rows = []
     for _ in range(n):
         s, c1, k1, _, pick = _draw_source(gen, tuple(bank.ref_ws.shape[:3]), subjects, ("view",), (1.0,))
-        c2 = (c1 + 1 + pick(C - 1)) % C
+        if turn_scale > 0:
+            turn = (bank.cam[s] - bank.cam[s, c1]).norm(dim=-1)
+            p = torch.exp(-turn / turn_scale)
+            p[c1] = 0
+            c2 = int(torch.multinomial(p, 1, generator=gen))
+        else:
+            c2 = (c1 + 1 + pick(C - 1)) % C
         if float(torch.rand([1], generator=gen)) < estimate_fraction:
             light = bank.est_light[s, c1, k1].numpy()
         else:

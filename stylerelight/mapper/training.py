@@ -57,6 +57,10 @@ class MapperTrainConfig:
     carry_lights: int = 0
     carry_kind: str = "light"
     carry_estimate_fraction: float = 0.75  # view carry: pairs whose kept light is the source's estimate
+    carry_turn_scale: float = 0.0  # view carry: > 0 favours small turns (weight exp(-turn / this), degrees)
+    # the share of the view carry the exported mapper applies (Mapper.view_carry_gain; training learns the
+    # whole carry; the share is chosen on validation); None: init_mapper's (1 for a new view carry)
+    view_carry_gain: float | None = None
     carry_hidden: int = 256
     carry_steps: int = 20        # L-BFGS steps of the sources' refinement (Editor.invert's REFINE_STEPS)
     carry_modes: tuple = (0.55, 0.3, 0.15)  # relight, both (light and view), same (target = source)
@@ -80,11 +84,13 @@ class MapperTrainConfig:
             raise ValueError("carry_lights trains the detail carry of a trained mapper: set init_mapper")
         if self.carry_kind not in CARRY_KINDS:
             raise ValueError(f"carry_kind must be one of {', '.join(CARRY_KINDS)}, not {self.carry_kind!r}")
+        if self.view_carry_gain is not None and not 0 <= self.view_carry_gain <= 2:
+            raise ValueError(f"view_carry_gain must be in [0, 2], not {self.view_carry_gain}")
 
 
 class MapperTrainer(RunTrainer):
     kind = "mapper"
-    run_control = RUN_CONTROL + ("hdr_dir", "init_mapper")
+    run_control = RUN_CONTROL + ("hdr_dir", "init_mapper", "view_carry_gain")
 
     def __init__(self, cfg: MapperTrainConfig, G, bank: Bank, run_dir, log: bool = True):
         self.rank, self.world = dist_info()
@@ -157,6 +163,7 @@ class MapperTrainer(RunTrainer):
         self.M.net.load_state_dict(theirs)
         if self.carry:
             self.M.conditioner.load_state_dict(src.conditioner.state_dict(), strict=False)
+            self.M.view_carry_gain = src.view_carry_gain
             for kind, name in CARRY_KINDS.items():
                 theirs = getattr(src, name)
                 if theirs is None:
@@ -190,6 +197,8 @@ class MapperTrainer(RunTrainer):
             super().save_snapshot()
 
     def export(self) -> None:
+        if self.cfg.view_carry_gain is not None:
+            self.M.view_carry_gain = float(self.cfg.view_carry_gain)
         self.M.info.update({"kimg": self.nimg / 1000, "config": {k: v for k, v in self.cfg.__dict__.items()}})
         save_mapper(self.M, self.run_dir / "mapper.pt")
 
@@ -270,7 +279,8 @@ class MapperTrainer(RunTrainer):
             g["lr"] = lr
         self.trained.train()
         if self.carry == "view":
-            b = sample_view_carry_pairs(self.bank, n, self.data_gen, cfg.carry_estimate_fraction, self.train_subjects)
+            b = sample_view_carry_pairs(self.bank, n, self.data_gen, cfg.carry_estimate_fraction, self.train_subjects,
+                                        cfg.carry_turn_scale)
             loss, stats = self.carry_losses(b)
         elif self.carry:
             b = sample_carry_pairs(self.bank, n, self.data_gen, cfg.carry_modes, self.train_subjects)
