@@ -41,6 +41,8 @@ def main():
     coeffs = ed.resolve_light(env, 30.0)
     t_map = timeit(lambda: ed.map([lat], [coeffs], [10.0], [0.0]), repeat=9)
     t_map0 = timeit(lambda: ed.map([lat0], [coeffs], [10.0], [0.0]), repeat=9)
+    keep = ed.resolve_light(None, 0.0, lat)
+    t_turn = timeit(lambda: ed.map([lat], [keep], [10.0], [0.0]), repeat=9)
     angle = iter(range(10**6))
     t_drag = timeit(lambda: ed.relight(lat, env, yaw=10.0, rotate_light=float(next(angle) % 360)), repeat=5)
     t_inv = timeit(lambda: ed.invert(src, aligned=True), repeat=3)
@@ -55,9 +57,12 @@ def main():
           f"mapper geometry conditioning: {ed.mapper.geometry}")
     print(f"G.synthesis, batch 1:                       {t_syn * 1e3:8.2f} ms")
     print(f"mapper alone (map), batch 1:                {t_map * 1e3:8.2f} ms  (refined source under a new light: "
-          f"one mapper call on four rows: the light's move, the encoder code's answer, the view change; "
-          f"keep answers cached per latent; plus the detail carry where the light changes, if the mapper has one); "
+          f"one mapper call on three rows: the light's move, the encoder code's answer, the view change, "
+          f"one condition for them; keep answers cached per latent; plus the detail carry where the light "
+          f"changes, if the mapper has one); "
           f"{t_map0 * 1e3:.2f} ms (encoder source, one call)")
+    print(f"mapper alone, a turn under the kept light:  {t_turn * 1e3:8.2f} ms  (refined source: the same rows, plus "
+          f"the view carry, if the mapper has one)")
     print(f"Editor.relight, same light (cached):        {t_rel * 1e3:8.2f} ms  = {t_rel / t_syn:.2f}x synthesis")
     print(f"Editor.relight, new rotation every call:    {t_drag * 1e3:8.2f} ms  = {t_drag / t_syn:.2f}x synthesis")
     print(f"Editor.invert (encoder + 20 L-BFGS steps + fast reconstruction, aligned 64^2): {t_inv * 1e3:8.1f} ms; "

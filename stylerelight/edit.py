@@ -307,13 +307,15 @@ class Editor:
                 return torch.where(cancel[:, None, None], moved, out)
             w_enc = torch.cat([self._encoder_ws(lat) for lat in latents])
             cat = lambda *x: torch.cat(x) if x[0] is not None else None  # noqa: E731
+            net = self.mapper.net  # the condition is computed once (it costs as much as the network)
             if bool(edit.same_view.all()):  # no turn: the direct answer is the light's move; no view change
-                lit = direct = self.mapper(w_enc, same, normals)
-                out = ws if cancel.all() else self.mapper(ws, same, normals)
+                cond = self.mapper.conditioner(same, normals)
+                lit = direct = net(w_enc, cond)
+                out = ws if cancel.all() else net(ws, cond)
             else:
-                both = Edit(**{k: cat(getattr(same, k), getattr(edit, k), getattr(edit, k)) for k in edit.__dict__})
-                lit, direct, out = self.mapper(torch.cat([w_enc, w_enc, ws]), both,
-                                               cat(normals, normals, normals)).split(n)
+                both = Edit(**{k: cat(getattr(same, k), getattr(edit, k)) for k in edit.__dict__})
+                c_same, cond = self.mapper.conditioner(both, cat(normals, normals)).split(n)
+                lit, direct, out = net(torch.cat([w_enc, w_enc, ws]), torch.cat([c_same, cond, cond])).split(n)
             # how far the mapper moves the encoder's code for the light alone: from no move (the
             # photo's own light as the mapper sees it; the estimate plays no part) and from its
             # answer for the source's estimate ("keep the light": a = 0 there, ramping up within
@@ -336,10 +338,11 @@ class Editor:
             # docs/editing.md), with the mapper's view carry (what of the refined code's own residual
             # survives the turn) if it has one. a = 1: the light changes; the mapper's answer for the
             # encoder's code.
-            turned = self.mapper.turned(ws, w_enc, direct, lit, edit, normals)
+            turned = (self.mapper.turned(ws, w_enc, direct, lit, edit, cond=cond) if bool((a < 1).any())
+                      else ws + direct - lit)  # (a = 1: the turned code is not used)
             if self.mapper.carry is not None and bool((a > 0).any()):
                 # the mapper's detail carry: what of the refined code's own residual survives the light
-                direct = self.mapper.carried(w_enc, direct, ws, edit, normals)
+                direct = self.mapper.carried(w_enc, direct, ws, edit, cond=cond)
             moved = turned + a * (direct - turned)
             return torch.where(cancel[:, None, None], moved, out)
 

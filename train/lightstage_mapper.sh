@@ -80,8 +80,25 @@ $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
 $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
     --config train/configs/lightstage_mapper_nogeo_carry.yaml --run-dir runs/map64_nogeo_carry --threads 1 \
     --encoder runs/enc64_relit/encoder.pt
+# 3h. (session 17, the bundled file) step 3g's view carry, the network and detail carry frozen: turns
+#     under a kept light on the same refined sources (targets: the same bank light from another camera;
+#     60 kimg, about 25 min with two processes; the file applies half the carry), on a third copy of
+#     the bank, refined sources included
+mkdir -p runs/map64_vcarry
+[ -e runs/map64_vcarry/bank ] || cp -r runs/map64_carry/bank runs/map64_vcarry/bank
+$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+    --config train/configs/lightstage_mapper_view_carry.yaml --run-dir runs/map64_vcarry --threads 1 \
+    --encoder runs/enc64_relit/encoder.pt
+# 3j. (session 17, the bundled file) step 3h's detail carry continued on twice the refined sources (the
+#     second bank light refined into the same folder, 16 min; then 40 kimg, 16 min, two processes),
+#     network and view carry frozen
+mkdir -p runs/map64_carry2
+[ -e runs/map64_carry2/bank ] || cp -r runs/map64_vcarry/bank runs/map64_carry2/bank
+$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+    --config train/configs/lightstage_mapper_carry2.yaml --run-dir runs/map64_carry2 --threads 1 \
+    --encoder runs/enc64_relit/encoder.pt
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
-cp runs/map64_carry/mapper.pt checkpoints/lightstage_mapper.pt
+cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_carry/mapper.pt \
     --json checkpoints/lightstage_mapper_eval.json
 # 5. optional (REFINED=1; measured worse, not the bundled file): fine-tune the step-2 mapper on a latent bank of

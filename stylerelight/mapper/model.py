@@ -53,15 +53,17 @@ class Mapper(nn.Module):
         return self.net(ws, self.conditioner(edit, normals))
 
     def carried(self, w_enc: torch.Tensor, answer: torch.Tensor, ws: torch.Tensor, edit: Edit,
-                normals: torch.Tensor | None = None) -> torch.Tensor:
+                normals: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The answer for the encoder's code, M(w_enc, edit), with what the detail carry keeps of the
-        refined code ws's own residual (ws - w_enc); the answer itself without a carry."""
+        refined code ws's own residual (ws - w_enc); the answer itself without a carry. cond: the
+        edit's condition if already computed (it costs as much as the network)."""
         if self.carry is None:
             return answer
-        return answer + self.carry(ws - w_enc, answer - w_enc, self.conditioner(edit, normals))
+        cond = self.conditioner(edit, normals) if cond is None else cond
+        return answer + self.carry(ws - w_enc, answer - w_enc, cond)
 
     def turned(self, ws: torch.Tensor, w_enc: torch.Tensor, direct: torch.Tensor, lit: torch.Tensor, edit: Edit,
-               normals: torch.Tensor | None = None) -> torch.Tensor:
+               normals: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The refined code ws turned under a kept light: ws + M(w_enc, edit) - M(w_enc, edit at the
         source's view) (direct, lit), with what the view carry adds of ws's own residual (times
         view_carry_gain) where the view changes (nothing where it does not, nor without a view carry)."""
@@ -69,7 +71,8 @@ class Mapper(nn.Module):
         if self.view_carry is None:
             return out
         turn = self.view_carry_gain * (1 - edit.same_view.to(ws.dtype))[:, None, None]
-        return out + turn * self.view_carry(ws - w_enc, direct - lit, self.conditioner(edit, normals))
+        cond = self.conditioner(edit, normals) if cond is None else cond
+        return out + turn * self.view_carry(ws - w_enc, direct - lit, cond)
 
     def add_carry(self, hidden: int = 256, kind: str = "light") -> DetailCarry:
         """Attach an untrained (zero) detail carry (kind "light") or view carry ("view"); returns it."""
