@@ -8,6 +8,16 @@ PY=${PY:-.venv/bin/python}
 TORCHRUN=${TORCHRUN:-.venv/bin/torchrun}
 KIMG=${KIMG:-200}
 
+# train train/configs/lightstage_mapper_CFG.yaml in runs/RUN on a copy of runs/FROM's latent bank
+# (its refined sources included), with the session-12 encoder: on_copy FROM RUN CFG
+on_copy() {
+    mkdir -p "runs/$2"
+    [ -e "runs/$2/bank" ] || cp -r "runs/$1/bank" "runs/$2/bank"
+    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+        --config "train/configs/lightstage_mapper_$3.yaml" --run-dir "runs/$2" --threads 1 \
+        --encoder runs/enc64_relit/encoder.pt
+}
+
 # 1. OLAT captures aligned for the bundled 64^2 generator: 300 training subjects (seeds 0..299)
 #    and 30 held-out ones (seeds 1,000,000..), 8 cameras each across yaw +-45, pitch +-20
 $SR lightstage render --aligned --subjects 300 --seed 0 --resolution 64 --out data/olat64
@@ -34,11 +44,7 @@ $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
     --config train/configs/lightstage_mapper_relit_encoder.yaml --run-dir runs/map64_enc2 --threads 1 \
     --encoder runs/enc64_relit/encoder.pt
 #     and its ablation, step 3b's no-geometry mapper restarted the same way on a copy of that bank
-mkdir -p runs/map64_nogeo_enc2
-[ -e runs/map64_nogeo_enc2/bank ] || cp -r runs/map64_enc2/bank runs/map64_nogeo_enc2/bank
-$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-    --config train/configs/lightstage_mapper_nogeo_relit_encoder.yaml --run-dir runs/map64_nogeo_enc2 --threads 1 \
-    --encoder runs/enc64_relit/encoder.pt
+on_copy map64_enc2 map64_nogeo_enc2 nogeo_relit_encoder
 # 3d. (session 13, the bundled file) step 3c's mapper continued with the image loss on half of each batch
 #     at full weight (15 min), then at a smaller learning rate (22 min), on copies of step 3c's bank;
 #     and its ablation the same way from step 3c's ablation
@@ -61,42 +67,23 @@ for STEP in frame_exposure:map64_fexp frame_exposure2:map64_fexp2; do
     $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
         --config train/configs/lightstage_mapper_$CFG.yaml --run-dir runs/$RUN --threads 1 \
         --encoder runs/enc64_relit/encoder.pt
-    mkdir -p runs/$NOGEO
-    [ -e runs/$NOGEO/bank ] || cp -r runs/$RUN/bank runs/$NOGEO/bank
-    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-        --config train/configs/lightstage_mapper_nogeo_$CFG.yaml --run-dir runs/$NOGEO --threads 1 \
-        --encoder runs/enc64_relit/encoder.pt
+    on_copy "$RUN" "$NOGEO" "nogeo_$CFG"
 done
 # 3g. (session 16, the bundled file) step 3f's detail carry, the mapper frozen: the first bank light of
 #     every subject and camera refined as Editor.invert refines (BANK/refined; about 16 min with two
 #     processes), then the carry alone trained on a copy of step 3f's bank (40 min, two processes);
 #     the ablation's carry the same way on a copy of that bank, refined sources included
-mkdir -p runs/map64_carry runs/map64_nogeo_carry
-[ -e runs/map64_carry/bank ] || cp -r runs/map64_fexp2/bank runs/map64_carry/bank
-$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-    --config train/configs/lightstage_mapper_carry.yaml --run-dir runs/map64_carry --threads 1 \
-    --encoder runs/enc64_relit/encoder.pt
-[ -e runs/map64_nogeo_carry/bank ] || cp -r runs/map64_carry/bank runs/map64_nogeo_carry/bank
-$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-    --config train/configs/lightstage_mapper_nogeo_carry.yaml --run-dir runs/map64_nogeo_carry --threads 1 \
-    --encoder runs/enc64_relit/encoder.pt
+on_copy map64_fexp2 map64_carry carry
+on_copy map64_carry map64_nogeo_carry nogeo_carry
 # 3h. (session 17, the bundled file) step 3g's view carry, the network and detail carry frozen: turns
 #     under a kept light on the same refined sources (targets: the same bank light from another camera;
 #     60 kimg, about 25 min with two processes; the file applies half the carry), on a third copy of
 #     the bank, refined sources included
-mkdir -p runs/map64_vcarry
-[ -e runs/map64_vcarry/bank ] || cp -r runs/map64_carry/bank runs/map64_vcarry/bank
-$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-    --config train/configs/lightstage_mapper_view_carry.yaml --run-dir runs/map64_vcarry --threads 1 \
-    --encoder runs/enc64_relit/encoder.pt
+on_copy map64_carry map64_vcarry view_carry
 # 3j. (session 17, the bundled file) step 3h's detail carry continued on twice the refined sources (the
 #     second bank light refined into the same folder, 16 min; then 40 kimg, 16 min, two processes),
 #     network and view carry frozen
-mkdir -p runs/map64_carry2
-[ -e runs/map64_carry2/bank ] || cp -r runs/map64_vcarry/bank runs/map64_carry2/bank
-$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-    --config train/configs/lightstage_mapper_carry2.yaml --run-dir runs/map64_carry2 --threads 1 \
-    --encoder runs/enc64_relit/encoder.pt
+on_copy map64_vcarry map64_carry2 carry2
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_carry/mapper.pt \
