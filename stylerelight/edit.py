@@ -298,8 +298,7 @@ class Editor:
             if not cancel.any():
                 return self.mapper(ws, edit, normals)
             # cancelled latents (refined codes); the others get the mapper's plain answer
-            same = _to(Edit(**{**edit.__dict__, "delta_pose": torch.zeros_like(delta),
-                               "same_view": torch.ones(n)}), self.device)
+            same = edit.at_source_view()
             if not self.light_blend:
                 # the mapper's change alone: w + M(w, target) - M(w, keep)
                 out = self.mapper(ws, edit, normals)

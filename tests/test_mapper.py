@@ -459,7 +459,6 @@ def test_view_carry_starts_as_the_turned_code_trains_alone_and_applies_only_to_t
 
     from stylerelight.mapper.model import save_mapper
     from stylerelight.mapper.pairs import refine_sources, sample_view_carry_pairs
-    from stylerelight.mapper.training import _same_view
 
     G, E, cnn = bundled_parts
     bank = tmp_path / "bank"
@@ -502,7 +501,7 @@ def test_view_carry_starts_as_the_turned_code_trains_alone_and_applies_only_to_t
             for i in range(16)]
     assert all(a != c for a, c in zip(est, true, strict=True)) and any(est) and any(true)
     with torch.no_grad():
-        direct, lit = t.M(fixed.src_ws, fixed.edit), t.M(fixed.src_ws, _same_view(fixed.edit))
+        direct, lit = t.M(fixed.src_ws, fixed.edit), t.M(fixed.src_ws, fixed.edit.at_source_view())
         torch.testing.assert_close(t.M.turned(fixed.ref_ws, fixed.src_ws, direct, lit, fixed.edit),
                                    fixed.ref_ws + direct - lit)
     torch.testing.assert_close(t.M.carry.linear.weight, light_carry.linear.weight)
@@ -524,7 +523,7 @@ def test_view_carry_starts_as_the_turned_code_trains_alone_and_applies_only_to_t
         want = t.M.turned(fixed.ref_ws, fixed.src_ws, direct, lit, fixed.edit)
         torch.testing.assert_close(got, want)
         assert not torch.allclose(got, fixed.ref_ws + direct - lit)
-        same = _same_view(fixed.edit)
+        same = fixed.edit.at_source_view()
         torch.testing.assert_close(M.turned(fixed.ref_ws, fixed.src_ws, lit, lit, same), fixed.ref_ws)
     # the share applied (view_carry_gain): set at export, a finished run asked again exports anew
     t3 = _trainer(bank, captures, tmp_path / "a", G, **kw, view_carry_gain=0.5)

@@ -51,6 +51,11 @@ class Edit:
     identity: torch.Tensor | None = None     # [N, I] the reconstruction's shape
     expression: torch.Tensor | None = None   # [N, X]
 
+    def at_source_view(self) -> Edit:
+        """The same edit without the view change (what a view move is measured from)."""
+        return Edit(**{**self.__dict__, "delta_pose": torch.zeros_like(self.delta_pose),
+                       "same_view": torch.ones_like(self.same_view)})
+
 
 class ShadingProbe(torch.nn.Module):
     """Shading of the head model's face under a light, with self-shadows, on GRID x GRID regions.

@@ -254,7 +254,7 @@ class MapperTrainer(RunTrainer):
             cond = self.M.conditioner(b.edit, normals)
             answer = self.M.net(b.src_ws, cond)
             if self.carry == "view":  # the turned refined code: ws + M(w_enc, view) - M(w_enc, same view)
-                same = self.M.conditioner(_same_view(b.edit), normals)
+                same = self.M.conditioner(b.edit.at_source_view(), normals)
                 move = answer - self.M.net(b.src_ws, same)
                 answer = b.ref_ws + move
             else:
@@ -303,17 +303,10 @@ class MapperTrainer(RunTrainer):
         with torch.no_grad():
             ws = self.M(b.src_ws, b.edit)
             if self.carry == "view":
-                ws = self.M.turned(b.ref_ws, b.src_ws, ws, self.M(b.src_ws, _same_view(b.edit)), b.edit)
+                ws = self.M.turned(b.ref_ws, b.src_ws, ws, self.M(b.src_ws, b.edit.at_source_view()), b.edit)
             elif self.carry:
                 ws = self.M.carried(b.src_ws, ws, b.ref_ws, b.edit)
             edit = self.G.synthesis(ws, noise_mode="const")
         rows = [torch.cat(list(t), 2) for t in (b.src_img, edit, b.tgt_img)]
         return gan_to_uint8(torch.cat(rows, 1)[None])[0]
 
-
-def _same_view(e):
-    """The edit at the source's view (its light kept): what the view move is measured from."""
-    from .conditioning import Edit
-
-    return Edit(**{**e.__dict__, "delta_pose": torch.zeros_like(e.delta_pose),
-                   "same_view": torch.ones_like(e.same_view)})
