@@ -825,8 +825,11 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
     First every capture is relit under a few bank lights per subject, encoded and reconstructed
     once (RUN/bank, resumable); then pairs are drawn from the bank with fresh target lights.
     A config with carry_lights (and init_mapper) refines that many bank lights per subject
-    (RUN/bank/refined, resumable) and trains only that mapper's detail carry (docs/mapper.md).
-    The product is RUN/mapper.pt (records the generator's hash, the light stage, the pose range).
+    (RUN/bank/refined, resumable; more lights than it holds refines only the missing ones) and
+    trains only that mapper's detail carry, or with carry_kind: view its view carry
+    (docs/mapper.md). The product is RUN/mapper.pt (records the generator's hash, the light
+    stage, the pose range); asked again, a finished run writes it anew (e.g. after a change of
+    view_carry_gain).
     Data-parallel: start it with torchrun (gloo on CPU, nccl on GPUs).
 
     \b
