@@ -80,13 +80,14 @@ on_copy map64_carry map64_nogeo_carry nogeo_carry
 #     60 kimg, about 25 min with two processes; the file applies half the carry), on a third copy of
 #     the bank, refined sources included
 on_copy map64_carry map64_vcarry view_carry
+on_copy map64_nogeo_carry map64_nogeo_vcarry nogeo_view_carry  # the ablation's, the same way
 # 3j. (session 17, the bundled file) step 3h's detail carry continued on twice the refined sources (the
 #     second bank light refined into the same folder, 16 min; then 40 kimg, 16 min, two processes),
 #     network and view carry frozen
 on_copy map64_vcarry map64_carry2 carry2
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
-$PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_carry/mapper.pt \
+$PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_vcarry/mapper.pt \
     --json checkpoints/lightstage_mapper_eval.json
 # 5. optional (REFINED=1; measured worse, not the bundled file): fine-tune the step-2 mapper on a latent bank of
 #    refined codes (encoder + 20 L-BFGS steps, as Editor.invert) of the first 160 subjects; the bank
