@@ -25,6 +25,12 @@ from .networks import DetailCarry, LatentMapper
 
 FORMAT = "stylerelight-mapper"
 CARRY_KINDS = {"light": "carry", "view": "view_carry"}  # kind -> Mapper attribute (and state_dict prefix)
+CARRY_PREFIXES = ("", "view_")  # the same order: the prefix of each carry's keys in the file's config
+
+
+def check_view_carry_gain(gain: float) -> None:
+    if not 0 <= gain <= 2:
+        raise ValueError(f"view_carry_gain must be in [0, 2], not {gain}")
 
 
 def stage_hash(directions: np.ndarray) -> str:
@@ -110,9 +116,12 @@ def build_mapper(G, directions: np.ndarray, geometry: bool = True, hidden: int =
 
 
 def save_mapper(M: Mapper, path: str | os.PathLike) -> None:
-    cfg = {**M.net.config(), "geometry": M.geometry, **(M.carry.config() if M.carry is not None else {})}
+    cfg = {**M.net.config(), "geometry": M.geometry}
+    for pre, name in zip(CARRY_PREFIXES, CARRY_KINDS.values(), strict=True):
+        if getattr(M, name) is not None:
+            cfg.update({pre + k: v for k, v in getattr(M, name).config().items()})
     if M.view_carry is not None:
-        cfg.update({f"view_{k}": v for k, v in M.view_carry.config().items()}, view_carry_gain=M.view_carry_gain)
+        cfg["view_carry_gain"] = M.view_carry_gain
     state = {k: v.detach().cpu().clone() for k, v in M.state_dict().items()
              if not k.startswith("conditioner.probe.")}  # the probe is rebuilt from the stage
     atomic_torch_save({"format": FORMAT, "version": 1, "config": cfg, "state_dict": state,
@@ -135,14 +144,13 @@ def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         if net.cond_dim != cond.dim:
             raise ValueError(f"condition size {net.cond_dim} != {cond.dim}")
         carries = [None, None]  # files since session 16 may hold a detail carry, since 17 a view carry
-        for i, pre in enumerate(("", "view_")):
+        for i, pre in enumerate(CARRY_PREFIXES):
             if cfg.get(f"{pre}carry_hidden"):
                 carries[i] = DetailCarry(net.num_ws, net.w_dim, net.cond_dim, int(cfg[f"{pre}carry_hidden"]),
                                          int(cfg[f"{pre}carry_cond_hidden"]))
         M = Mapper(net, cond, dict(obj["generator"]), dict(stage), dict(obj["pose_range"]),
                    dict(obj.get("info") or {}), *carries, float(cfg.get("view_carry_gain", 1.0)))
-        if not 0 <= M.view_carry_gain <= 2:
-            raise ValueError(f"view carry gain {M.view_carry_gain} out of bounds")
+        check_view_carry_gain(M.view_carry_gain)
         sd = obj["state_dict"]
         missing, unexpected = M.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not k.startswith("conditioner.probe.")]

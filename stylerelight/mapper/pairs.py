@@ -294,17 +294,34 @@ def sample_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.35, 0.2
 CARRY_MODES = ("relight", "both", "same")
 
 
+def _refined_shape(bank: Bank) -> tuple:
+    """(S, C, k) of the bank's refined sources; refuses a bank whose refined sources are not loaded."""
+    if bank.ref_ws is None:
+        raise ValueError("the bank's refined sources are not loaded (Bank.load_refined)")
+    return tuple(bank.ref_ws.shape[:3])
+
+
+def _carry_batch(bank: Bank, rows: list) -> PairBatch:
+    """The carries' pairs from rows (s, c1, k1, c2, light, target image, mode): the encoder's codes of
+    refined sources with their refined codes beside, image targets only."""
+    edit, (s_, c1_, k1_) = _edits(bank, rows)
+    src = bank.ref_enc[s_, c1_, k1_]
+    return PairBatch(src_ws=src, tgt_img=torch.stack([r[5] for r in rows]), tgt_ws=torch.zeros_like(src),
+                     has_tgt_ws=torch.zeros(len(rows), dtype=torch.bool),
+                     src_img=to_tensor(bank.images[s_, c1_, k1_].numpy()), edit=edit, mode=[r[6] for r in rows],
+                     src_index=(s_, c1_, k1_), ref_ws=bank.ref_ws[s_, c1_, k1_])
+
+
 def sample_carry_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.55, 0.3, 0.15),
                        subjects: list[int] | None = None) -> PairBatch:
     """n pairs for the detail carry: a refined source (bank.load_refined) and a target under a
     fresh pool light (relight: same camera; both: another camera) or its own image (same). The
     source codes are the encoder's, as the Editor computes them (float32), with ref_ws beside."""
-    if bank.ref_ws is None:
-        raise ValueError("the bank's refined sources are not loaded (Bank.load_refined)")
-    C = bank.ref_ws.shape[1]
+    shape = _refined_shape(bank)
+    C = shape[1]
     rows = []
     for _ in range(n):
-        s, c1, k1, mode, pick = _draw_source(gen, tuple(bank.ref_ws.shape[:3]), subjects, CARRY_MODES, mode_probs)
+        s, c1, k1, mode, pick = _draw_source(gen, shape, subjects, CARRY_MODES, mode_probs)
         c2 = (c1 + 1 + pick(C - 1)) % C if mode == "both" else c1
         if mode == "same":
             light, img = bank.lights[bank.light_ids[s, k1]], to_tensor(bank.images[s, c1, k1].numpy())
@@ -312,11 +329,7 @@ def sample_carry_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.5
             light = bank.lights[pick(len(bank.lights))]
             img = to_tensor(bank.capture(s).display(light, c2))
         rows.append((s, c1, k1, c2, light, img, mode))
-    edit, (s_, c1_, k1_) = _edits(bank, rows)
-    src = bank.ref_enc[s_, c1_, k1_]
-    return PairBatch(src_ws=src, tgt_img=torch.stack([r[5] for r in rows]), tgt_ws=torch.zeros_like(src),
-                     has_tgt_ws=torch.zeros(n, dtype=torch.bool), src_img=to_tensor(bank.images[s_, c1_, k1_].numpy()),
-                     edit=edit, mode=[r[6] for r in rows], src_index=(s_, c1_, k1_), ref_ws=bank.ref_ws[s_, c1_, k1_])
+    return _carry_batch(bank, rows)
 
 
 def sample_view_carry_pairs(bank: Bank, n: int, gen: torch.Generator, estimate_fraction: float = 0.75,
@@ -327,12 +340,11 @@ def sample_view_carry_pairs(bank: Bank, n: int, gen: torch.Generator, estimate_f
     who names the photo's own env map). turn_scale > 0 (degrees) draws the other camera with weight
     exp(-turn / turn_scale) (turn: the angle between the two cameras' (yaw, pitch)), so that small
     turns, the common edit, are not outnumbered by the stage's wide ones; 0: uniformly."""
-    if bank.ref_ws is None:
-        raise ValueError("the bank's refined sources are not loaded (Bank.load_refined)")
-    C = bank.ref_ws.shape[1]
+    shape = _refined_shape(bank)
+    C = shape[1]
     rows = []
     for _ in range(n):
-        s, c1, k1, _, pick = _draw_source(gen, tuple(bank.ref_ws.shape[:3]), subjects, ("view",), (1.0,))
+        s, c1, k1, _, pick = _draw_source(gen, shape, subjects, ("view",), (1.0,))
         if turn_scale > 0:
             turn = (bank.cam[s] - bank.cam[s, c1]).norm(dim=-1)
             p = torch.exp(-turn / turn_scale)
@@ -345,8 +357,4 @@ def sample_view_carry_pairs(bank: Bank, n: int, gen: torch.Generator, estimate_f
         else:
             light = bank.lights[bank.light_ids[s, k1]]
         rows.append((s, c1, k1, c2, light, to_tensor(bank.images[s, c2, k1].numpy()), "view"))
-    edit, (s_, c1_, k1_) = _edits(bank, rows)
-    src = bank.ref_enc[s_, c1_, k1_]
-    return PairBatch(src_ws=src, tgt_img=torch.stack([r[5] for r in rows]), tgt_ws=torch.zeros_like(src),
-                     has_tgt_ws=torch.zeros(n, dtype=torch.bool), src_img=to_tensor(bank.images[s_, c1_, k1_].numpy()),
-                     edit=edit, mode=[r[6] for r in rows], src_index=(s_, c1_, k1_), ref_ws=bank.ref_ws[s_, c1_, k1_])
+    return _carry_batch(bank, rows)

@@ -21,7 +21,7 @@ from ..gan.io import generator_hash
 from ..invert.losses import PerceptualLoss, ms_ssim_l1
 from ..invert.optimize import psnr, w_stats
 from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, dist_info
-from .model import CARRY_KINDS, build_mapper, save_mapper
+from .model import CARRY_KINDS, build_mapper, check_view_carry_gain, save_mapper
 from .pairs import Bank, sample_carry_pairs, sample_pairs, sample_view_carry_pairs
 
 
@@ -84,8 +84,8 @@ class MapperTrainConfig:
             raise ValueError("carry_lights trains the detail carry of a trained mapper: set init_mapper")
         if self.carry_kind not in CARRY_KINDS:
             raise ValueError(f"carry_kind must be one of {', '.join(CARRY_KINDS)}, not {self.carry_kind!r}")
-        if self.view_carry_gain is not None and not 0 <= self.view_carry_gain <= 2:
-            raise ValueError(f"view_carry_gain must be in [0, 2], not {self.view_carry_gain}")
+        if self.view_carry_gain is not None:
+            check_view_carry_gain(self.view_carry_gain)
 
 
 class MapperTrainer(RunTrainer):
