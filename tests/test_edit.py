@@ -17,7 +17,7 @@ from PIL import Image
 
 import stylerelight as sr
 from stylerelight.cli import cli
-from stylerelight.edit import IMAGE_BLEND, LIGHT_BLEND, EditError, Editor
+from stylerelight.edit import FUSE_MIX, IMAGE_BLEND, LIGHT_BLEND, EditError, Editor
 from stylerelight.invert import psnr
 from stylerelight.lighting import LightStage, save_envmap
 from stylerelight.mapper import build_mapper, save_mapper
@@ -209,6 +209,30 @@ def test_rerender_method_keeps_relights_and_turns(ed, render):
         rr.method = "magic"
 
 
+def test_fused_method_mixes_the_mapper_and_rerender_codes(ed, render):
+    """Editor.method = "fused": (1 - FUSE_MIX) x the mapper's edit + FUSE_MIX x the re-render change's,
+    each keeping the light by its own estimate (the fast one for the mapper, the full reconstruction's
+    for the re-render); keeping light and view gives the code back; a hard side light moves the face
+    towards the subject's own Mitsuba render under it."""
+    from stylerelight.lighting import disk_light
+
+    rr = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
+    fu = Editor(ed.G, ed.encoder, ed.mapper, method="fused")
+    fu._rerender = rr._rerender_change()  # one reconstruction of the photo for both
+    lat = fu.invert(render, aligned=True)
+    torch.testing.assert_close(fu.map([lat], [fu.resolve_light(None, 0.0, lat)], [0.0], [0.0]), lat.ws,
+                               atol=1e-6, rtol=0)
+    side = disk_light([1.0, 0.3, 0.6], angle_deg=15.0, fill=0.05)
+    for light, yaw in ((side, 0.0), (None, 15.0), (side, -10.0)):
+        m, r, f = (e.map([lat], [e.resolve_light(light, 0.0, lat)], [yaw], [0.0]) for e in (ed, rr, fu))
+        assert float((m - r).abs().max()) > 0.05  # two different edits...
+        torch.testing.assert_close(f, (1 - FUSE_MIX) * m + FUSE_MIX * r, atol=1e-5, rtol=0)  # ...mixed
+    tgt = render_portrait(sample_subject(1_000_123), side, Camera(yaw=5, pitch=3), 64, spp=16)
+    t = torch.from_numpy(tgt.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    x = torch.from_numpy(render.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    assert float(psnr(fu.relight(lat, side), t)) > float(psnr(x, t)) + 3
+
+
 def test_positive_yaw_shows_more_of_the_left_cheek(ed, render):
     """The reconstruction's pose estimate of the edit moves with the requested yaw, in
     synth.Camera's convention (positive: camera towards the subject's left)."""
@@ -285,15 +309,14 @@ def test_cli_edit_and_refusals(tmp_path, files, render):
     before = out.read_bytes()
     _one_line_error(_run("edit", d / "astro.png", "-o", out), "exists", "--force")
     assert out.read_bytes() == before
-    # a saved latent edits without the photo
-    r = _run("edit", tmp_path / "lat.pt", "--light", d / "coeffs.npy", "-o", tmp_path / "from_latent.png")
-    assert r.exit_code == 0, r.output
-    # the same edit by the re-renders' change, from the crop the latent file keeps (a real photo)
-    r = _run("edit", tmp_path / "lat.pt", "--light", d / "coeffs.npy", "--method", "rerender", "-o",
-             tmp_path / "rerender.png")
-    assert r.exit_code == 0, r.output
-    a, b = (np.asarray(Image.open(tmp_path / f), np.float64) for f in ("from_latent.png", "rerender.png"))
-    assert a.shape == b.shape and 0 < np.abs(a - b).mean() < 40
+    # a saved latent edits without the photo, by each method (the re-renders' from the crop the latent
+    # file keeps: a real photo); the default mixes the other two
+    for m in ("mapper", "rerender", "fused"):
+        r = _run("edit", tmp_path / "lat.pt", "--light", d / "coeffs.npy", "--method", m, "-o", tmp_path / f"{m}.png")
+        assert r.exit_code == 0, r.output
+    a, b, f = (np.asarray(Image.open(tmp_path / f"{m}.png"), np.float64) for m in ("mapper", "rerender", "fused"))
+    assert a.shape == b.shape == f.shape and 0 < np.abs(a - b).mean() < 40
+    assert np.abs(f - a).mean() < np.abs(b - a).mean() and np.abs(f - b).mean() < np.abs(b - a).mean()
     new = tmp_path / "new.png"
     for args, words in [((d / "blank.png",), ("no face",)),
                         ((d / "astro.png", "--light", d / "corrupt.hdr"), ("corrupt.hdr",)),

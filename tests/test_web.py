@@ -144,6 +144,20 @@ def test_page_follows_the_sliders_and_matches_the_editor(server, browser, editor
     ref = gan_to_uint8(editor.relight(lat, env, yaw=12.0, rotate_light=190.0))[0]
     assert np.abs(_img(browser, "result")[::4, ::4].astype(int) - ref).max() <= 1
     assert len(lat_ms) < 22  # stale requests were dropped (20 moves + the earlier ones)
+    # the downloads: what the page shows, and the refined (fused) edit of the same request
+    import urllib.error
+    import urllib.request
+
+    sid = browser.execute_script("return sid")
+    get = lambda q: np.asarray(Image.open(io.BytesIO(urllib.request.urlopen(  # noqa: E731
+        f"{url}/api/session/{sid}/download/photo{q}", timeout=120).read())).convert("RGB")).astype(int)
+    assert np.abs(get("") - ref).max() <= 1
+    fused = Editor(editor.G, editor.encoder, editor.mapper, method="fused")
+    want = gan_to_uint8(fused.relight(lat, env, yaw=12.0, rotate_light=190.0))[0]
+    got = get("?method=fused")
+    assert np.abs(got - want).mean() < 0.5 and np.abs(got - ref).mean() > 0.5
+    with pytest.raises(urllib.error.HTTPError, match="400"):
+        get("?method=magic")
     shot = os.environ.get("STYLERELIGHT_SCREENSHOT")  # docs/live_page.png is made this way
     if shot:
         browser.save_screenshot(shot)

@@ -217,21 +217,30 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
             raise UserError(f"unknown env map {name!r}")
         return envmaps[name]
 
-    def render(s: Session, p: dict) -> np.ndarray:
+    def render(s: Session, p: dict, method: str = "mapper") -> np.ndarray:
+        """The edit as the page asks it; method "fused" (the download's refined edit) costs seconds."""
         from ..imageio import gan_to_uint8
 
         if s.latent is None:
             raise UserError("choose a photo first")
         ed = editor()
         with lock:
-            img = ed.relight(s.latent, light_of(s, str(p.get("light", "source"))), float(p.get("yaw", 0)),
-                             float(p.get("pitch", 0)), float(p.get("rotate", 0)))
+            before, ed.method = ed.method, method
+            try:
+                img = ed.relight(s.latent, light_of(s, str(p.get("light", "source"))), float(p.get("yaw", 0)),
+                                 float(p.get("pitch", 0)), float(p.get("rotate", 0)))
+            finally:
+                ed.method = before
         return apply_exposure(gan_to_uint8(img)[0], float(p.get("exposure", 0)))
 
     @app.get("/api/session/{sid}/download/photo")
-    def download_photo(sid: str):
+    def download_photo(sid: str, method: str = "mapper"):
+        """method: "mapper" (what the page shows) or "fused" (mixed with the ray-traced re-render's
+        change: more faithful, a few seconds; docs/editing.md)."""
         s = session(sid)
-        crop = render(s, s.params)
+        if method not in ("mapper", "fused"):
+            raise UserError(f"unknown download method {method!r}; use mapper or fused")
+        crop = render(s, s.params, method)
         out = crop if s.latent.alignment is None else editor().paste(s.photo, s.latent, crop)
         buf = io.BytesIO()
         from PIL import Image

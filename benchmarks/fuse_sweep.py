@@ -1,0 +1,83 @@
+"""How much of the re-render change to mix into the mapper's edit (`Editor.method = "fused"`), chosen
+on validation subjects (not the eval's). Per subject the eval's recipe (`eval_edit.subject_case`):
+three relights, yaw +-15 / +-30 and pitch +-10 under the kept light, and relight + yaw 15, against
+Mitsuba's render of the target; for each mix b the edited code is
+
+    (1 - b) * mapper's default edit + b * (refined code + re-render change)
+
+so b = 0 is the default edit and b = 1 the re-render change. Mean PSNR per group and mix, and of
+the Editor's fused method (`FUSE_MIX`, applied as far as the edit changes the light or the view: the
+identity edit under the source's true light, which the estimate misses, stays the mapper's).
+
+    python benchmarks/fuse_sweep.py --subjects 8 --offset 4000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from eval_edit import metrics, subject_case  # noqa: E402
+
+from stylerelight.edit import REFINE_STEPS, EditError, Editor  # noqa: E402
+from stylerelight.imageio import gan_to_uint8  # noqa: E402
+from stylerelight.synth import Camera, render_portrait  # noqa: E402
+
+CASES = [("same (true light)", 0, 0, -1), ("relight", 0, 0, 0), ("relight", 0, 0, 1), ("relight", 0, 0, 2),
+         ("yaw +-15", 15, 0, None), ("yaw +-15", -15, 0, None), ("yaw +-30", 30, 0, None), ("yaw +-30", -30, 0, None),
+         ("pitch +-10", 0, 10, None), ("pitch +-10", 0, -10, None), ("relight + yaw 15", 15, 0, 0)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--subjects", type=int, default=8)
+    ap.add_argument("--offset", type=int, default=4_000_000, help="first validation subject seed")
+    ap.add_argument("--mapper", default=None, help="default: the bundled mapper")
+    ap.add_argument("--mixes", default="0,0.25,0.4,0.5,0.6,0.75,1")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    mixes = [float(b) for b in args.mixes.split(",")]
+    ed = Editor.from_pretrained(mapper=args.mapper)
+    rr = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
+    fu = Editor(ed.G, ed.encoder, ed.mapper, method="fused")
+    fu._rerender = rr._rerender_change()  # one re-render of each photo for both
+    res: dict[str, dict] = {}
+    t_start = time.time()
+    for i in range(args.subjects):
+        seed = args.offset + i
+        subj, cam, env_s, others = subject_case(seed, ed.stage)
+        lat = ed.invert(render_portrait(subj, env_s, cam, ed.resolution, spp=64, seed=seed), aligned=True,
+                        steps=REFINE_STEPS)
+        for group, dy, dp, k in CASES:
+            env = env_s if k is None or k < 0 else others[k]
+            light = None if k is None else ed.stage.project(env)
+            try:
+                ws_m = ed.map([lat], [ed.resolve_light(light, 0.0, lat)], [dy], [dp])
+                ws_r = rr.map([lat], [rr.resolve_light(light, 0.0, lat)], [dy], [dp])
+                ws_f = fu.map([lat], [fu.resolve_light(light, 0.0, lat)], [dy], [dp])
+            except EditError:  # the estimated pose put the target outside the trained range
+                continue
+            tgt = render_portrait(subj, env, Camera(yaw=cam.yaw + dy, pitch=cam.pitch + dp), ed.resolution,
+                                  spp=64, seed=seed + 1)
+            with torch.no_grad():
+                ws = torch.cat([(1 - b) * ws_m + b * ws_r for b in mixes] + [ws_f])
+                imgs = gan_to_uint8(ed.G.synthesis(ws, noise_mode="const"))
+            for b, img in zip(mixes + ["fused"], imgs, strict=True):
+                res.setdefault(group, {}).setdefault(b, []).append(metrics(img, tgt)[0])
+        print(f"subject {i + 1}/{args.subjects} done ({time.time() - t_start:.0f} s)", flush=True)
+    print(f"\n{'group':18s} " + " ".join(f"b={b:<5g}" for b in mixes) + "   fused")
+    for g, d in res.items():
+        print(f"{g:18s} " + " ".join(f"{np.mean(d[b]):7.2f}" for b in mixes + ["fused"]) + f"  ({len(d[mixes[0]])})")
+
+
+if __name__ == "__main__":
+    main()
