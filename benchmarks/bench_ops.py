@@ -4,7 +4,9 @@ Prints forward and forward+backward times, the speed-up of the compiled path, bi
 throughput next to a plain tensor copy (its memory-bound limit), and the whole generator's
 forward with each implementation.
 
-    python benchmarks/bench_ops.py [--quick]
+    python benchmarks/bench_ops.py [--quick] [--device cuda]
+
+On CUDA every timed call ends with a synchronisation, so the times are the kernels' own.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ from _timing import timeit  # noqa: E402
 
 import stylegan2_ops as ops  # noqa: E402
 
+DEV = torch.device("cpu")
+
+
+def _t(fn, **kw) -> float:
+    """timeit with the device's work finished inside each call."""
+    if DEV.type == "cuda":
+        return timeit(lambda: (fn(), torch.cuda.synchronize()), **kw)
+    return timeit(fn, **kw)
+
 
 def _fb(fn, x):
     def run():
@@ -35,15 +46,15 @@ def bench_bias_act(shapes):
     print(f"{'shape':>22} {'ref fwd ms':>11} {'cmp fwd ms':>11} {'x':>5} {'ref f+b ms':>11} "
           f"{'cmp f+b ms':>11} {'x':>5} {'cmp GB/s':>9} {'copy GB/s':>10}")
     for shape in shapes:
-        x = torch.randn(shape)
-        b = torch.randn(shape[1])
-        tr = timeit(lambda: ops.bias_act(x, b, act="lrelu", clamp=256, impl="ref"))
-        tc = timeit(lambda: ops.bias_act(x, b, act="lrelu", clamp=256, impl="compiled"))
+        x = torch.randn(shape, device=DEV)
+        b = torch.randn(shape[1], device=DEV)
+        tr = _t(lambda: ops.bias_act(x, b, act="lrelu", clamp=256, impl="ref"))
+        tc = _t(lambda: ops.bias_act(x, b, act="lrelu", clamp=256, impl="compiled"))
         xg = x.clone().requires_grad_(True)
-        tbr = timeit(_fb(lambda t: ops.bias_act(t, b, act="lrelu", clamp=256, impl="ref"), xg))
-        tbc = timeit(_fb(lambda t: ops.bias_act(t, b, act="lrelu", clamp=256, impl="compiled"), xg))
+        tbr = _t(_fb(lambda t: ops.bias_act(t, b, act="lrelu", clamp=256, impl="ref"), xg))
+        tbc = _t(_fb(lambda t: ops.bias_act(t, b, act="lrelu", clamp=256, impl="compiled"), xg))
         y = torch.empty_like(x)
-        tcopy = timeit(lambda: y.copy_(x))
+        tcopy = _t(lambda: y.copy_(x))
         gbs = 2 * x.numel() * 4 / 1e9
         print(f"{str(list(shape)):>22} {tr*1e3:11.2f} {tc*1e3:11.2f} {tr/tc:5.2f} {tbr*1e3:11.2f} "
               f"{tbc*1e3:11.2f} {tbr/tbc:5.2f} {gbs/tc:9.2f} {gbs/tcopy:10.2f}")
@@ -53,14 +64,14 @@ def bench_upfirdn(cases):
     print("\n## upfirdn2d, filter [1,3,3,1], float32")
     print(f"{'case':>34} {'ref fwd ms':>11} {'cmp fwd ms':>11} {'x':>5} {'ref f+b ms':>11} "
           f"{'cmp f+b ms':>11} {'x':>5}")
-    f = ops.setup_filter([1, 3, 3, 1])
+    f = ops.setup_filter([1, 3, 3, 1], device=DEV)
     for name, shape, fn in cases:
-        x = torch.randn(shape)
-        tr = timeit(lambda: fn(x, f, "ref"))
-        tc = timeit(lambda: fn(x, f, "compiled"))
+        x = torch.randn(shape, device=DEV)
+        tr = _t(lambda: fn(x, f, "ref"))
+        tc = _t(lambda: fn(x, f, "compiled"))
         xg = x.clone().requires_grad_(True)
-        tbr = timeit(_fb(lambda t: fn(t, f, "ref"), xg))
-        tbc = timeit(_fb(lambda t: fn(t, f, "compiled"), xg))
+        tbr = _t(_fb(lambda t: fn(t, f, "ref"), xg))
+        tbc = _t(_fb(lambda t: fn(t, f, "compiled"), xg))
         print(f"{name + ' ' + str(list(shape)):>34} {tr*1e3:11.2f} {tc*1e3:11.2f} {tr/tc:5.2f} "
               f"{tbr*1e3:11.2f} {tbc*1e3:11.2f} {tbr/tbc:5.2f}")
 
@@ -72,13 +83,13 @@ def bench_generator(configs):
     print(f"{'config':>28} {'ref ms':>9} {'compiled ms':>12} {'speed-up':>9}")
     for name, kw in configs:
         torch.manual_seed(0)
-        G = Generator(**kw).eval()
-        z = torch.randn(1, G.z_dim)
+        G = Generator(**kw).eval().to(DEV)
+        z = torch.randn(1, G.z_dim, device=DEV)
         with torch.no_grad():
             times = {}
             for impl in ("ref", "compiled"):
                 os.environ["STYLEGAN2_OPS"] = "ref" if impl == "ref" else ""
-                times[impl] = timeit(lambda: G(z), repeat=3, min_time=0.0)
+                times[impl] = _t(lambda: G(z), repeat=3, min_time=0.0)
             os.environ["STYLEGAN2_OPS"] = ""
         print(f"{name:>28} {times['ref']*1e3:9.1f} {times['compiled']*1e3:12.1f} "
               f"{times['ref']/times['compiled']:9.2f}")
@@ -87,9 +98,12 @@ def bench_generator(configs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller shapes (CI smoke run)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
+    global DEV
+    DEV = torch.device(args.device)
     ops.status()  # build once before timing
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, ops {ops.status()}")
+    print(f"torch {torch.__version__}, device {DEV}, threads {torch.get_num_threads()}, ops {ops.status()}")
     if args.quick:
         bench_bias_act([(4, 64, 64, 64)])
         bench_upfirdn([("up2", (4, 64, 32, 32), lambda x, f, i: ops.upsample2d(x, f, impl=i))])
