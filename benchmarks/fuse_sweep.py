@@ -42,6 +42,8 @@ def main():
     ap.add_argument("--offset", type=int, default=4_000_000, help="first validation subject seed")
     ap.add_argument("--mapper", default=None, help="default: the bundled mapper")
     ap.add_argument("--mixes", default="0,0.25,0.4,0.5,0.6,0.75,1")
+    ap.add_argument("--rr-steps", type=int, default=None, help="refinement steps of the re-renders' inversions "
+                    "(default: RerenderChange's)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -50,6 +52,8 @@ def main():
     rr = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
     fu = Editor(ed.G, ed.encoder, ed.mapper, method="fused")
     fu._rerender = rr._rerender_change()  # one re-render of each photo for both
+    if args.rr_steps is not None:
+        rr._rerender_change().steps = args.rr_steps
     res: dict[str, dict] = {}
     t_start = time.time()
     for i in range(args.subjects):

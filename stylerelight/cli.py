@@ -385,20 +385,23 @@ def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_laten
     item = _edit_input(ed, src)
     lat = item if not isinstance(item, Path) else ed.invert(src, aligned=aligned, steps=steps)
     if sweeps:
+        from tqdm import tqdm
+
         (name, values), = sweeps.items()
         frames = []
-        for v in values:
+        for v in tqdm(values, desc="sweep", unit="frame", disable=None):
             kw = {**angles, name: v}
             img = ed.relight(lat, light, kw["yaw"], kw["pitch"], kw["rotate_light"])
             frames.append(imageio.gan_to_uint8(img)[0])
         _write_sweep(frames, Path(out), force)
-        click.echo(f"wrote {out}: {len(frames)} frames, {name.replace('_', '-')} {values[0]:g}..{values[-1]:g}")
+        click.echo(f"wrote {out}: {len(frames)} frames, {name.replace('_', '-')} {values[0]:g}..{values[-1]:g} "
+                   f"({method} edit{_method_note(method)})")
     else:
         res = ed.edit_batch([lat], light, angles["yaw"], angles["pitch"], angles["rotate_light"])[0]
         image = res.crop if (aligned or lat.alignment is None or not isinstance(item, Path)) else \
             ed.paste(src, lat, res.crop)
         imageio.save_image(image, out, force=force)
-        click.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]})")
+        click.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]}, {method} edit{_method_note(method)})")
     if save_latent:
         from .invert.latent_file import save_latent as write_latent
 
@@ -453,6 +456,10 @@ def _write_sweep(frames: list, out: Path, force: bool) -> None:
             vw.write(b[..., ::-1])
         vw.release()
         os.replace(tmp, out)
+
+
+def _method_note(method: str) -> str:
+    return "" if method == "mapper" else "; --method mapper edits in milliseconds"
 
 
 def _edit_folder(ed, src: Path, out: Path, light, angles: dict, steps: int, aligned: bool, batch_size: int,
