@@ -1,6 +1,7 @@
 """The interactive loop's speed: `Editor.relight` (mapper + synthesis) at batch 1 against one
 `G.synthesis` call in the same run, plus the mapper alone, `Editor.invert` (once per photo) and
-a whole `Editor.edit` of the astronaut photo.
+a whole `Editor.edit` of the astronaut photo; the fused edit (`stylerelight edit`'s default):
+its once-per-photo reconstruction and its per-edit cost.
 
     python benchmarks/bench_edit.py [--threads 2] [--mapper PATH]
 """
@@ -53,6 +54,12 @@ def main():
     t0 = time.perf_counter()
     ed.edit(photo, light=env, yaw=10.0)
     t_edit = time.perf_counter() - t0
+    fused = Editor(ed.G, ed.encoder, ed.mapper, method="fused")
+    t0 = time.perf_counter()
+    fused._rerender_source(lat)  # the full reconstruction, its re-render and inversion: once per photo
+    t_prep = time.perf_counter() - t0
+    t_fused = timeit(lambda: fused.relight(lat, env, yaw=10.0, rotate_light=float(next(angle) % 360)), repeat=3,
+                     min_time=0.0)
     print(f"torch threads: {args.threads}; generator {ed.resolution}^2, {ed.G.num_ws} ws; "
           f"mapper geometry conditioning: {ed.mapper.geometry}")
     print(f"G.synthesis, batch 1:                       {t_syn * 1e3:8.2f} ms")
@@ -68,6 +75,8 @@ def main():
     print(f"Editor.invert (encoder + 20 L-BFGS steps + fast reconstruction, aligned 64^2): {t_inv * 1e3:8.1f} ms; "
           f"steps=0: {t_inv0 * 1e3:.1f} ms")
     print(f"Editor.edit of the astronaut (512^2 photo: detect, align, invert, map, paste): {t_edit:.2f} s")
+    print(f"fused edit: {t_prep:.2f} s once per photo (full reconstruction, re-render, inversion), then "
+          f"{t_fused:.2f} s per edit (a re-render, its 20-step inversion, the mapper) = {t_fused / t_rel:.0f}x relight")
 
 
 if __name__ == "__main__":
