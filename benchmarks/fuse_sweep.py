@@ -36,18 +36,32 @@ CASES = [("same (true light)", 0, 0, -1), ("relight", 0, 0, 0), ("relight", 0, 0
          ("pitch +-10", 0, 10, None), ("pitch +-10", 0, -10, None), ("relight + yaw 15", 15, 0, 0)]
 
 
+def _mix(b: str, num_ws: int) -> torch.Tensor:
+    """[1, num_ws, 1] weights of the re-render change's code: one value, or coarse/middle/fine."""
+    parts = [float(v) for v in b.split("/")]
+    if len(parts) == 1:
+        return torch.full((1, num_ws, 1), parts[0])
+    groups = torch.tensor_split(torch.arange(num_ws), len(parts))
+    w = torch.empty(num_ws)
+    for g, v in zip(groups, parts, strict=True):
+        w[g] = v
+    return w[None, :, None]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subjects", type=int, default=8)
     ap.add_argument("--offset", type=int, default=4_000_000, help="first validation subject seed")
     ap.add_argument("--mapper", default=None, help="default: the bundled mapper")
-    ap.add_argument("--mixes", default="0,0.25,0.4,0.5,0.6,0.75,1")
+    ap.add_argument("--mixes", default="0,0.25,0.4,0.5,0.6,0.75,1",
+                    help="comma-separated mixes; a mix may be per-layer groups, coarse/middle/fine, e.g. 0.8/0.6/0.4 "
+                    "(the ws split in three nearly equal runs)")
     ap.add_argument("--rr-steps", type=int, default=None, help="refinement steps of the re-renders' inversions "
                     "(default: RerenderChange's)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    mixes = [float(b) for b in args.mixes.split(",")]
+    mixes = args.mixes.split(",")
     ed = Editor.from_pretrained(mapper=args.mapper)
     rr = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
     fu = Editor(ed.G, ed.encoder, ed.mapper, method="fused")
@@ -73,12 +87,12 @@ def main():
             tgt = render_portrait(subj, env, Camera(yaw=cam.yaw + dy, pitch=cam.pitch + dp), ed.resolution,
                                   spp=64, seed=seed + 1)
             with torch.no_grad():
-                ws = torch.cat([(1 - b) * ws_m + b * ws_r for b in mixes] + [ws_f])
+                ws = torch.cat([ws_m + _mix(b, ws_m.shape[1]) * (ws_r - ws_m) for b in mixes] + [ws_f])
                 imgs = gan_to_uint8(ed.G.synthesis(ws, noise_mode="const"))
             for b, img in zip(mixes + ["fused"], imgs, strict=True):
                 res.setdefault(group, {}).setdefault(b, []).append(metrics(img, tgt)[0])
         print(f"subject {i + 1}/{args.subjects} done ({time.time() - t_start:.0f} s)", flush=True)
-    print(f"\n{'group':18s} " + " ".join(f"b={b:<5g}" for b in mixes) + "   fused")
+    print(f"\n{'group':18s} " + " ".join(f"{b:>7s}" for b in mixes) + "   fused")
     for g, d in res.items():
         print(f"{g:18s} " + " ".join(f"{np.mean(d[b]):7.2f}" for b in mixes + ["fused"]) + f"  ({len(d[mixes[0]])})")
 
