@@ -329,7 +329,7 @@ def _angle(text: str | None, name: str) -> float:
 @click.option("--method", type=click.Choice(["fused", "mapper", "rerender"]), default="fused", show_default=True,
               help="How the code moves. mapper: the latent mapper (milliseconds per edit: for long sweeps and "
               "big folders); rerender: the W+ change between the ray-traced reconstruction's re-renders under "
-              "the target and under its own light; fused: the two codes mixed (edit.FUSE_MIX), the "
+              "the target and under its own light; fused: the two codes mixed (docs/editing.md), the "
               "most faithful on the virtual light stage. rerender and fused cost a few seconds per photo and "
               "about 0.6 s per edit on a CPU.")
 @_editor_options
