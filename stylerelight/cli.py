@@ -748,7 +748,8 @@ def train_encoder(config_path, run_dir, checkpoint, data, olat_dir, kimg, thread
     Batches mix generator samples (known ws: latent loss) and real images (image losses): renders
     (--data) and/or OLAT captures relit on the fly under new env maps every batch (--olat).
     The product is RUN/encoder.pt (own format, records the generator's hash).
-    Data-parallel: start it with torchrun (gloo on CPU, nccl on GPUs).
+    Data-parallel: start it with torchrun (gloo on CPU; nccl when every process has a GPU of its own,
+    else gloo).
 
     \b
     Examples:
@@ -827,8 +828,11 @@ def train_recon(config_path, run_dir, data, kimg, threads):
 @click.option("--kimg", type=float, default=None, help="Stop at this many thousand pairs (default: config).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads per process (default: config, else torch's).")
+@click.option("--device", default="auto", show_default=True,
+              help="cpu, cuda, cuda:N, or auto: this process's GPU when there is one (under torchrun the "
+              "LOCAL_RANK-th), else the CPU. Networks and batches go there; the bank stays in CPU memory.")
 @user_errors
-def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg, threads):
+def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg, threads, device):
     """Train the latent mapper on OLAT captures; resumes from RUN/snapshot.pt if present.
 
     First every capture is relit under a few bank lights per subject, encoded and reconstructed
@@ -839,7 +843,8 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
     (docs/mapper.md). The product is RUN/mapper.pt (records the generator's hash, the light
     stage, the pose range); asked again, a finished run writes it anew (e.g. after a change of
     view_carry_gain).
-    Data-parallel: start it with torchrun (gloo on CPU, nccl on GPUs).
+    Data-parallel: start it with torchrun (gloo on CPU; nccl when every process has a GPU of its own,
+    else gloo).
 
     \b
     Examples:
@@ -859,13 +864,14 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
     cfg = MapperTrainConfig.from_yaml(config_path)
     if threads:
         cfg.threads = threads
-    _init_distributed()
+    dev = _train_device(device)
+    _init_distributed(dev)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    G = load_generator(_resolve_checkpoint(checkpoint))
+    G = load_generator(_resolve_checkpoint(checkpoint), device=dev)
     enc = encoder_path or (_bundled_encoder() if checkpoint is None else None)
     if enc is None:
         raise click.ClickException("a generator other than the bundled one needs its encoder: pass --encoder")
-    E = load_encoder(enc)
+    E = load_encoder(enc, device=dev)
     check_encoder_for(E, G)
     bank_dir = Path(run_dir) / "bank"
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
@@ -881,19 +887,47 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
                        limit=cfg.bank_subjects or None, part=(rank, world))
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
-    trainer = MapperTrainer(cfg, G, Bank(bank_dir, olat_dir, limit=cfg.bank_subjects or None), run_dir, log=True)
+    trainer = MapperTrainer(cfg, G, Bank(bank_dir, olat_dir, limit=cfg.bank_subjects or None), run_dir, log=True,
+                            device=dev)
     _train(trainer, run_dir, kimg, "mapper", "mapper.pt")
     _close_distributed()
 
 
-def _init_distributed() -> None:
-    """Under torchrun (WORLD_SIZE > 1): join the process group (nccl on GPUs, gloo on CPU)."""
+def _train_device(name: str):
+    """--device of a trainer: "auto" is this process's GPU (the LOCAL_RANK-th under torchrun, shared
+    round-robin when there are fewer GPUs than processes) when there is one, else the CPU."""
+    import os
+
+    import torch
+
+    if name != "auto":
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise click.ClickException(f"--device {name}: not a device; use cpu, cuda, cuda:N or auto") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise click.ClickException(f"--device {name}: no CUDA GPU here; use --device cpu")
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        return dev
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+
+
+def _init_distributed(device=None) -> None:
+    """Under torchrun (WORLD_SIZE > 1): join the process group: nccl when every process has a GPU of
+    its own (NCCL refuses two ranks on one GPU), else gloo (CPU tensors, or CUDA tensors on a shared GPU)."""
     import os
 
     import torch
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        cuda = device is not None and torch.device(device).type == "cuda"
+        own_gpu = cuda and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) <= torch.cuda.device_count()
+        if cuda:
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl" if own_gpu else "gloo")
 
 
 def _close_distributed() -> None:

@@ -329,7 +329,7 @@ class Editor:
         if geo:
             normals = torch.cat([self._normals(lat) for lat in latents]) if n else None
         ws = torch.cat([lat.ws for lat in latents]).to(self.device)
-        edit = _to(edit, self.device)
+        edit = edit.to(self.device)
         with torch.no_grad():
             cancel = self._cancels(latents).to(self.device)
             if not cancel.any():
@@ -611,10 +611,6 @@ def _cache_get(lat: Latent, name: str, owner):
 
 def _cache_set(lat: Latent, name: str, owner, value) -> None:
     object.__setattr__(lat, name, (owner, lat.reconstruction, lat.ws.clone(), value))
-
-
-def _to(e: Edit, device) -> Edit:
-    return Edit(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in e.__dict__.items()})
 
 
 def _expand(images) -> list:

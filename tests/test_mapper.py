@@ -156,6 +156,28 @@ def test_mapper_starts_near_identity_and_maps_fast():
     assert (out - ws).abs().max() < 0.2 * ws.abs().max()
 
 
+def test_mapper_and_carries_keep_to_their_device():
+    """Everything the mapper computes follows its weights' device (no constant made on the CPU):
+    checked on PyTorch's "meta" device, where any CPU tensor in the way raises, as a GPU would
+    (benchmarks/gpu_train_check.py runs the real GPU)."""
+    G = make_generator(res=16)
+    M = build_mapper(G, STAGE.directions, True, 32, {"yaw": 45, "pitch": 20})
+    M.add_carry(32, "light")
+    M.add_carry(32, "view")
+    M = M.to("meta")
+    p, n = M.conditioner.probe, 3
+    edit = Edit(light=torch.rand(n, STAGE.num_lights, 3), src_pose=torch.zeros(n, 2),
+                delta_pose=torch.tensor([[10.0, 0], [0, 0], [0, 5]]), same_view=torch.tensor([0.0, 1, 0]),
+                src_light=torch.rand(n, STAGE.num_lights, 3), identity=torch.zeros(n, p.id_basis.shape[0]),
+                expression=torch.zeros(n, p.expr_basis.shape[0])).to("meta")
+    normals = p.normals(edit.identity, edit.expression)
+    ws = torch.randn(n, G.num_ws, G.w_dim, device="meta")
+    direct = M(ws, edit, normals)
+    lit = M(ws, edit.at_source_view(), normals)
+    for out in (direct, M.carried(ws, direct, ws, edit), M.turned(ws, ws, direct, lit, edit, normals)):
+        assert out.device.type == "meta" and out.shape == ws.shape
+
+
 def test_mapper_file_round_trip_and_refusals(tmp_path):
     G, G2 = make_generator(res=16, seed=0), make_generator(res=16, seed=1)
     M = build_mapper(G, STAGE.directions, geometry=True, hidden=32)
@@ -340,6 +362,22 @@ def test_torchrun_two_processes_on_cpu(tmp_path, bank_dir, captures):
     load_mapper(run / "mapper.pt")
     s = torch.load(run / "snapshot.pt", weights_only=True)
     assert s["nimg"] == 16
+
+
+def test_train_mapper_refuses_a_device_it_cannot_use(tmp_path, captures):
+    from click.testing import CliRunner
+
+    from stylerelight.cli import cli
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("lights_per_subject: 2\nlight_pool: 12\nbatch: 8\nimage_batch: 4\ntotal_kimg: 0.008\n")
+    bad = [("nonsense", "not a device")] + ([] if torch.cuda.is_available() else [("cuda", "no CUDA GPU here")])
+    for device, words in bad:
+        r = CliRunner().invoke(cli, ["train", "mapper", "--olat", str(captures), "--config", str(cfg), "--run-dir",
+                                     str(tmp_path / "run"), "--device", device])
+        lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+        assert r.exit_code == 1 and len(lines) == 1 and words in lines[0], r.output
+        assert not (tmp_path / "run").exists()
 
 
 def test_identity_loss_term_reaches_the_mapper(tmp_path, bank_dir, captures, bundled_parts):

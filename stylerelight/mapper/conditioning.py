@@ -31,7 +31,7 @@ def normalise_light(coeffs) -> torch.Tensor:
     """[..., L, 3] -> same shape, mean luminance over lights = 1 (scale-free)."""
     c = torch.as_tensor(np.asarray(coeffs, np.float32) if not isinstance(coeffs, torch.Tensor) else coeffs).float()
     c = c.clamp_min(0)
-    lum = (c * torch.as_tensor(LUMA, dtype=c.dtype)).sum(-1).mean(-1, keepdim=True)[..., None]
+    lum = (c * torch.as_tensor(LUMA, dtype=c.dtype, device=c.device)).sum(-1).mean(-1, keepdim=True)[..., None]
     return c / lum.clamp_min(1e-12)
 
 
@@ -56,6 +56,9 @@ class Edit:
         return Edit(**{**self.__dict__, "delta_pose": torch.zeros_like(self.delta_pose),
                        "same_view": torch.ones_like(self.same_view)})
 
+    def to(self, device) -> Edit:
+        return Edit(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()})
+
 
 class ShadingProbe(torch.nn.Module):
     """Shading of the head model's face under a light, with self-shadows, on GRID x GRID regions.
@@ -79,7 +82,7 @@ class ShadingProbe(torch.nn.Module):
              + torch.einsum("nx,xvc->nvc", expression.float(), self.expr_basis))
         f = self.faces
         fn = torch.cross(v[:, f[:, 1]] - v[:, f[:, 0]], v[:, f[:, 2]] - v[:, f[:, 0]], dim=-1)
-        n = torch.zeros(len(v), len(self.visibility) + 1, 3)
+        n = v.new_zeros(len(v), len(self.visibility) + 1, 3)
         for k in range(3):  # each face adds its normal to its probe corners (slot P collects the rest)
             n.index_add_(1, self.probe_of_vertex[f[:, k]], fn)
         n = n[:, :-1]

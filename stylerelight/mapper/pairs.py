@@ -82,6 +82,7 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
     _atomic_json(mpath, meta)  # several builders may write these (same content): each its own temp file
     _atomic_npy(out / "lights.npy", pool.coeffs)
     i, k = part
+    dev = _device_of(E)
     for d in tqdm(dirs[i::k], desc="latent bank", unit="subject", disable=not progress):
         shard = out / f"{d.name}.npz"
         if shard.exists():
@@ -96,12 +97,13 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
         imgs = np.stack([[cap.display(pool.coeffs[k], c) for k in ids] for c in range(C)])  # [C, K, H, W, 3]
         x = to_tensor(imgs.reshape(C * K, *imgs.shape[2:]))
         with torch.no_grad():
-            ws = torch.cat([E(x[j:j + 32]) for j in range(0, len(x), 32)])
+            ws = torch.cat([E(x[j:j + 32].to(dev)) for j in range(0, len(x), 32)])
             est = cnn.estimate(x)
         if spec.refine_steps:
             from ..invert import invert
 
-            ws = invert(G, x, steps=spec.refine_steps, init=ws, progress=False)
+            ws = invert(G, x.to(dev), steps=spec.refine_steps, init=ws, progress=False)
+        ws = ws.cpu()
         rec = dict(images=imgs, ws=ws.reshape(C, K, *ws.shape[1:]).half().numpy(), light_ids=ids,
                    cam=np.array([[c["yaw"], c["pitch"]] for c in cap.cameras], np.float32),
                    est_pose=np.stack([est.yaw, est.pitch], -1).reshape(C, K, 2).astype(np.float32),
@@ -143,14 +145,20 @@ def refine_sources(bank_dir, G, E, lights: int = 1, steps: int = 20, progress: b
         if done >= lights:
             continue
         imgs = np.load(sh)["images"][:, done:lights]                         # [C, k, H, W, 3] u8
-        x = to_tensor(imgs.reshape(-1, *imgs.shape[2:]))
+        x = to_tensor(imgs.reshape(-1, *imgs.shape[2:])).to(_device_of(E))
         with torch.no_grad():
             enc = E(x)
-        ref = invert(G, x, steps=steps, init=enc, progress=False)
+        ref = invert(G, x, steps=steps, init=enc, progress=False).cpu()
+        enc = enc.cpu()
         shape = (*imgs.shape[:2], *enc.shape[1:])
         new = {"ws_enc": enc.reshape(shape).numpy(), "ws_ref": ref.reshape(shape).numpy()}
         _atomic_npz(dst, **{n: np.concatenate([have[n], v], 1) if have else v for n, v in new.items()})
     return out
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    """Where a module's weights live (the bank's encoding runs there; shards are written from the CPU)."""
+    return next(iter(module.parameters()), torch.empty(0)).device
 
 
 def _atomic_npz(path: Path, **arrays) -> None:
@@ -213,7 +221,9 @@ class Bank:
         """[S, C, K, P, 3] normals of every bank image's estimated shape (computed once per bank)."""
         if getattr(self, "_normals", None) is None:
             ids, ex = self.est_id.flatten(0, 2), self.est_expr.flatten(0, 2)
-            n = torch.cat([probe.normals(ids[i:i + 256], ex[i:i + 256]) for i in range(0, len(ids), 256)])
+            dev = probe.mean.device
+            n = torch.cat([probe.normals(ids[i:i + 256].to(dev), ex[i:i + 256].to(dev)).cpu()
+                           for i in range(0, len(ids), 256)])
             self._normals = n.reshape(*self.est_id.shape[:3], *n.shape[1:]).half()
         return self._normals
 
@@ -241,6 +251,12 @@ class PairBatch:
     mode: list
     src_index: tuple           # (subject, camera, bank light) tensors of the sources
     ref_ws: torch.Tensor | None = None  # [N, n, w] refined codes of the sources (detail carry pairs)
+
+    def to(self, device) -> PairBatch:
+        """The batch on `device` (src_index stays on the CPU: it indexes the bank)."""
+        mv = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        return PairBatch(mv(self.src_ws), mv(self.tgt_img), mv(self.tgt_ws), mv(self.has_tgt_ws), mv(self.src_img),
+                         self.edit.to(device), self.mode, self.src_index, mv(self.ref_ws))
 
 
 def _draw_source(gen: torch.Generator, shape: tuple, subjects, modes: tuple, mode_probs) -> tuple:

@@ -43,6 +43,7 @@ class RerenderChange:
 
     def __init__(self, G, encoder, stage: LightStage, steps: int = 20, spp: int = RENDER_SPP):
         self.G, self.encoder, self.stage, self.steps, self.spp = G, encoder, stage, steps, spp
+        self._recent: dict = {}  # the last few changes: editors sharing this object share them
 
     def _invert(self, img: np.ndarray) -> torch.Tensor:
         from ..invert import invert
@@ -73,5 +74,15 @@ class RerenderChange:
         return SourceRender(rec, self._invert(self._render(rec, self.source_light(rec), 0.0, 0.0)))
 
     def change(self, src: SourceRender, light, yaw: float, pitch: float) -> torch.Tensor:
-        """light: [L, 3] target coefficients (any scale; only the shape matters, as for the mapper)."""
-        return self._invert(self._render(src.rec, light, yaw, pitch)) - src.ws
+        """light: [L, 3] target coefficients (any scale; only the shape matters, as for the mapper).
+        The same request again (e.g. the fused and the rerender edit of one photo) is not recomputed."""
+        c = torch.as_tensor(light).detach().cpu().float().contiguous()
+        key = (id(src), c.numpy().tobytes(), float(yaw), float(pitch), self.steps, self.spp)
+        hit = self._recent.get(key)
+        if hit is not None and hit[0] is src:
+            return hit[1]
+        out = self._invert(self._render(src.rec, light, yaw, pitch)) - src.ws
+        if len(self._recent) >= 16:
+            self._recent.pop(next(iter(self._recent)))
+        self._recent[key] = (src, out)
+        return out

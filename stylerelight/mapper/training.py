@@ -1,5 +1,7 @@
 """Training the latent mapper (`stylerelight train mapper`), on one process or data-parallel
-through torchrun (torch.distributed: gloo on CPU, nccl on GPUs).
+through torchrun (torch.distributed: gloo on CPU, nccl on GPUs), on the CPU or a GPU (`device`:
+networks and batches there; the latent bank, its pairs and the RNG stay on the CPU, so a run
+draws the same pairs wherever it trains).
 
 Losses, as PhotoApp with what this package adds: the image of the mapped code against the target
 (MS-SSIM + L1; LPIPS when its VGG weights are present; dlib's descriptor distance when
@@ -92,14 +94,16 @@ class MapperTrainer(RunTrainer):
     kind = "mapper"
     run_control = RUN_CONTROL + ("hdr_dir", "init_mapper", "view_carry_gain")
 
-    def __init__(self, cfg: MapperTrainConfig, G, bank: Bank, run_dir, log: bool = True):
+    def __init__(self, cfg: MapperTrainConfig, G, bank: Bank, run_dir, log: bool = True,
+                 device: str | torch.device = "cpu"):
         self.rank, self.world = dist_info()
         cfg.check()
         super().__init__(cfg, run_dir, log and self.rank == 0)
         if cfg.batch % self.world or cfg.image_batch % self.world:
             raise ValueError(f"batch {cfg.batch} and image_batch {cfg.image_batch} must divide by the "
                              f"{self.world} processes")
-        self.G = G.eval().requires_grad_(False)
+        self.device = torch.device(device)
+        self.G = G.to(self.device).eval().requires_grad_(False)
         self.bank = bank
         if tuple(bank.ws.shape[-2:]) != (G.num_ws, G.w_dim):
             raise ValueError(f"the latent bank holds {tuple(bank.ws.shape[-2:])} ws, the generator takes "
@@ -125,25 +129,28 @@ class MapperTrainer(RunTrainer):
                 self.M.add_carry(cfg.carry_hidden, self.carry)
             self.M.requires_grad_(False)
             self._init_mapper(cfg.init_mapper)  # the frozen parts (a resume below restores the trained one)
+        self.M.to(self.device)
         self.trained = getattr(self.M, CARRY_KINDS[self.carry]) if self.carry else self.M.net  # what this run trains
         self.trained.requires_grad_(True)
         self.net = self.trained
         if self.world > 1:
-            self.net = torch.nn.parallel.DistributedDataParallel(self.trained)
+            ids = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.trained, device_ids=ids)
         self.opt = torch.optim.Adam(self.trained.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
         self.data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + 1 + self.rank)
         S = bank.shape[0]
         self.train_subjects = list(range(S - cfg.holdout_subjects)) if cfg.holdout_subjects else None
-        self.loss_fn = PerceptualLoss("auto")
+        self.loss_fn = PerceptualLoss("auto").to(self.device)
         self.id_loss = None
         if cfg.identity_weight:
             from ..identity import IdentityLoss
 
-            self.id_loss = IdentityLoss()  # FileNotFoundError (one line) without face-recognition-models
+            # FileNotFoundError (one line) without face-recognition-models
+            self.id_loss = IdentityLoss().to(self.device)
         grid_gen = torch.Generator().manual_seed(99)
         self.grid_pairs = (sample_view_carry_pairs(bank, 6, grid_gen) if self.carry == "view" else
                            sample_carry_pairs(bank, 6, grid_gen) if self.carry
-                           else sample_pairs(bank, 6, grid_gen, fresh_fraction=1.0))
+                           else sample_pairs(bank, 6, grid_gen, fresh_fraction=1.0)).to(self.device)
         if not self.resume() and cfg.init_mapper and not self.carry:
             self._init_mapper(cfg.init_mapper)
 
@@ -207,12 +214,12 @@ class MapperTrainer(RunTrainer):
     def losses(self, b, n_img: int) -> tuple[torch.Tensor, dict]:
         """The training objective on a batch of pairs (the first n_img also get the image loss)."""
         cfg = self.cfg
-        normals = None
-        if self.M.geometry:
-            normals = self.bank.probe_normals(self.M.conditioner.probe)[b.src_index].float()
+        b = b.to(self.device)
+        normals = self._normals(b)
         ws = self.net(b.src_ws, self.M.conditioner(b.edit, normals))
-        stats, loss = {}, torch.zeros([])
-        w = b.has_tgt_ws.float() * (1 + cfg.same_weight * torch.tensor([m == "same" for m in b.mode]).float())
+        stats, loss = {}, torch.zeros([], device=self.device)
+        same = torch.tensor([m == "same" for m in b.mode], device=self.device).float()
+        w = b.has_tgt_ws.float() * (1 + cfg.same_weight * same)
         if cfg.latent_weight and w.sum() > 0:
             per = (ws - b.tgt_ws).square().mean(dim=[1, 2]) / self.var
             lat = (per * w).sum() / w.sum()
@@ -244,12 +251,17 @@ class MapperTrainer(RunTrainer):
         stats["loss"] = float(loss.detach())
         return loss, stats
 
+    def _normals(self, b) -> torch.Tensor | None:
+        """The shading probe's normals of the batch's sources (None for a mapper without geometry)."""
+        if not self.M.geometry:
+            return None
+        return self.bank.probe_normals(self.M.conditioner.probe)[b.src_index].to(self.device).float()
+
     def carry_losses(self, b) -> tuple[torch.Tensor, dict]:
         """A carry's objective on every pair: the image of M(w_enc) + carry (light) or of the turned
         refined code + view carry (view) against the target; "answer" is the code without the carry."""
-        normals = None
-        if self.M.geometry:
-            normals = self.bank.probe_normals(self.M.conditioner.probe)[b.src_index].float()
+        b = b.to(self.device)
+        normals = self._normals(b)
         with torch.no_grad():
             cond = self.M.conditioner(b.edit, normals)
             answer = self.M.net(b.src_ws, cond)
