@@ -40,6 +40,13 @@ def _stage_key() -> tuple:
     return tuple(map(tuple, np.round(np.asarray(LightStage.default().directions, np.float64), 6)))
 
 
+def use_probe_tables(path) -> None:
+    """The shading probe's tables from a file written by --write-probe-tables (no Mitsuba needed)."""
+    with open(path, "rb") as f:
+        tables = pickle.load(f)  # our own file, written on a machine with Mitsuba
+    conditioning._probe_tables = lambda directions: tables
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--captures", default=None)
@@ -53,9 +60,7 @@ def main():
             pickle.dump(conditioning._probe_tables(_stage_key()), f)
         return
     if args.probe_tables:
-        with open(args.probe_tables, "rb") as f:
-            tables = pickle.load(f)  # our own file, written above on a machine with Mitsuba
-        conditioning._probe_tables = lambda directions: tables
+        use_probe_tables(args.probe_tables)
     on = {"cpu": "cpu", "cuda": args.gpu}  # --gpu cpu: a dry run of this script without a GPU
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if args.gpu != 'cpu' else 'no GPU (dry run)'}")
     Gs = {dev: sr.load_generator(bundled(GENERATOR), device=on[dev]) for dev in on}

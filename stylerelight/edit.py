@@ -515,9 +515,9 @@ class Editor:
             return None
         cached = _cache_get(lat, "_normals", probe)
         if cached is None:
-            r = lat.reconstruction
-            cached = probe.normals(torch.as_tensor(r["identity"]).float()[None],
-                                   torch.as_tensor(r["expression"]).float()[None])
+            r, dev = lat.reconstruction, probe.mean.device
+            cached = probe.normals(torch.as_tensor(r["identity"]).float()[None].to(dev),
+                                   torch.as_tensor(r["expression"]).float()[None].to(dev))
             _cache_set(lat, "_normals", probe, cached)
         return cached.to(self.device)
 
