@@ -2,6 +2,7 @@
 compared), the same trainer stepped on each from the same start (weights compared), the loss
 falling and an exact resume on the GPU, and pairs per second on each. With --torchrun also the CLI
 with two processes sharing the one GPU (gloo with CUDA tensors; nccl needs a GPU per process).
+With --encoder, `train encoder` the same way (generator samples only: no renders needed).
 
     python benchmarks/gpu_train_check.py --captures DIR [--probe-tables FILE] [--torchrun]
 
@@ -47,6 +48,39 @@ def use_probe_tables(path) -> None:
     conditioning._probe_tables = lambda directions: tables
 
 
+def check_encoder(on: dict, tmp: Path, torchrun: bool) -> None:
+    from stylerelight.invert.encoder_training import EncoderTrainConfig, EncoderTrainer
+
+    cfg = dict(width=32, iterations=2, batch=16, synth_fraction=1.0, total_kimg=1, snapshot_kimg=0.08,
+               image_kimg=10, seed=0)
+    tr = {dev: EncoderTrainer(EncoderTrainConfig(**cfg), sr.load_generator(bundled(GENERATOR)), None,
+                              tmp / f"enc_{dev}", log=False, device=on[dev]) for dev in on}
+    tr["cuda"].E.net.load_state_dict({k: v.cpu() for k, v in tr["cpu"].E.net.state_dict().items()})
+    for t in tr.values():
+        t.train(0.08, progress=False)  # 5 steps
+    diff = max(float((p.detach().cpu() - q.detach().cpu()).abs().max()) for p, q in
+               zip(tr["cpu"].E.net.parameters(), tr["cuda"].E.net.parameters(), strict=True))
+    print(f"train encoder, 5 steps from the same start: max |weight diff| GPU vs CPU {diff:.2e}")
+    for dev in on:
+        t = EncoderTrainer(EncoderTrainConfig(**dict(cfg, batch=64)), sr.load_generator(bundled(GENERATOR)), None,
+                           tmp / f"encspeed_{dev}", log=False, device=on[dev])
+        t.train(0.128, progress=False)
+        t0 = time.perf_counter()
+        t.train(0.128 + 0.64, progress=False)
+        if on[dev] != "cpu":
+            torch.cuda.synchronize()
+        print(f"train encoder speed on {dev} (batch 64, 2 passes): {640 / (time.perf_counter() - t0):.0f} img/s")
+    if torchrun:
+        cfg_file = tmp / "enc.yaml"
+        cfg_file.write_text("width: 32\niterations: 2\nbatch: 16\nsynth_fraction: 1.0\ntotal_kimg: 0.032\n"
+                            "snapshot_kimg: 0.016\nimage_kimg: 1\n")
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                            "29542", "-m", "stylerelight", "train", "encoder", "--config", str(cfg_file), "--run-dir",
+                            str(tmp / "enc_ddp"), "--device", "auto"], capture_output=True, text=True, timeout=600)
+        print(f"torchrun train encoder, 2 processes on one GPU: exit {r.returncode}; "
+              f"{r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-1500:]}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--captures", default=None)
@@ -54,6 +88,7 @@ def main():
     ap.add_argument("--write-probe-tables", default=None, help="write the probe's tables here and stop")
     ap.add_argument("--torchrun", action="store_true")
     ap.add_argument("--gpu", default="cuda")
+    ap.add_argument("--encoder", action="store_true", help="also check train encoder")
     args = ap.parse_args()
     if args.write_probe_tables:
         with open(args.write_probe_tables, "wb") as f:
@@ -122,6 +157,8 @@ def main():
             torch.cuda.synchronize()
         print(f"training speed on {dev} (batch 64, 32 with the image loss): "
               f"{640 / (time.perf_counter() - t0):.0f} pairs/s")
+    if args.encoder:
+        check_encoder(on, tmp, args.torchrun)
     if args.torchrun:
         cfg_file = tmp / "tiny.yaml"
         cfg_file.write_text("geometry: false\nlights_per_subject: 2\nlight_pool: 12\nbatch: 8\nimage_batch: 4\n"

@@ -741,8 +741,11 @@ def train_gan(data, config_path, run_dir, kimg, threads, init_generator):
 @click.option("--kimg", type=float, default=None, help="Stop at this many thousand images (default: config).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads (default: config, else torch's).")
+@click.option("--device", default="auto", show_default=True,
+              help="cpu, cuda, cuda:N, or auto: this process's GPU when there is one (under torchrun the "
+              "LOCAL_RANK-th), else the CPU. Networks and batches go there; random draws stay on the CPU.")
 @user_errors
-def train_encoder(config_path, run_dir, checkpoint, data, olat_dir, kimg, threads):
+def train_encoder(config_path, run_dir, checkpoint, data, olat_dir, kimg, threads, device):
     """Train a compact W+ encoder for a generator; resumes from RUN/snapshot.pt if present.
 
     Batches mix generator samples (known ws: latent loss) and real images (image losses): renders
@@ -771,14 +774,15 @@ def train_encoder(config_path, run_dir, checkpoint, data, olat_dir, kimg, thread
         cfg.olat = olat_dir
     if threads:
         cfg.threads = threads
-    _init_distributed()
+    dev = _train_device(device)
+    _init_distributed(dev)
     G = load_generator(_resolve_checkpoint(cfg.generator or None))
     images = load_image_folder(cfg.data, G.img_resolution) if cfg.data else None
     try:
         relit = RelitCaptures(cfg.olat, cfg.olat_lights, cfg.seed, cfg.hdr_dir or None) if cfg.olat else None
     except FileNotFoundError as e:
         raise click.ClickException(str(e)) from None
-    _train(EncoderTrainer(cfg, G, images, run_dir, olat=relit), run_dir, kimg, "encoder", "encoder.pt")
+    _train(EncoderTrainer(cfg, G, images, run_dir, olat=relit, device=dev), run_dir, kimg, "encoder", "encoder.pt")
     _close_distributed()
 
 

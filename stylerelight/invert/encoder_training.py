@@ -71,12 +71,15 @@ class EncoderTrainer(RunTrainer):
     run_control = RUN_CONTROL + ("generator", "data", "olat", "hdr_dir", "init_encoder")
 
     def __init__(self, cfg: EncoderTrainConfig, G, data: torch.Tensor | None, run_dir, log: bool = True,
-                 olat: RelitCaptures | None = None):
+                 olat: RelitCaptures | None = None, device: str | torch.device = "cpu"):
         self.rank, self.world = dist_info()
         super().__init__(cfg, run_dir, log and self.rank == 0)
         if cfg.batch % self.world:
             raise ValueError(f"batch {cfg.batch} must divide by the {self.world} processes")
-        self.G = G.eval().requires_grad_(False)
+        # networks and batches on `device`; every random draw stays on the CPU (the run's RNG), so a
+        # run draws the same samples wherever it trains
+        self.device = torch.device(device)
+        self.G = G.to(self.device).eval().requires_grad_(False)
         self.data = data if data is not None and len(data) else None
         self.olat = olat
         if self.data is None and self.olat is None and cfg.synth_fraction < 1:
@@ -96,22 +99,24 @@ class EncoderTrainer(RunTrainer):
         self.E = Encoder(net, self.w_avg.clone(), G.img_resolution, "compact",
                          meta={"config": net_cfg, "generator": self._gen_info()}, iterations=cfg.iterations)
         self.E.attach(G)
+        self.E.to(self.device)
         self.opt = torch.optim.Adam(self.E.net.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
-        self.loss_fn = PerceptualLoss("auto")
+        self.loss_fn = PerceptualLoss("auto").to(self.device)
         self.id_loss = None
         if cfg.identity_weight:
             from ..identity import IdentityLoss
 
-            self.id_loss = IdentityLoss()  # FileNotFoundError (one line) without face-recognition-models
+            # FileNotFoundError (one line) without face-recognition-models
+            self.id_loss = IdentityLoss().to(self.device)
         grid_rng = torch.Generator().manual_seed(321)
         with torch.no_grad():
-            z = torch.randn([4, G.z_dim], generator=grid_rng)
+            z = torch.randn([4, G.z_dim], generator=grid_rng).to(self.device)
             fakes = G.synthesis(G.mapping(z), noise_mode="const")
         reals = [self.data[:4].float() / 127.5 - 1] if self.data is not None else []
         if self.olat is not None:
             reals.append(self.olat.sample(4, grid_rng, mirror=False))
-        self.grid_images = torch.cat([*reals, fakes])
+        self.grid_images = torch.cat([*[r.to(self.device) for r in reals], fakes])
         if not self.resume() and cfg.init_encoder:
             self._init_encoder(cfg.init_encoder)
         if self.world > 1:
@@ -175,18 +180,22 @@ class EncoderTrainer(RunTrainer):
     def _synthetic(self, n: int):
         G, cfg = self.G, self.cfg
         with torch.no_grad():
+            dev = self.device
             z = torch.randn([n, G.z_dim])
-            psi = cfg.truncation_min + (1 - cfg.truncation_min) * torch.rand([n, 1, 1])
-            w = G.mapping(z, truncation_psi=1.0)
-            w2 = G.mapping(torch.randn([n, G.z_dim]), truncation_psi=1.0)
+            psi = (cfg.truncation_min + (1 - cfg.truncation_min) * torch.rand([n, 1, 1])).to(dev)
+            w = G.mapping(z.to(dev), truncation_psi=1.0)
+            w2 = G.mapping(torch.randn([n, G.z_dim]).to(dev), truncation_psi=1.0)
             cut = torch.randint(1, G.num_ws, [n, 1, 1])
             mix = (torch.rand([n, 1, 1]) < cfg.mixing_prob) & (torch.arange(G.num_ws)[None, :, None] >= cut)
-            ws = torch.where(mix, w2, w)
+            ws = torch.where(mix.to(dev), w2, w)
             ws = self.w_avg + psi * (ws - self.w_avg)
             img = G.synthesis(ws, noise_mode="const")
         return img, ws
 
     def _reals(self, n: int) -> torch.Tensor:
+        return self._sample_reals(n).to(self.device)
+
+    def _sample_reals(self, n: int) -> torch.Tensor:
         if self.olat is None:
             return sample_images(self.data, n, self.data_gen, self.cfg.mirror)
         n_olat = n if self.data is None else int(torch.binomial(torch.tensor(float(n)),
@@ -236,7 +245,7 @@ class EncoderTrainer(RunTrainer):
         rec = self.G.synthesis(ws, noise_mode="const")
         var = self.w_std**2 / self.G.w_dim  # per-dimension variance of w (w_std is the whole vector's)
         stats = {}
-        loss = torch.zeros([])
+        loss = torch.zeros([], device=self.device)
         if n_syn and cfg.latent_weight:
             lat = (ws[:n_syn] - ws_syn).square().mean() / var
             loss = loss + cfg.latent_weight * lat
