@@ -476,6 +476,8 @@ def _edit_folder(ed, src: Path, out: Path, light, angles: dict, steps: int, alig
         raise click.ClickException(f"{out} exists and is not a folder; a folder INPUT writes a folder")
     out.mkdir(parents=True, exist_ok=True)
     todo = [f for f in files if force or not (out / f"{f.stem}.png").exists()]
+    if ed.method != "mapper":  # seconds per photo: one at a time, so the bar and resume move per photo
+        batch_size = 1
     failed = []
     with tqdm(total=len(files), initial=len(files) - len(todo), unit="photo", desc="edit", disable=None) as bar:
         for i in range(0, len(todo), batch_size):
