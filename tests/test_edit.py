@@ -356,11 +356,11 @@ def test_cli_folder_resumes(tmp_path, render):
     for i in range(3):
         Image.fromarray(np.roll(render, i, axis=1)).save(src / f"p{i}.png")
     Image.fromarray(np.full((64, 64, 3), 7, np.uint8)).save(src / "dark.png")  # edits fine (aligned)
-    r = _run("edit", src, "--aligned", "--yaw", 5, "-o", out, "--batch-size", 2)
+    r = _run("edit", src, "--aligned", "--yaw", 5, "-o", out, "--batch-size", 2, "--method", "mapper")
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == ["dark.png", "p0.png", "p1.png", "p2.png"]
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    os.remove(out / "p1.png")  # as if the run had stopped before it
+    os.remove(out / "p1.png")  # as if the run had stopped before it (resumed by the default, fused method)
     r = _run("edit", src, "--aligned", "--yaw", 5, "-o", out)
     assert r.exit_code == 0 and "wrote 1 edits" in r.output, r.output
     for name, t in stamps.items():
