@@ -906,19 +906,17 @@ def _train_device(name: str):
 
     import torch
 
-    if name != "auto":
-        try:
-            dev = torch.device(name)
-        except RuntimeError:
-            raise click.ClickException(f"--device {name}: not a device; use cpu, cuda, cuda:N or auto") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise click.ClickException(f"--device {name}: no CUDA GPU here; use --device cpu")
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-        return dev
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise click.ClickException(f"--device {name}: not a device; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException(f"--device {name}: no CUDA GPU here; use --device cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    return dev
 
 
 def _init_distributed(device=None) -> None:
