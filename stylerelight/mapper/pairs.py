@@ -82,7 +82,6 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
     _atomic_json(mpath, meta)  # several builders may write these (same content): each its own temp file
     _atomic_npy(out / "lights.npy", pool.coeffs)
     i, k = part
-    dev = _device_of(E)
     for d in tqdm(dirs[i::k], desc="latent bank", unit="subject", disable=not progress):
         shard = out / f"{d.name}.npz"
         if shard.exists():
@@ -97,12 +96,12 @@ def build_bank(olat_dir, out_dir, E, cnn, spec: BankSpec, hdr_dir: str | None = 
         imgs = np.stack([[cap.display(pool.coeffs[k], c) for k in ids] for c in range(C)])  # [C, K, H, W, 3]
         x = to_tensor(imgs.reshape(C * K, *imgs.shape[2:]))
         with torch.no_grad():
-            ws = torch.cat([E(x[j:j + 32].to(dev)) for j in range(0, len(x), 32)])
+            ws = torch.cat([E(x[j:j + 32]) for j in range(0, len(x), 32)])  # on E's device (it moves x)
             est = cnn.estimate(x)
         if spec.refine_steps:
             from ..invert import invert
 
-            ws = invert(G, x.to(dev), steps=spec.refine_steps, init=ws, progress=False)
+            ws = invert(G, x, steps=spec.refine_steps, init=ws, progress=False)
         ws = ws.cpu()
         rec = dict(images=imgs, ws=ws.reshape(C, K, *ws.shape[1:]).half().numpy(), light_ids=ids,
                    cam=np.array([[c["yaw"], c["pitch"]] for c in cap.cameras], np.float32),
@@ -145,7 +144,7 @@ def refine_sources(bank_dir, G, E, lights: int = 1, steps: int = 20, progress: b
         if done >= lights:
             continue
         imgs = np.load(sh)["images"][:, done:lights]                         # [C, k, H, W, 3] u8
-        x = to_tensor(imgs.reshape(-1, *imgs.shape[2:])).to(_device_of(E))
+        x = to_tensor(imgs.reshape(-1, *imgs.shape[2:]))
         with torch.no_grad():
             enc = E(x)
         ref = invert(G, x, steps=steps, init=enc, progress=False).cpu()
@@ -154,11 +153,6 @@ def refine_sources(bank_dir, G, E, lights: int = 1, steps: int = 20, progress: b
         new = {"ws_enc": enc.reshape(shape).numpy(), "ws_ref": ref.reshape(shape).numpy()}
         _atomic_npz(dst, **{n: np.concatenate([have[n], v], 1) if have else v for n, v in new.items()})
     return out
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    """Where a module's weights live (the bank's encoding runs there; shards are written from the CPU)."""
-    return next(iter(module.parameters()), torch.empty(0)).device
 
 
 def _atomic_npz(path: Path, **arrays) -> None:
