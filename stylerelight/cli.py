@@ -331,7 +331,7 @@ def _angle(text: str | None, name: str) -> float:
               "big folders); rerender: the W+ change between the ray-traced reconstruction's re-renders under "
               "the target and under its own light; fused: the two codes mixed (docs/editing.md), the "
               "most faithful on the virtual light stage. rerender and fused cost a few seconds per photo and "
-              "about 0.6 s per edit on a CPU.")
+              "about 0.8 s per edit on a CPU.")
 @_editor_options
 @click.option("--force", is_flag=True, help="Overwrite outputs that exist (a folder run redoes finished files).")
 @user_errors

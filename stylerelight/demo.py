@@ -103,9 +103,8 @@ def editing_demo(out: Path, echo: Callable[[str], None] = print) -> list[Path]:
              lambda v: render_portrait(subj, src_env, Camera(yaw=cam.yaw + v, pitch=cam.pitch), res, spp=32))]:
         edits = [imageio.gan_to_uint8(edit(v))[0] for v in values]
         truths = [truth(v) for v in values]
-        ed.method = "fused"  # the same edits as `stylerelight edit` makes them by default (seconds each)
-        fused = [imageio.gan_to_uint8(edit(v))[0] for v in values]
-        ed.method = "mapper"
+        with ed.using("fused"):  # the same edits as `stylerelight edit` makes them by default (seconds each)
+            fused = [imageio.gan_to_uint8(edit(v))[0] for v in values]
         echo(f"{name} sweep {values}: edit PSNR vs Mitsuba {psnr(edits, truths):.1f} dB (the unedited input: "
              f"{psnr([src] * len(truths), truths):.1f} dB; the fused edit, `stylerelight edit`'s default: "
              f"{psnr(fused, truths):.1f} dB)")
@@ -118,8 +117,8 @@ def editing_demo(out: Path, echo: Callable[[str], None] = print) -> list[Path]:
 
     t0 = time.time()
     photo = skimage.data.astronaut()
-    ed.method = "fused"  # as `stylerelight edit photo.jpg` does
-    r = ed.edit(photo, light=sample_envmap(3, kind="studio"), yaw=15.0)
+    with ed.using("fused"):  # as `stylerelight edit photo.jpg` does
+        r = ed.edit(photo, light=sample_envmap(3, kind="studio"), yaw=15.0)
     echo(f"astronaut photo: relit (studio env map) and turned 15 deg in {time.time() - t0:.1f} s, fused edit "
          f"(face at yaw {r.latent.reconstruction['yaw']:+.0f} deg as estimated)")
     side = np.concatenate([photo, r.image], 1)

@@ -31,6 +31,7 @@ on the virtual light stage (`stylerelight edit` uses it by default; the live pag
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from dataclasses import dataclass
@@ -136,6 +137,15 @@ class Editor:
         if value not in METHODS:
             raise EditError(f"unknown edit method {value!r}; use one of {', '.join(METHODS)}")
         self._method = value
+
+    @contextlib.contextmanager
+    def using(self, method: str):
+        """`with ed.using("fused"):` edits by `method` inside, by the editor's own method after."""
+        before, self.method = self.method, method
+        try:
+            yield self
+        finally:
+            self._method = before
 
     @classmethod
     def from_pretrained(cls, device: str | torch.device = "cpu", checkpoint=None, encoder=None,

@@ -231,6 +231,13 @@ def test_fused_method_mixes_the_mapper_and_rerender_codes(ed, render):
     t = torch.from_numpy(tgt.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
     x = torch.from_numpy(render.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
     assert float(psnr(fu.relight(lat, side), t)) > float(psnr(x, t)) + 3
+    with rr.using("fused"):  # the page's refined download: one edit by another method, then back
+        torch.testing.assert_close(rr.map([lat], [rr.resolve_light(side, 0.0, lat)], [0.0], [0.0]),
+                                   fu.map([lat], [fu.resolve_light(side, 0.0, lat)], [0.0], [0.0]), atol=0, rtol=0)
+    assert rr.method == "rerender"
+    with pytest.raises(EditError, match="unknown edit method"), rr.using("magic"):
+        pass
+    assert rr.method == "rerender"
 
 
 def test_positive_yaw_shows_more_of_the_left_cheek(ed, render):

@@ -224,13 +224,9 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         if s.latent is None:
             raise UserError("choose a photo first")
         ed = editor()
-        with lock:
-            before, ed.method = ed.method, method
-            try:
-                img = ed.relight(s.latent, light_of(s, str(p.get("light", "source"))), float(p.get("yaw", 0)),
-                                 float(p.get("pitch", 0)), float(p.get("rotate", 0)))
-            finally:
-                ed.method = before
+        with lock, ed.using(method):
+            img = ed.relight(s.latent, light_of(s, str(p.get("light", "source"))), float(p.get("yaw", 0)),
+                             float(p.get("pitch", 0)), float(p.get("rotate", 0)))
         return apply_exposure(gan_to_uint8(img)[0], float(p.get("exposure", 0)))
 
     @app.get("/api/session/{sid}/download/photo")
