@@ -54,7 +54,8 @@ def test_relit_training_step_uses_both_real_sources(tmp_path, captures):
     renders = torch.zeros([5, 3, 32, 32], dtype=torch.uint8)  # flat black: unlike any relit face
     cfg = EncoderTrainConfig(width=8, batch=8, synth_fraction=0.0, olat_fraction=0.5, total_kimg=0.016)
     t = EncoderTrainer(cfg, G, renders, tmp_path / "run", log=False, olat=rc)
-    reals = t._reals(400)
+    reals, codes, _ = t._reals(400)
+    assert codes is None  # no teacher codes without teacher_weight
     black = (reals == -1).flatten(1).all(1)
     assert 150 < int(black.sum()) < 250
     assert t.train_step()["loss"] > 0

@@ -318,3 +318,55 @@ def test_full_width_ir_se50_matches_reference(tmp_path, kind):
     x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(3)) * 2 - 1
     with torch.no_grad():
         assert (E(x) - (reference_forward(sd, x, kind, G.num_ws) + latent_avg)).abs().max().item() < 1e-4
+
+
+def test_teacher_codes_are_the_refined_codes_and_train_the_encoder(tmp_path, small_G):
+    """Teacher codes equal sr.invert(encoder + K steps) of each image, however the work is split
+    across processes; the trainer pairs each unmirrored render with its own code, its teacher loss
+    falls, and codes of another generator are refused."""
+    from PIL import Image
+
+    from stylerelight.invert.encoder_training import EncoderTrainConfig, EncoderTrainer
+    from stylerelight.invert.teacher_codes import compute_teacher_codes
+
+    G = small_G
+    E = _compact_for(G)
+    d = tmp_path / "data"
+    (d / "images").mkdir(parents=True)
+    with torch.no_grad():
+        imgs = sr.imageio.gan_to_uint8(G(torch.randn(6, G.z_dim, generator=torch.Generator().manual_seed(3))))
+    for i, im in enumerate(imgs):
+        Image.fromarray(im).save(d / "images" / f"{i:03d}.png")
+    assert compute_teacher_codes(G, E, d, steps=3, chunk=4, rank=0, world=2, progress=False) is None
+    assert compute_teacher_codes(G, E, d, steps=3, chunk=4, rank=1, world=2, progress=False) is None
+    with pytest.raises(ValueError, match="another run .*steps 3 -> 2"):
+        compute_teacher_codes(G, E, d, steps=2, chunk=4, rank=1, world=2, progress=False)
+    sr.save_generator(G, tmp_path / "g.pt")
+    sr.invert.save_encoder(E, tmp_path / "e.pt", G=G)
+    from click.testing import CliRunner
+
+    from stylerelight.cli import cli
+
+    r = CliRunner().invoke(cli, ["train", "teacher-codes", "--data", str(d), "-c", str(tmp_path / "g.pt"), "--encoder",
+                                 str(tmp_path / "e.pt"), "--steps", "3", "--chunk", "4", "--device", "cpu"])
+    assert r.exit_code == 0 and "teacher_codes.npy" in r.output, r.output  # rank 0's chunk 0, then merges
+    codes = torch.from_numpy(np.load(d / "teacher_codes.npy")).float()
+    x = torch.from_numpy(imgs.astype(np.float32)).permute(0, 3, 1, 2) / 127.5 - 1
+    expect = torch.cat([sr.invert(G, c, encoder=E, steps=3, progress=False) for c in x.split(4)])
+    assert codes.shape == (6, G.num_ws, G.w_dim)
+    assert torch.allclose(codes, expect, atol=2e-3 * float(expect.abs().max()))
+
+    data = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+    cfg = EncoderTrainConfig(width=8, batch=8, synth_fraction=0.0, teacher_weight=1.0, l2_weight=0.0,
+                             msssim_weight=0.0, delta_weight=0.0, lr=2e-3, total_kimg=1)
+    cfg.data = str(d)
+    t = EncoderTrainer(cfg, G, data, tmp_path / "run", log=False)
+    reals, got, has = t._reals(64)
+    assert 10 < int(has.sum()) < 54  # mirrored renders carry no code
+    for xi, ci in zip(reals[has], got[has], strict=True):
+        i = int(((x - xi).abs().flatten(1).amax(1) < 1e-6).nonzero()[0])
+        assert torch.equal(ci, codes[i].half().float())
+    losses = [t.train_step()["loss/teacher"] for _ in range(30)]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    with pytest.raises(ValueError, match="belongs to generator"):
+        EncoderTrainer(cfg, make_generator(seed=1), data, tmp_path / "run2", log=False)

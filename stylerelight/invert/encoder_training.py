@@ -52,6 +52,7 @@ class EncoderTrainConfig:
     msssim_weight: float = 1.0
     lpips_weight: float = 0.8    # used only when LPIPS' VGG weights are present offline
     delta_weight: float = 1e-3   # e4e's delta regulariser: mean squared distance of w_i from w_0 over w's variance
+    teacher_weight: float = 0.0  # latent loss on the real images' teacher codes (DATA/teacher_codes.npy); 0: off
     identity_weight: float = 0.0  # dlib descriptor distance (IdentityLoss); 0: off
     identity_images: int = 4     # images per process and step that the identity loss sees (~0.15 s each on a CPU)
     mirror: bool = True
@@ -87,6 +88,14 @@ class EncoderTrainer(RunTrainer):
         if self.data is not None and self.data.shape[-1] != G.img_resolution:
             raise ValueError(f"the images are {self.data.shape[-1]}^2 but the generator makes "
                              f"{G.img_resolution}^2; use data rendered for this generator")
+        self.teacher = None
+        if cfg.teacher_weight:
+            if self.data is None:
+                raise ValueError("teacher_weight needs a data folder with teacher codes "
+                                 "(`stylerelight train teacher-codes`)")
+            from .teacher_codes import load_teacher_codes
+
+            self.teacher = load_teacher_codes(cfg.data, G, len(self.data))
         if self.olat is not None and self.olat.resolution != G.img_resolution:
             raise ValueError(f"the OLAT captures are {self.olat.resolution}^2 but the generator makes "
                              f"{G.img_resolution}^2; render them aligned for this generator")
@@ -192,19 +201,35 @@ class EncoderTrainer(RunTrainer):
             img = G.synthesis(ws, noise_mode="const")
         return img, ws
 
-    def _reals(self, n: int) -> torch.Tensor:
-        return self._sample_reals(n).to(self.device)
+    def _reals(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """n real images on the device, and with teacher codes their codes and a mask of the images
+        that have one (relit captures and mirrored renders have none)."""
+        x, codes, has = self._sample_reals(n)
+        return x.to(self.device), None if codes is None else codes.to(self.device), has
 
-    def _sample_reals(self, n: int) -> torch.Tensor:
+    def _renders(self, n: int):
+        if self.teacher is None:
+            return sample_images(self.data, n, self.data_gen, self.cfg.mirror), None, None
+        idx = torch.randint(len(self.data), [n], generator=self.data_gen)
+        x = self.data[idx].to(torch.float32) / 127.5 - 1
+        flip = (torch.rand([n], generator=self.data_gen) < 0.5) if self.cfg.mirror else torch.zeros(n, dtype=torch.bool)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return x, self.teacher[idx].float(), ~flip
+
+    def _sample_reals(self, n: int):
         if self.olat is None:
-            return sample_images(self.data, n, self.data_gen, self.cfg.mirror)
+            return self._renders(n)
         n_olat = n if self.data is None else int(torch.binomial(torch.tensor(float(n)),
                                                                   torch.tensor(self.cfg.olat_fraction),
                                                                   generator=self.data_gen))
-        parts = [self.olat.sample(n_olat, self.data_gen, self.cfg.mirror)]
-        if n_olat < n:
-            parts.append(sample_images(self.data, n - n_olat, self.data_gen, self.cfg.mirror))
-        return torch.cat(parts)
+        x = self.olat.sample(n_olat, self.data_gen, self.cfg.mirror)
+        if n_olat == n:
+            return x, None, None
+        xr, codes, has = self._renders(n - n_olat)
+        if codes is not None:
+            codes = torch.cat([codes.new_zeros([n_olat, *codes.shape[1:]]), codes])
+            has = torch.cat([torch.zeros(n_olat, dtype=torch.bool), has])
+        return torch.cat([x, xr]), codes, has
 
     def _all_reduce_grads(self) -> None:
         """Average the gradients over processes (one flat buffer: one message per step)."""
@@ -225,11 +250,14 @@ class EncoderTrainer(RunTrainer):
         lr = cfg.lr * 0.5 ** (self.nimg / 1000 / cfg.lr_halflife_kimg)
         for g in self.opt.param_groups:
             g["lr"] = lr
+        codes = None
+        if n_syn < batch:
+            x_real, codes, has_code = self._reals(batch - n_syn)
         if n_syn:
             x_syn, ws_syn = self._synthetic(n_syn)
-            x = torch.cat([x_syn, self._reals(batch - n_syn)]) if n_syn < batch else x_syn
+            x = torch.cat([x_syn, x_real]) if n_syn < batch else x_syn
         else:
-            x = self._reals(batch)
+            x = x_real
         self.E.net.train()
         if self.E.iterative:  # ReStyle: a random number of passes without gradient, then one with
             xp = self.E.prepare(x)
@@ -250,6 +278,12 @@ class EncoderTrainer(RunTrainer):
             lat = (ws[:n_syn] - ws_syn).square().mean() / var
             loss = loss + cfg.latent_weight * lat
             stats["loss/latent"] = float(lat.detach())
+        if codes is not None and cfg.teacher_weight:
+            mask = has_code.to(self.device, torch.float32)
+            err = (ws[n_syn:] - codes).square().mean(dim=(1, 2)) / var
+            teach = (err * mask).sum() / mask.sum().clamp_min(1)
+            loss = loss + cfg.teacher_weight * teach
+            stats["loss/teacher"] = float(teach.detach())
         l2 = (rec - x).square().mean()
         msssim = ms_ssim_l1(rec, x).mean()
         loss = loss + cfg.l2_weight * l2 + cfg.msssim_weight * msssim
