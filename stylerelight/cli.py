@@ -262,6 +262,21 @@ def invert(photo, checkpoint, encoder_path, method, out, steps, optimizer, seed,
     click.echo(f"wrote {out}: ws {list(ws.shape)}, PSNR {p:.2f} dB ({how})")
 
 
+def _generator_and_encoder(checkpoint, encoder_path, device):
+    """The generator (-c, else bundled) and its encoder (--encoder, else the bundled one when the
+    generator is the bundled one), checked to belong together."""
+    from . import load_encoder, load_generator
+    from .invert import check_encoder_for
+
+    G = load_generator(_resolve_checkpoint(checkpoint), device=device)
+    enc = encoder_path or (_bundled_encoder() if checkpoint is None else None)
+    if enc is None:
+        raise click.ClickException("a generator other than the bundled one needs its encoder: pass --encoder")
+    E = load_encoder(enc, device=device)
+    check_encoder_for(E, G)
+    return G, E
+
+
 def _bundled_encoder() -> str | None:
     from .bundled import ENCODER, bundled
 
@@ -815,8 +830,6 @@ def train_teacher_codes(data, checkpoint, encoder_path, steps, chunk, threads, d
     """
     import torch
 
-    from . import load_encoder, load_generator
-    from .invert import check_encoder_for
     from .invert.teacher_codes import compute_teacher_codes
     from .runs import dist_info
 
@@ -825,12 +838,7 @@ def train_teacher_codes(data, checkpoint, encoder_path, steps, chunk, threads, d
     dev = _train_device(device)
     _init_distributed(dev)
     rank, world = dist_info()
-    G = load_generator(_resolve_checkpoint(checkpoint), device=dev)
-    enc = encoder_path or (_bundled_encoder() if checkpoint is None else None)
-    if enc is None:
-        raise click.ClickException("a generator other than the bundled one needs its encoder: pass --encoder")
-    E = load_encoder(enc, device=dev)
-    check_encoder_for(E, G)
+    G, E = _generator_and_encoder(checkpoint, encoder_path, dev)
     compute_teacher_codes(G, E.attach(G), data, steps, chunk, rank=rank, world=world, progress=rank == 0)
     if world > 1:
         torch.distributed.barrier()
@@ -914,8 +922,6 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
 
     import torch
 
-    from . import load_encoder, load_generator
-    from .invert import check_encoder_for
     from .mapper.pairs import Bank, BankSpec, build_bank, refine_sources
     from .mapper.training import MapperTrainConfig, MapperTrainer
     from .recon import default_cnn
@@ -926,12 +932,7 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
     dev = _train_device(device)
     _init_distributed(dev)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    G = load_generator(_resolve_checkpoint(checkpoint), device=dev)
-    enc = encoder_path or (_bundled_encoder() if checkpoint is None else None)
-    if enc is None:
-        raise click.ClickException("a generator other than the bundled one needs its encoder: pass --encoder")
-    E = load_encoder(enc, device=dev)
-    check_encoder_for(E, G)
+    G, E = _generator_and_encoder(checkpoint, encoder_path, dev)
     bank_dir = Path(run_dir) / "bank"
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if cfg.threads:
