@@ -839,10 +839,10 @@ def train_teacher_codes(data, checkpoint, encoder_path, steps, chunk, threads, d
     _init_distributed(dev)
     rank, world = dist_info()
     G, E = _generator_and_encoder(checkpoint, encoder_path, dev)
-    compute_teacher_codes(G, E.attach(G), data, steps, chunk, rank=rank, world=world, progress=rank == 0)
+    done = compute_teacher_codes(G, E.attach(G), data, steps, chunk, rank=rank, world=world, progress=rank == 0)
     if world > 1:
         torch.distributed.barrier()
-        if rank == 0:  # every chunk exists now
+        if rank == 0 and done is None:  # every chunk exists now: merge them
             compute_teacher_codes(G, E, data, steps, chunk, progress=False)
     _close_distributed()
     if rank == 0:

@@ -49,15 +49,17 @@ def config_from_yaml(cls, path):
     return cls(**data)
 
 
-def sample_images(data: torch.Tensor, n: int, gen: torch.Generator, mirror: bool) -> torch.Tensor:
+def sample_images(data: torch.Tensor, n: int, gen: torch.Generator, mirror: bool, with_index: bool = False):
     """n images drawn with replacement from uint8 [N, C, H, W] as float in [-1, 1], each flipped
-    left-right with probability 1/2 when `mirror` (both draws from `gen`, so runs resume exactly)."""
+    left-right with probability 1/2 when `mirror` (both draws from `gen`, so runs resume exactly).
+    with_index: (images, their indices, which were flipped)."""
     idx = torch.randint(len(data), [n], generator=gen)
     x = data[idx].to(torch.float32) / 127.5 - 1
+    flip = torch.zeros(n, dtype=torch.bool)
     if mirror:
         flip = torch.rand([n], generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x
+    return (x, idx, flip) if with_index else x
 
 
 def dist_info() -> tuple[int, int]:

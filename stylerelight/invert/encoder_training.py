@@ -210,10 +210,7 @@ class EncoderTrainer(RunTrainer):
     def _renders(self, n: int):
         if self.teacher is None:
             return sample_images(self.data, n, self.data_gen, self.cfg.mirror), None, None
-        idx = torch.randint(len(self.data), [n], generator=self.data_gen)
-        x = self.data[idx].to(torch.float32) / 127.5 - 1
-        flip = (torch.rand([n], generator=self.data_gen) < 0.5) if self.cfg.mirror else torch.zeros(n, dtype=torch.bool)
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        x, idx, flip = sample_images(self.data, n, self.data_gen, self.cfg.mirror, with_index=True)
         return x, self.teacher[idx].float(), ~flip
 
     def _sample_reals(self, n: int):
