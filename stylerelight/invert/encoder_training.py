@@ -208,10 +208,8 @@ class EncoderTrainer(RunTrainer):
         return x.to(self.device), None if codes is None else codes.to(self.device), has
 
     def _renders(self, n: int):
-        if self.teacher is None:
-            return sample_images(self.data, n, self.data_gen, self.cfg.mirror), None, None
         x, idx, flip = sample_images(self.data, n, self.data_gen, self.cfg.mirror, with_index=True)
-        return x, self.teacher[idx].float(), ~flip
+        return (x, None, None) if self.teacher is None else (x, self.teacher[idx].float(), ~flip)
 
     def _sample_reals(self, n: int):
         if self.olat is None:
