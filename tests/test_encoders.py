@@ -3,6 +3,7 @@ the own format and its generator check, hybrid inversion, and `train encoder` re
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -370,3 +371,42 @@ def test_teacher_codes_are_the_refined_codes_and_train_the_encoder(tmp_path, sma
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     with pytest.raises(ValueError, match="belongs to generator"):
         EncoderTrainer(cfg, make_generator(seed=1), data, tmp_path / "run2", log=False)
+
+
+def test_code_samples_are_scaled_crossovers_of_teacher_codes(tmp_path, small_G):
+    """code_samples: those synthetic ws are teacher codes of the data (two images crossed over at one
+    layer), their offset from w_avg scaled by one s in [1, code_scale_max]; the image is G of them."""
+    from stylerelight.invert.encoder_training import EncoderTrainConfig, EncoderTrainer
+
+    G = small_G
+    d = tmp_path / "data"
+    (d / "images").mkdir(parents=True)
+    codes = G.mapping(torch.randn(5, G.z_dim, generator=torch.Generator().manual_seed(4)))
+    codes = codes + 0.3 * torch.randn(codes.shape, generator=torch.Generator().manual_seed(5))  # a W+ per image
+    np.save(d / "teacher_codes.npy", codes.detach().numpy().astype(np.float16))
+    (d / "teacher_codes.json").write_text(json.dumps({"generator": sr.gan.generator_hash(G), "images": 5}))
+    data = torch.zeros(5, 3, G.img_resolution, G.img_resolution, dtype=torch.uint8)
+    cfg = EncoderTrainConfig(width=8, batch=4, synth_fraction=1.0, code_samples=0.75, code_scale_max=1.5,
+                             mixing_prob=1.0, total_kimg=1)
+    cfg.data = str(d)
+    t = EncoderTrainer(cfg, G, data, tmp_path / "run", log=False)
+    table = torch.from_numpy(np.load(d / "teacher_codes.npy")).float()
+    img, ws = t._synthetic(8)
+    assert torch.allclose(img, G.synthesis(ws, noise_mode="const"), atol=1e-5)
+    w_avg = t.w_avg.cpu()
+    crossed = 0
+    for w in ws[:6]:  # round(8 * 0.75) code samples first
+        off = w - w_avg
+        # one scale per sample, read off the first layer (which comes from the first image)
+        fits = [(float((off[0] * (c[0] - w_avg)).sum() / (c[0] - w_avg).square().sum()), c) for c in table]
+        s = min(fits, key=lambda f: float((w_avg + f[0] * (f[1][0] - w_avg) - w[0]).abs().max()))[0]
+        assert 1.0 - 1e-3 <= s <= 1.5 + 1e-3
+        src = []
+        for layer in range(G.num_ws):
+            err = [float((w_avg + s * (c[layer] - w_avg) - w[layer]).abs().max()) for c in table]
+            assert min(err) < 1e-4, "each layer is a teacher code's layer, scaled as the first"
+            src.append(int(np.argmin(err)))
+        assert sum(a != b for a, b in zip(src[:-1], src[1:], strict=True)) <= 1  # at most one crossover
+        crossed += len(set(src)) == 2
+    assert (ws[6:] - w_avg).square().mean() < (ws[:6] - w_avg).square().mean()  # the rest: mapping samples
+    assert crossed >= 1

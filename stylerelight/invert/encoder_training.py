@@ -53,6 +53,8 @@ class EncoderTrainConfig:
     lpips_weight: float = 0.8    # used only when LPIPS' VGG weights are present offline
     delta_weight: float = 1e-3   # e4e's delta regulariser: mean squared distance of w_i from w_0 over w's variance
     teacher_weight: float = 0.0  # latent loss on the real images' teacher codes (DATA/teacher_codes.npy); 0: off
+    code_samples: float = 0.0    # share of the synthetic samples whose ws are teacher codes (crossed over, scaled)
+    code_scale_max: float = 1.0  # those codes' offsets from w_avg scaled by s ~ U[1, code_scale_max]
     identity_weight: float = 0.0  # dlib descriptor distance (IdentityLoss); 0: off
     identity_images: int = 4     # images per process and step that the identity loss sees (~0.15 s each on a CPU)
     mirror: bool = True
@@ -89,9 +91,9 @@ class EncoderTrainer(RunTrainer):
             raise ValueError(f"the images are {self.data.shape[-1]}^2 but the generator makes "
                              f"{G.img_resolution}^2; use data rendered for this generator")
         self.teacher = None
-        if cfg.teacher_weight:
+        if cfg.teacher_weight or cfg.code_samples:
             if self.data is None:
-                raise ValueError("teacher_weight needs a data folder with teacher codes "
+                raise ValueError("teacher_weight and code_samples need a data folder with teacher codes "
                                  "(`stylerelight train teacher-codes`)")
             from .teacher_codes import load_teacher_codes
 
@@ -198,8 +200,26 @@ class EncoderTrainer(RunTrainer):
             mix = (torch.rand([n, 1, 1]) < cfg.mixing_prob) & (torch.arange(G.num_ws)[None, :, None] >= cut)
             ws = torch.where(mix.to(dev), w2, w)
             ws = self.w_avg + psi * (ws - self.w_avg)
+            n_codes = int(round(n * cfg.code_samples)) if self.teacher is not None else 0
+            if n_codes:
+                ws[:n_codes] = self._code_samples(n_codes).to(dev)
             img = G.synthesis(ws, noise_mode="const")
         return img, ws
+
+    def _code_samples(self, n: int) -> torch.Tensor:
+        """Known-code samples where real images' codes lie: refined codes sit about twice as far from
+        w_avg (per layer, in w's units) as the mapping network's samples (docs/encoders.md, session 20).
+        Teacher codes of two random images crossed over at a random layer (with mixing_prob), their
+        offset from w_avg scaled by s ~ U[1, code_scale_max]."""
+        cfg, G = self.cfg, self.G
+        a = self.teacher[torch.randint(len(self.teacher), [n])].float()
+        b = self.teacher[torch.randint(len(self.teacher), [n])].float()
+        cut = torch.randint(1, G.num_ws, [n, 1, 1])
+        mix = (torch.rand([n, 1, 1]) < cfg.mixing_prob) & (torch.arange(G.num_ws)[None, :, None] >= cut)
+        ws = torch.where(mix, b, a)
+        s = 1 + (cfg.code_scale_max - 1) * torch.rand([n, 1, 1])
+        w_avg = self.w_avg.cpu()
+        return w_avg + s * (ws - w_avg)
 
     def _reals(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """n real images on the device, and with teacher codes their codes and a mask of the images
