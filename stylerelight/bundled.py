@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 GENERATOR = "lightstage_stylegan2.pt"
-ENCODER = "lightstage_encoder.pt"
+ENCODER = "lightstage_encoder.pt"  # the best encoder for the bundled generator: `invert` uses it
+# the encoder whose codes the bundled mapper learned (its bank's); the Editor pairs them (session 20)
+MAPPER_ENCODER = "lightstage_mapper_encoder.pt"
 MAPPER = "lightstage_mapper.pt"
 RECON = "lightstage_recon.pt"
 

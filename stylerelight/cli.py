@@ -216,8 +216,8 @@ def invert(photo, checkpoint, encoder_path, method, out, steps, optimizer, seed,
 
     from . import imageio, load_generator
     from .align import align_face, load_image
+    from .invert import encoder_hash, load_encoder, psnr
     from .invert import invert as run_invert
-    from .invert import load_encoder, psnr
     from .invert.latent_file import Latent, alignment_dict, save_latent
 
     imageio.check_writable(out, force)
@@ -253,8 +253,8 @@ def invert(photo, checkpoint, encoder_path, method, out, steps, optimizer, seed,
     p = float(psnr(info["reconstruction"], target.cpu())[0])
     lat = Latent.for_generator(G, ws, noise=info["noise"], alignment=alignment_dict(a) if a is not None else None,
                                info={"psnr": p, "steps": steps, "method": method, "optimizer": optimizer,
-                                     "loss_kind": info["loss_kind"],
-                                     "source": str(photo)})
+                                     "loss_kind": info["loss_kind"], "source": str(photo),
+                                     **({"encoder": encoder_hash(E)} if E is not None else {})})
     save_latent(lat, out, force=force)
     if save_reconstruction:
         imageio.save_image(imageio.gan_to_uint8(info["reconstruction"])[0], save_reconstruction, force=force)

@@ -111,6 +111,7 @@ class Editor:
 
             recon = default_cnn()
         self.encoder, self.mapper, self.recon = encoder.to(self.device), mapper.to(self.device), recon
+        self.encoder_hash = this_one  # latents record it: a code of another encoder is not this one's own
         from .gan.io import generator_hash
 
         self.generator_hash = generator_hash(self.G)  # hashed once: latents are checked on every edit
@@ -150,9 +151,12 @@ class Editor:
     @classmethod
     def from_pretrained(cls, device: str | torch.device = "cpu", checkpoint=None, encoder=None,
                         mapper=None, method: str = "mapper") -> Editor:
-        """The bundled generator, encoder, reconstruction network and mapper (or the files given)."""
+        """The bundled generator, reconstruction network and mapper (or the files given), with the
+        encoder whose codes the mapper learned: without `encoder`, the bundled encoder file whose hash
+        the mapper records (`lightstage_mapper_encoder.pt` for the bundled mapper), else the bundled
+        encoder (the Editor then warns)."""
         from . import load_encoder, load_generator
-        from .bundled import ENCODER, GENERATOR, MAPPER, bundled
+        from .bundled import ENCODER, GENERATOR, MAPPER, MAPPER_ENCODER, bundled
 
         def need(path, name):
             p = path or bundled(name)
@@ -164,8 +168,19 @@ class Editor:
         from .mapper import load_mapper
 
         G = load_generator(need(checkpoint, GENERATOR), device=device)
-        E = load_encoder(need(encoder, ENCODER), device=device)
         M = load_mapper(need(mapper, MAPPER), device=device)
+        if encoder is None:
+            from .invert import encoder_hash
+
+            E = None
+            for path in (bundled(MAPPER_ENCODER), bundled(ENCODER)):
+                E = load_encoder(path, device=device) if path else E
+                if E is not None and encoder_hash(E) == M.info.get("encoder"):
+                    break
+            else:
+                E = load_encoder(need(None, ENCODER), device=device)
+        else:
+            E = load_encoder(encoder, device=device)
         return cls(G, E, M, device=device, method=method)
 
     @property
@@ -220,7 +235,8 @@ class Editor:
                    "light": torch.from_numpy(np.asarray(est.light[i], np.float32)),
                    "identity": torch.from_numpy(np.asarray(est.identity[i], np.float32)),
                    "expression": torch.from_numpy(np.asarray(est.expression[i], np.float32))}
-            info = {"steps": int(steps), "faces_found": int(a.faces_found) if a is not None else 1,
+            info = {"steps": int(steps), "encoder": self.encoder_hash,
+                    "faces_found": int(a.faces_found) if a is not None else 1,
                     "crop": torch.from_numpy(crops[i].copy())}
             lat = Latent.for_generator(self.G, ws[i:i + 1], alignment=alignment_dict(a) if a else None,
                                        reconstruction=rec, info=info)
@@ -480,14 +496,18 @@ class Editor:
     def _cancels(self, latents: list[Latent]) -> torch.Tensor:
         """Which latents are edited by the mapper's change rather than its answer: all or none when
         cancel_bias is set; else, for a mapper trained on encoder codes (its config's
-        bank_refine_steps is 0), those whose code is not the encoder's own (info "steps" > 0).
-        A mapper trained on refined codes maps every code directly."""
+        bank_refine_steps is 0), those whose code is not this encoder's own (info "steps" > 0, or
+        info "encoder" naming another encoder: `stylerelight invert` uses the best bundled encoder,
+        the Editor the one its mapper learned). A mapper trained on refined codes maps every code directly."""
         if self.cancel_bias is not None:
             return torch.full((len(latents),), bool(self.cancel_bias))
         cfg = (getattr(self.mapper, "info", None) or {}).get("config") or {}
         if int(cfg.get("bank_refine_steps", 0) or 0) > 0:
             return torch.zeros(len(latents), dtype=torch.bool)
-        return torch.tensor([int((lat.info or {}).get("steps", 0) or 0) > 0 for lat in latents])
+        def own(info: dict) -> bool:
+            return not int(info.get("steps", 0) or 0) and info.get("encoder") in (None, self.encoder_hash)
+
+        return torch.tensor([not own(lat.info or {}) for lat in latents])
 
     def _check(self, lat: Latent) -> None:
         """Latent.check with the generator's hash computed once."""

@@ -42,6 +42,22 @@ def ed():
     return Editor.from_pretrained()
 
 
+def test_from_pretrained_pairs_the_mapper_with_the_encoder_of_its_codes(ed):
+    """The bundled mapper learned one encoder's codes (its bank's hash); from_pretrained picks that
+    bundled encoder file, not merely the best one `invert` uses, and an explicit encoder still wins."""
+    from stylerelight.bundled import ENCODER, MAPPER_ENCODER, bundled
+    from stylerelight.invert import encoder_hash
+
+    assert encoder_hash(ed.encoder) == ed.mapper.info["encoder"]
+    if bundled(MAPPER_ENCODER) is not None:
+        assert encoder_hash(sr.load_encoder(bundled(MAPPER_ENCODER))) == ed.mapper.info["encoder"]
+        other = sr.load_encoder(bundled(ENCODER))
+        if encoder_hash(other) != ed.mapper.info["encoder"]:
+            with pytest.warns(UserWarning, match="trained on codes of encoder"):
+                e2 = Editor.from_pretrained(encoder=bundled(ENCODER))
+            assert encoder_hash(e2.encoder) == encoder_hash(other)
+
+
 @pytest.fixture(scope="module")
 def render():
     """A held-out subject's aligned render (the generator's crop)."""
@@ -100,6 +116,12 @@ def test_refined_sources_are_edited_by_the_mappers_change(ed, render):
     lat = ed.invert(render, aligned=True)
     lat0 = ed.invert(render, aligned=True, steps=0)
     assert lat.info["steps"] == 20 and lat0.info["steps"] == 0
+    # only a code of this editor's encoder is its own: another encoder's (say `stylerelight invert`'s
+    # default, the best bundled one) is edited by the change, like a refined code
+    other = dataclasses.replace(lat0, info={**lat0.info, "encoder": "0" * 16})
+    legacy = dataclasses.replace(lat0, info={k: v for k, v in lat0.info.items() if k != "encoder"})
+    assert lat0.info["encoder"] == ed.encoder_hash
+    assert ed._cancels([lat, lat0, other, legacy]).tolist() == [True, False, True, False]
     x = torch.from_numpy(render.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
     assert float(psnr(ed.G.synthesis(lat.ws, noise_mode="const"), x)) > \
         float(psnr(ed.G.synthesis(lat0.ws, noise_mode="const"), x)) + 1

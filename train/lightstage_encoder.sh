@@ -26,7 +26,30 @@ TORCHRUN=${TORCHRUN:-.venv/bin/torchrun}
 KIMG3=${KIMG3:-80}
 $TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_relit.yaml \
     --run-dir runs/enc64_relit --threads 1 --kimg "$KIMG3"
+# 3c. (session 20, the bundled file) teacher codes: every one of 6,000 renders refined from the
+#     session-12 encoder's start (encoder + 20 steps), then that encoder continued with a latent loss
+#     on them and on crossed-over, scaled copies of them as known-code samples (docs/encoders.md).
+#     The session-12 encoder stays the mapper's (checkpoints/lightstage_mapper_encoder.pt).
+#     About 3.5 h on two cores: renders 12 min, codes 34 min, training 160 kimg.
+$SR lightstage build-dataset --out data/lightstage64 --images 8000 --subjects 3000 --resolution 64 --seed 0 \
+    --spp 8 --workers 2
+mkdir -p data/enc_teacher/images
+for i in $(seq -f %07g 0 5999); do
+    [ -e data/enc_teacher/images/$i.png ] || ln -s ../../lightstage64/images/$i.png data/enc_teacher/images/$i.png
+done
+$TORCHRUN --nproc_per_node 2 -m stylerelight train teacher-codes --data data/enc_teacher --threads 1 \
+    --encoder runs/enc64_relit/encoder.pt
+$SR train encoder --config train/configs/lightstage_encoder_teacher.yaml --run runs/enc64_teacher --threads 1
+$SR train encoder --config train/configs/lightstage_encoder_teacher2.yaml --run runs/enc64_teacher2 --threads 1
+$TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_teacher3.yaml \
+    --run-dir runs/enc64_teacher3 --threads 1
+$SR train encoder --config train/configs/lightstage_encoder_codes_scaled.yaml --run runs/enc64_codes_scaled --threads 1
+for C in codes2 codes3; do
+    $TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_$C.yaml \
+        --run-dir runs/enc64_$C --threads 1
+done
 # 4. evaluation and shipping
-cp runs/enc64_relit/encoder.pt checkpoints/lightstage_encoder.pt
-$PY benchmarks/eval_inversion.py --heldout data/heldout --heldout data/heldout_hard \
+cp runs/enc64_relit/encoder.pt checkpoints/lightstage_mapper_encoder.pt
+cp runs/enc64_codes3/encoder.pt checkpoints/lightstage_encoder.pt
+$PY benchmarks/eval_inversion.py --heldout data/heldout --heldout data/heldout_hard --images 25 \
     --json checkpoints/lightstage_encoder_eval.json --examples checkpoints/lightstage_encoder_examples.png
