@@ -246,3 +246,28 @@ def test_specular_weight_and_roughness_are_recovered(specular, roughness):
         assert pf.specular < 0.25, pf.specular
     else:
         assert 0.45 < pf.specular and pf.roughness == roughness, (pf.specular, pf.roughness)
+
+
+def test_a_channel_no_light_reaches_keeps_the_prior_albedo():
+    """Light and albedo are fitted per channel (no specular lobe): where no basis light reaches a
+    channel (a degenerate fit, e.g. a crop that is not a face), that channel's albedo is the prior's
+    and everything stays finite, while the other channels fit exactly as before."""
+    from stylerelight.lighting.display import srgb_encode
+
+    rng = np.random.default_rng(0)
+    L, S = 12, 16
+    basis = rng.uniform(0.0, 1.0, (L, S, S, 3)) * rng.uniform(0.0, 1.0, (L, 1, 1, 1))
+    light = rng.uniform(0.0, 0.3, (L, 3))
+    albedo = rng.uniform(0.3, 0.7, (S, S, 3))
+    img = np.round(255 * srgb_encode(np.clip(albedo * np.einsum("lhwk,lk->hwk", basis, light), 0, 1)))
+    img = np.clip(img, 2, 253).astype(np.uint8)
+    cov, light0, prior = np.ones((S, S)), np.full((L, 3), 0.05), np.array([0.5, 0.4, 0.3])
+    full = fit_light_albedo(img, basis, cov, light0, prior)
+    dark = basis.copy()
+    dark[..., 2] = 0.0
+    with np.errstate(all="raise"):
+        fit = fit_light_albedo(img, dark, cov, light0, prior)
+    assert np.isfinite(fit.albedo_map).all() and np.isfinite(fit.light).all()
+    np.testing.assert_allclose(fit.albedo_map[fit.mask][:, 2], prior[2])
+    np.testing.assert_allclose(fit.albedo_map[..., :2], full.albedo_map[..., :2])
+    np.testing.assert_allclose(fit.light[:, :2], full.light[:, :2])

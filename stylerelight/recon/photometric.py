@@ -148,7 +148,11 @@ def _alternate(Bm, spec, ym, a0, light0, mask, iterations):
             shade, hl = shade + s * ediff, s * lobe
         residual = float(((ym - a_light * shade - hl) ** 2).mean())
         ref = np.median(shade, axis=0) ** 2
-        a = np.clip(((ym - hl) * shade + ALBEDO_PRIOR * a0 * ref) / (shade**2 + ALBEDO_PRIOR * ref), 0.0, 1.0)
+        den = shade**2 + ALBEDO_PRIOR * ref
+        # a pixel no fitted light reaches (in a channel whose light came out zero, e.g. a non-face
+        # crop) says nothing about its albedo: the prior's
+        a = np.clip(np.where(den > 1e-20, ((ym - hl) * shade + ALBEDO_PRIOR * a0 * ref) / np.maximum(den, 1e-20),
+                             a0), 0.0, 1.0)
         full = np.zeros((S, S, 3))
         full[mask] = a / np.maximum(np.median(a, axis=0), 1e-6) * np.median(a0, axis=0)
         a_light = _smooth(full, mask, SMOOTH_SIGMA * S)[mask]
@@ -214,7 +218,7 @@ def fit_light_albedo(crop: np.ndarray, basis: np.ndarray, coverage: np.ndarray, 
             near = _smooth(albedo_map, mask, SMOOTH_SIGMA * y.shape[0])[rim]
             # trust the measurement where the pixel is mostly face and lit
             ref = np.median(shading[mask], axis=0)
-            wgt = np.clip((al - 0.2) / 0.6, 0, 1) * np.clip(sh / (0.2 * ref), 0, 1)
+            wgt = np.clip((al - 0.2) / 0.6, 0, 1) * np.clip(sh / np.maximum(0.2 * ref, 1e-12), 0, 1)
             albedo_map[rim] = wgt * direct + (1 - wgt) * near
             mask = mask | rim
     return PhotometricFit(light=light, albedo_map=albedo_map, shading=shading, mask=mask, basis=basis,
