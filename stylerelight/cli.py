@@ -290,7 +290,8 @@ def _editor_options(f):
     f = click.option("--mapper", "mapper_path", type=click.Path(dir_okay=False), default=None,
                      help="Latent mapper (default: the bundled one).")(f)
     f = click.option("--encoder", "encoder_path", type=click.Path(dir_okay=False), default=None,
-                     help="Encoder (default: the bundled one).")(f)
+                     help="Encoder (default: the bundled encoder whose codes the mapper learned, "
+                     "lightstage_mapper_encoder.pt for the bundled mapper).")(f)
     return _checkpoint_option(f)
 
 

@@ -173,12 +173,11 @@ class Editor:
             from .invert import encoder_hash
 
             E = None
-            for path in (bundled(MAPPER_ENCODER), bundled(ENCODER)):
-                E = load_encoder(path, device=device) if path else E
-                if E is not None and encoder_hash(E) == M.info.get("encoder"):
+            for path in [p for p in (bundled(MAPPER_ENCODER), bundled(ENCODER)) if p]:
+                E = load_encoder(path, device=device)
+                if encoder_hash(E) == M.info.get("encoder"):
                     break
-            else:
-                E = load_encoder(need(None, ENCODER), device=device)
+            E = E or load_encoder(need(None, ENCODER), device=device)  # none bundled: one-line error
         else:
             E = load_encoder(encoder, device=device)
         return cls(G, E, M, device=device, method=method)
