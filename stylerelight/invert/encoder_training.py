@@ -196,28 +196,29 @@ class EncoderTrainer(RunTrainer):
             psi = (cfg.truncation_min + (1 - cfg.truncation_min) * torch.rand([n, 1, 1])).to(dev)
             w = G.mapping(z.to(dev), truncation_psi=1.0)
             w2 = G.mapping(torch.randn([n, G.z_dim]).to(dev), truncation_psi=1.0)
-            cut = torch.randint(1, G.num_ws, [n, 1, 1])
-            mix = (torch.rand([n, 1, 1]) < cfg.mixing_prob) & (torch.arange(G.num_ws)[None, :, None] >= cut)
-            ws = torch.where(mix.to(dev), w2, w)
-            ws = self.w_avg + psi * (ws - self.w_avg)
+            ws = self.w_avg + psi * (self._crossover(w, w2) - self.w_avg)
             n_codes = int(round(n * cfg.code_samples)) if self.teacher is not None else 0
             if n_codes:
                 ws[:n_codes] = self._code_samples(n_codes).to(dev)
             img = G.synthesis(ws, noise_mode="const")
         return img, ws
 
+    def _crossover(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Style mixing of two batches of W+ codes: with mixing_prob, b from a random layer on."""
+        n, L = len(a), self.G.num_ws
+        cut = torch.randint(1, L, [n, 1, 1])
+        mix = (torch.rand([n, 1, 1]) < self.cfg.mixing_prob) & (torch.arange(L)[None, :, None] >= cut)
+        return torch.where(mix.to(a.device), b, a)
+
     def _code_samples(self, n: int) -> torch.Tensor:
         """Known-code samples where real images' codes lie: refined codes sit about twice as far from
         w_avg (per layer, in w's units) as the mapping network's samples (docs/encoders.md, session 20).
         Teacher codes of two random images crossed over at a random layer (with mixing_prob), their
         offset from w_avg scaled by s ~ U[1, code_scale_max]."""
-        cfg, G = self.cfg, self.G
         a = self.teacher[torch.randint(len(self.teacher), [n])].float()
         b = self.teacher[torch.randint(len(self.teacher), [n])].float()
-        cut = torch.randint(1, G.num_ws, [n, 1, 1])
-        mix = (torch.rand([n, 1, 1]) < cfg.mixing_prob) & (torch.arange(G.num_ws)[None, :, None] >= cut)
-        ws = torch.where(mix, b, a)
-        s = 1 + (cfg.code_scale_max - 1) * torch.rand([n, 1, 1])
+        ws = self._crossover(a, b)
+        s = 1 + (self.cfg.code_scale_max - 1) * torch.rand([n, 1, 1])
         w_avg = self.w_avg.cpu()
         return w_avg + s * (ws - w_avg)
 
