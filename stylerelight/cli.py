@@ -926,16 +926,16 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
     from .mapper.pairs import Bank, BankSpec, build_bank, refine_sources
     from .mapper.training import MapperTrainConfig, MapperTrainer
     from .recon import default_cnn
+    from .runs import dist_info
 
     cfg = MapperTrainConfig.from_yaml(config_path)
     if threads:
         cfg.threads = threads
     dev = _train_device(device)
     _init_distributed(dev)
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    rank, world = dist_info()
     G, E = _generator_and_encoder(checkpoint, encoder_path, dev)
     bank_dir = Path(run_dir) / "bank"
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # every process builds its share of the bank (one shard per subject, resumable)

@@ -77,7 +77,7 @@ def load_teacher_codes(data_dir, G, n_images: int) -> torch.Tensor:
     root = Path(data_dir)
     if not (root / CODES).exists():
         raise FileNotFoundError(f"{root / CODES} not found; compute it with `stylerelight train teacher-codes "
-                                f"--data {root}` or set teacher_weight: 0")
+                                f"--data {root}` or set teacher_weight and code_samples to 0")
     info = json.loads((root / INFO).read_text())
     if info.get("generator") != generator_hash(G):
         raise ValueError(f"{root / CODES} belongs to generator {info.get('generator')}, not {generator_hash(G)}; "
