@@ -797,7 +797,8 @@ def train_encoder(config_path, run_dir, checkpoint, data, olat_dir, kimg, thread
     G = load_generator(_resolve_checkpoint(cfg.generator or None))
     images = load_image_folder(cfg.data, G.img_resolution) if cfg.data else None
     try:
-        relit = RelitCaptures(cfg.olat, cfg.olat_lights, cfg.seed, cfg.hdr_dir or None) if cfg.olat else None
+        relit = (RelitCaptures(cfg.olat, cfg.olat_lights, cfg.seed, cfg.hdr_dir or None, cfg.olat_stage_lights)
+                 if cfg.olat else None)
     except FileNotFoundError as e:
         raise click.ClickException(str(e)) from None
     _train(EncoderTrainer(cfg, G, images, run_dir, olat=relit, device=dev), run_dir, kimg, "encoder", "encoder.pt")

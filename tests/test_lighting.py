@@ -250,3 +250,41 @@ def test_envmap_preview_keeps_the_sky_readable():
     sky, ground = img[2:14].reshape(-1, 3).mean(0), img[18:30].reshape(-1, 3).mean(0)
     assert 150 < sky[2] < 255 and sky[2] > sky[0] + 40   # blue and not clipped
     assert abs(ground[0] - ground[2]) < 2                # grey stays grey
+
+
+def test_stage_lights_are_few_lights_over_a_dim_ambient():
+    """The stage's own lighting: 1-3 lights carry all but 0.3-10% of the power, which is spread
+    over the sphere as a uniform radiance (each cell's share = its solid angle)."""
+    from stylerelight.lighting.captures import stage_lights
+
+    stage = LightStage.default()
+    rng = np.random.default_rng(0)
+    counts = set()
+    for _ in range(40):
+        c = stage_lights(stage, rng)
+        assert c.shape == (stage.num_lights, 3) and (c >= 0).all()
+        per_sr = c / stage.solid_angles[:, None]           # radiance of each cell
+        floor = np.median(per_sr, 0)                         # the ambient's (most cells hold only it)
+        keys = (per_sr > floor * 1.0001).any(1)
+        counts.add(int(keys.sum()))
+        assert np.allclose(per_sr[~keys], floor, rtol=1e-9)  # uniform radiance elsewhere
+        ambient = floor * 4 * np.pi
+        key_power = (c[keys] - floor * stage.solid_angles[keys, None]).sum(0).mean()
+        assert 0.003 * 0.999 < ambient.mean() / key_power < 0.1 * 1.001
+    assert counts == {1, 2, 3}
+
+
+def test_light_pool_stage_light_share_leaves_the_env_map_draws_unchanged():
+    """Stage lights take their share of a pool from a stream of their own: the pool's other
+    entries are the plain pool's, in order, so pools made before the option are reproduced."""
+    from stylerelight.lighting.captures import LightPool
+
+    stage = LightStage.default()
+    plain = LightPool(stage, 30, seed=3).coeffs
+    mixed = LightPool(stage, 30, seed=3, stage_light_fraction=0.4).coeffs
+    is_env = np.array([any(np.array_equal(m, q) for q in plain) for m in mixed])
+    assert 5 < int((~is_env).sum()) < 25
+    np.testing.assert_array_equal(mixed[is_env], plain[:int(is_env.sum())])
+    for c in mixed[~is_env]:  # the others: at most three cells above a uniform radiance
+        per_sr = (c / stage.solid_angles[:, None]).sum(1)
+        assert (per_sr > np.median(per_sr) * 1.0001).sum() <= 3

@@ -37,6 +37,7 @@ class EncoderTrainConfig:
     olat: str = ""               # folder of OLAT captures aligned for the generator, relit on the fly
     olat_fraction: float = 0.5   # with both data and olat: share of the real images relit from olat
     olat_lights: int = 4000      # env map pool for relighting (procedural, training kinds, rotated)
+    olat_stage_lights: float = 0.0  # share of that pool that is the stage's own lighting (1-3 of its lights)
     hdr_dir: str = ""            # optional .hdr/.exr env maps mixed into that pool
     width: int = 32
     iterations: int = 1          # > 1: iterative (ReStyle) encoder, this many passes at inference
@@ -343,7 +344,8 @@ class RelitCaptures:
     env maps, from one of each capture's cameras, through the one display transform (as the
     dataset's portraits). Captures are memory-mapped, so processes share the page cache."""
 
-    def __init__(self, olat_dir, n_lights: int = 4000, seed: int = 0, hdr_dir: str | None = None):
+    def __init__(self, olat_dir, n_lights: int = 4000, seed: int = 0, hdr_dir: str | None = None,
+                 stage_lights: float = 0.0):
         from ..lighting import OLATCapture
         from ..lighting.captures import LightPool, capture_dirs
 
@@ -352,7 +354,7 @@ class RelitCaptures:
         self._caps: dict[int, object] = {}
         first = self.capture(0)
         self.resolution = first.resolution[0]
-        self.pool = LightPool(first.stage, n_lights, seed, hdr_dir)
+        self.pool = LightPool(first.stage, n_lights, seed, hdr_dir, stage_light_fraction=stage_lights)
 
     def capture(self, i: int):
         if i not in self._caps:
