@@ -310,11 +310,22 @@ class Editor:
         src = [self.check_angles(lat, y, p) for lat, y, p in zip(latents, yaws, pitches, strict=True)]
         if self.method == "mapper":
             return self._map(latents, lights, yaws, pitches, src)[0]
+        from .mapper.rerender import NoFaceError
+
         rr = self._rerender_change()
+        moved, faceless = [], torch.zeros(len(latents), dtype=torch.bool)
         with torch.no_grad():
-            moved = torch.cat([lat.ws.to(self.device) + rr.change(self._rerender_source(lat),
-                                                                   self._rerender_light(lat, light), y, p)
-                               for lat, light, y, p in zip(latents, lights, yaws, pitches, strict=True)])
+            for i, (lat, light, y, p) in enumerate(zip(latents, lights, yaws, pitches, strict=True)):
+                try:
+                    change = rr.change(self._rerender_source(lat), self._rerender_light(lat, light), y, p)
+                except NoFaceError as e:
+                    if self.method == "rerender":
+                        raise
+                    # fused: the mapper's edit alone (the re-render of no face would move it anywhere)
+                    warnings.warn(f"{e}; this edit is the mapper's alone", stacklevel=2)
+                    change, faceless[i] = 0, True
+                moved.append(lat.ws.to(self.device) + change)
+        moved = torch.cat(moved)
         if self.method == "rerender":
             return moved
         # fused: the mix, as far as the edit changes the light (the mapper's light blend a) or the view;
@@ -322,7 +333,7 @@ class Editor:
         # the photo's code back where the re-render change would move it by the two estimates' mismatch
         mapped, a = self._map(latents, lights, yaws, pitches, src)
         turn = torch.tensor([float(y) != 0 or float(p) != 0 for y, p in zip(yaws, pitches, strict=True)])
-        g = torch.maximum(a.cpu(), turn.float()).to(self.device)[:, None, None]
+        g = torch.maximum(a.cpu(), turn.float()).masked_fill(faceless, 0).to(self.device)[:, None, None]
         return mapped + FUSE_MIX * g * (moved - mapped)
 
     def _rerender_light(self, lat: Latent, light: torch.Tensor) -> torch.Tensor:
@@ -525,6 +536,8 @@ class Editor:
         """The latent's full reconstruction and re-rendered code (seconds; cached on the latent for
         its code). The photo's crop when the latent holds it, else the generator's image of its ws."""
         src = _cache_get(lat, "_rerender", self._rerender_change())  # editors sharing it share the cache
+        if isinstance(src, Exception):  # a crop found not to be a face: not reconstructed again
+            raise src
         if src is not None:
             return src
         crop = (lat.info or {}).get("crop")
@@ -533,7 +546,13 @@ class Editor:
 
             with torch.no_grad():
                 crop = gan_to_uint8(self.G.synthesis(lat.ws[:1].to(self.device), noise_mode="const"))[0]
-        src = self._rerender_change().prepare(np.asarray(crop, np.uint8))
+        from .mapper.rerender import NoFaceError
+
+        try:
+            src = self._rerender_change().prepare(np.asarray(crop, np.uint8))
+        except NoFaceError as e:
+            _cache_set(lat, "_rerender", self._rerender_change(), e)
+            raise
         _cache_set(lat, "_rerender", self._rerender_change(), src)
         return src
 

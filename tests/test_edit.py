@@ -262,6 +262,35 @@ def test_fused_method_mixes_the_mapper_and_rerender_codes(ed, render):
     assert rr.method == "rerender"
 
 
+def test_a_crop_that_is_no_face_is_not_re_rendered(ed):
+    """The generator's image of the astronaut photo's encoder-only code (the best bundled encoder's)
+    is a blob, not a face: the head model misses its landmarks (and put the camera inside the head,
+    whose re-renders were black). The rerender method refuses it in one line; the fused edit is the
+    mapper's alone, with a warning."""
+    from stylerelight.align import align_face
+    from stylerelight.bundled import ENCODER, bundled
+    from stylerelight.invert.latent_file import Latent
+    from stylerelight.lighting import disk_light
+    from stylerelight.mapper.rerender import NoFaceError
+
+    crop = align_face(skimage.data.astronaut(), output_size=64).image
+    with torch.no_grad():
+        ws = sr.load_encoder(bundled(ENCODER))(torch.from_numpy(crop / 127.5 - 1).float().permute(2, 0, 1)[None])
+    lat = Latent.for_generator(ed.G, ws)
+    rr = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
+    fu = Editor(ed.G, ed.encoder, ed.mapper, method="fused")
+    fu._rerender = rr._rerender_change()
+    side = disk_light([1.0, 0.3, 0.6], angle_deg=15.0, fill=0.05)
+    with pytest.raises(NoFaceError, match="does not fit this crop as a face") as e:
+        rr.map([lat], [rr.resolve_light(side, 0.0, lat)], [0.0], [0.0])
+    assert len(str(e.value).splitlines()) == 1
+    for light, yaw in ((side, 0.0), (None, 10.0)):
+        with pytest.warns(UserWarning, match="the mapper's alone"):
+            f = fu.map([lat], [fu.resolve_light(light, 0.0, lat)], [yaw], [0.0])
+        torch.testing.assert_close(f, ed.map([lat], [ed.resolve_light(light, 0.0, lat)], [yaw], [0.0]),
+                                   atol=1e-6, rtol=0)
+
+
 def test_positive_yaw_shows_more_of_the_left_cheek(ed, render):
     """The reconstruction's pose estimate of the edit moves with the requested yaw, in
     synth.Camera's convention (positive: camera towards the subject's left)."""
