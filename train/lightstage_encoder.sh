@@ -48,6 +48,13 @@ for C in codes2 codes3; do
     $TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_$C.yaml \
         --run-dir runs/enc64_$C --threads 1
 done
+# 3d. (session 21) codes3 continued with relit OLAT captures beside the teacher-coded renders, half of
+#     the relighting the stage's own lights (olat_stage_lights). Needs data/olat64 (here its first 150
+#     subjects: two `lightstage render --aligned` processes, seeds 0-74 and 75-149, 10 min). Session 21's
+#     run, on a fresh machine, had step 3c's codes3 encoder (the bundled file, copied) and the teacher
+#     codes of only the first 4,000 renders in data/enc_teacher (39 min with two processes).
+$TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_stage_lights.yaml \
+    --run-dir runs/enc64_stage_lights --threads 1
 # 4. evaluation and shipping
 cp runs/enc64_relit/encoder.pt checkpoints/lightstage_mapper_encoder.pt
 cp runs/enc64_codes3/encoder.pt checkpoints/lightstage_encoder.pt
