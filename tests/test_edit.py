@@ -263,20 +263,17 @@ def test_fused_method_mixes_the_mapper_and_rerender_codes(ed, render):
 
 
 def test_a_crop_that_is_no_face_is_not_re_rendered(ed):
-    """The generator's image of the astronaut photo's encoder-only code (the best bundled encoder's)
-    is a blob, not a face: the head model misses its landmarks (and put the camera inside the head,
-    whose re-renders were black). The rerender method refuses it in one line; the fused edit is the
-    mapper's alone, with a warning."""
-    from stylerelight.align import align_face
-    from stylerelight.bundled import ENCODER, bundled
-    from stylerelight.invert.latent_file import Latent
+    """tests/data/not_a_face_64.png is the bundled generator's image of the astronaut photo's
+    encoder-only code by session 20's encoder: a blob, not a face. The head model misses its
+    landmarks (and put the camera inside the head, whose re-renders were black). The rerender method
+    refuses it in one line; the fused edit is the mapper's alone, with a warning."""
+    from pathlib import Path
+
     from stylerelight.lighting import disk_light
     from stylerelight.mapper.rerender import NoFaceError
 
-    crop = align_face(skimage.data.astronaut(), output_size=64).image
-    with torch.no_grad():
-        ws = sr.load_encoder(bundled(ENCODER))(torch.from_numpy(crop / 127.5 - 1).float().permute(2, 0, 1)[None])
-    lat = Latent.for_generator(ed.G, ws)
+    blob = np.asarray(Image.open(Path(__file__).parent / "data" / "not_a_face_64.png").convert("RGB"))
+    lat = ed.invert(blob, aligned=True)
     rr = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
     fu = Editor(ed.G, ed.encoder, ed.mapper, method="fused")
     fu._rerender = rr._rerender_change()

@@ -31,8 +31,9 @@ RENDER_SPP = 16  # samples per pixel of both re-renders (64 measured the same on
 RENDER_SEED = 0  # one seed for both: their Monte Carlo noise is the same and cancels in the change
 # Landmark residual (share of the crop's width) above which the fit is not of a face. Faces fit
 # within 0.07 (48 validation renders, 'hard' lighting included: median 0.018); the generator's image
-# of a code of no face (the astronaut's encoder-only code) fit at 0.13, with a pose that put the
-# camera inside the head: its re-renders were black.
+# of a code of no face (tests/data/not_a_face_64.png) fit at 0.13, with a pose that put the camera
+# inside the head: its re-renders were black. Not a face detector: the landmark network gives most
+# images (a cat, a colour blob) a face-like fit within 0.02; this catches fits that went wrong.
 MAX_FIT_RESIDUAL = 0.1
 
 
