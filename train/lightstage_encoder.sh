@@ -55,6 +55,7 @@ done
 #     codes of only the first 4,000 renders in data/enc_teacher (39 min with two processes).
 $TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_stage_lights.yaml \
     --run-dir runs/enc64_stage_lights --threads 1
+#     (its control, not shipped: lightstage_encoder_stage_lights_control.yaml, the same without the stage lights)
 # 4. evaluation and shipping
 cp runs/enc64_relit/encoder.pt checkpoints/lightstage_mapper_encoder.pt
 cp runs/enc64_codes3/encoder.pt checkpoints/lightstage_encoder.pt
