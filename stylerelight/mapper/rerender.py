@@ -38,7 +38,7 @@ MAX_FIT_RESIDUAL = 0.1
 
 
 class NoFaceError(ValueError):
-    """The crop's reconstruction is not of a face (one line for the user)."""
+    """The head model could not fit the crop as a face (one line for the user; no face detector)."""
 
 
 @dataclass
