@@ -668,6 +668,50 @@ def lightstage_relight(capture, light, camera, rotate, exposure, out, force):
     click.echo(f"wrote {path}")
 
 
+@lightstage.command("export-relit")
+@click.option("--olat", "olat_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="OLAT captures aligned for the generator (`lightstage render --aligned`).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write (OUT/images/*.png).")
+@click.option("--count", type=click.IntRange(min=1), default=2000, show_default=True, help="Images to write.")
+@click.option("--stage-lights", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of the light pool that is the stage's own lighting (1-3 of its lights; else env maps).")
+@click.option("--lights", type=click.IntRange(min=1), default=4000, show_default=True, help="Size of the light pool.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Draws of subject, camera and light.")
+@click.option("--force", is_flag=True, help="Write into OUT even if it holds images.")
+@user_errors
+def lightstage_export_relit(olat_dir, out, count, stage_lights, lights, seed, force):
+    """Write relit captures as a folder of portraits, exactly as `train encoder` relits them on the fly.
+
+    Why: images written once can be given teacher codes (`train teacher-codes`) and a latent loss,
+    which on-the-fly relighting cannot have.
+
+    \b
+    Example:
+      stylerelight lightstage export-relit --olat data/olat64 --out data/enc_stage --count 2000 --stage-lights 0.75
+    """
+    import torch
+
+    from . import imageio
+    from .invert.encoder_training import RelitCaptures
+
+    folder = Path(out) / "images"
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise click.ClickException(f"{folder} holds images; pass --force to write over them")
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        relit = RelitCaptures(olat_dir, lights, seed, stage_lights=stage_lights)
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
+    gen = torch.Generator().manual_seed(seed)
+    from tqdm import tqdm
+
+    for i in tqdm(range(count), desc="export relit", unit="img"):
+        x = relit.sample(1, gen, mirror=False)[0]
+        u8 = ((x.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        imageio.save_image(u8, folder / f"{i:07d}.png", force=True)
+    click.echo(f"wrote {count} images to {folder}")
+
+
 @lightstage.command("build-dataset")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--images", type=click.IntRange(min=1), required=True)
@@ -752,7 +796,8 @@ def train_gan(data, config_path, run_dir, kimg, threads, init_generator):
                    "(Under torchrun spell it --run-dir: torchrun takes --run as its own --run-path.)")
 @_checkpoint_option
 @click.option("--data", default=None, type=click.Path(file_okay=False),
-              help="Real aligned images (images/*.png) for the image losses (default: the config's).")
+              help="Real aligned images (images/*.png) for the image losses; several folders joined by commas "
+                   "(default: the config's).")
 @click.option("--olat", "olat_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="OLAT captures aligned for the generator, relit on the fly as real images (default: the "
                    "config's).")
@@ -780,8 +825,7 @@ def train_encoder(config_path, run_dir, checkpoint, data, olat_dir, kimg, thread
       tensorboard --logdir runs/enc64/tb
     """
     from . import load_generator
-    from .gan.training import load_image_folder
-    from .invert.encoder_training import EncoderTrainConfig, EncoderTrainer, RelitCaptures
+    from .invert.encoder_training import EncoderTrainConfig, EncoderTrainer, RelitCaptures, load_image_folders
 
     cfg = EncoderTrainConfig.from_yaml(config_path)
     if checkpoint:
@@ -795,7 +839,7 @@ def train_encoder(config_path, run_dir, checkpoint, data, olat_dir, kimg, thread
     dev = _train_device(device)
     _init_distributed(dev)
     G = load_generator(_resolve_checkpoint(cfg.generator or None))
-    images = load_image_folder(cfg.data, G.img_resolution) if cfg.data else None
+    images = load_image_folders(cfg.data, G.img_resolution)
     try:
         relit = (RelitCaptures(cfg.olat, cfg.olat_lights, cfg.seed, cfg.hdr_dir or None, cfg.olat_stage_lights)
                  if cfg.olat else None)

@@ -78,3 +78,62 @@ def test_train_encoder_torchrun_two_processes_on_relit_captures(tmp_path, captur
     assert s["nimg"] == 16 and s["step"] == 4
     E = sr.load_encoder(run / "encoder.pt")
     assert E.meta["generator"]["hash"] == sr.gan.generator_hash(G)
+
+
+def test_export_relit_writes_the_training_draws(tmp_path, captures):
+    """`lightstage export-relit` writes, image for image, what RelitCaptures draws unmirrored from
+    its seed (as uint8), refuses to write over images without --force, and the folder reads back
+    through the trainer's loader."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    from stylerelight.cli import cli
+    from stylerelight.invert.encoder_training import load_image_folders
+
+    out = tmp_path / "stage"
+    args = ["lightstage", "export-relit", "--olat", str(captures), "--out", str(out), "--count", "5",
+            "--stage-lights", "0.5", "--lights", "6", "--seed", "3"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    got = load_image_folders(str(out), 32)
+    rc = RelitCaptures(captures, n_lights=6, seed=3, stage_lights=0.5)
+    want = rc.sample(5, torch.Generator().manual_seed(3), mirror=False)
+    assert got.shape == (5, 3, 32, 32)
+    assert float((got.float() / 127.5 - 1 - want).abs().max()) <= 1 / 127.5 + 1e-6  # uint8 rounding only
+    assert len({bytes(np.asarray(g)) for g in got}) == 5
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code != 0 and "--force" in r.output and "Traceback" not in r.output
+
+
+def test_several_data_folders_bring_their_own_teacher_codes(tmp_path):
+    """`data` naming two folders: their images in order, and the teacher codes of each folder
+    beside its own images; a wrong image count is refused."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from stylerelight.invert.encoder_training import data_folders, load_image_folders
+
+    G = make_generator(res=32)
+    folders, codes = [], []
+    for k, n in enumerate((3, 2)):
+        d = tmp_path / f"d{k}"
+        (d / "images").mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((32, 32, 3), 40 * k + 10 * i, np.uint8)).save(d / "images" / f"{i:03d}.png")
+        c = torch.randn(n, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(k))
+        np.save(d / "teacher_codes.npy", c.numpy().astype(np.float16))
+        (d / "teacher_codes.json").write_text(json.dumps({"generator": sr.gan.generator_hash(G), "images": n}))
+        folders.append(str(d))
+        codes.append(c.half().float())
+    assert data_folders(f"{folders[0]}, {folders[1]}") == folders == data_folders(folders)
+    images = load_image_folders(",".join(folders), 32)
+    assert images.shape == (5, 3, 32, 32)
+    assert [int(images[i, 0, 0, 0]) for i in range(5)] == [0, 10, 20, 40, 50]
+    cfg = EncoderTrainConfig(width=8, batch=4, teacher_weight=1.0, total_kimg=0.004, data=folders)
+    t = EncoderTrainer(cfg, G, images, tmp_path / "run", log=False)
+    assert torch.equal(t.teacher.float(), torch.cat(codes))
+    with pytest.raises(ValueError, match="hold 5 images"):
+        EncoderTrainer(cfg, G, images[:4], tmp_path / "run2", log=False)
+    assert load_image_folders("", 32) is None

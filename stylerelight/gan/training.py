@@ -60,6 +60,13 @@ class TrainConfig:
         return config_from_yaml(cls, path)
 
 
+def image_files(data_dir) -> list[Path]:
+    """The PNG/JPEG files under data_dir/images (or data_dir), sorted: the order of `load_image_folder`."""
+    root = Path(data_dir)
+    folder = root / "images" if (root / "images").is_dir() else root
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+
+
 def load_image_folder(data_dir, resolution: int, resize: bool = False) -> torch.Tensor:
     """All PNG/JPEG images under data_dir/images (or data_dir) as uint8 [N, 3, R, R].
 
@@ -67,9 +74,7 @@ def load_image_folder(data_dir, resolution: int, resize: bool = False) -> torch.
     disagrees with its dataset is a mistake to report, not to paper over."""
     from PIL import Image
 
-    root = Path(data_dir)
-    folder = root / "images" if (root / "images").is_dir() else root
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    files = image_files(data_dir)
     if not files:
         raise FileNotFoundError(f"{data_dir}: no .png/.jpg images found (build one with "
                                 "`stylerelight lightstage build-dataset`)")

@@ -33,7 +33,7 @@ from .optimize import psnr, w_stats
 @dataclass
 class EncoderTrainConfig:
     generator: str = ""          # checkpoint path; empty: the bundled generator
-    data: str = ""               # folder of real aligned images (images/*.png)
+    data: str | list = ""        # folder(s) of real aligned images (images/*.png): a list, or names joined by commas
     olat: str = ""               # folder of OLAT captures aligned for the generator, relit on the fly
     olat_fraction: float = 0.5   # with both data and olat: share of the real images relit from olat
     olat_lights: int = 4000      # env map pool for relighting (procedural, training kinds, rotated)
@@ -98,7 +98,14 @@ class EncoderTrainer(RunTrainer):
                                  "(`stylerelight train teacher-codes`)")
             from .teacher_codes import load_teacher_codes
 
-            self.teacher = load_teacher_codes(cfg.data, G, len(self.data))
+            codes, n = [], 0
+            for folder, count in _folder_counts(cfg.data):
+                codes.append(load_teacher_codes(folder, G, count))
+                n += count
+            if n != len(self.data):
+                raise ValueError(f"the data folders {data_folders(cfg.data)} hold {n} images, the trainer got "
+                                 f"{len(self.data)}; pass the images of the config's folders")
+            self.teacher = torch.cat(codes)
         if self.olat is not None and self.olat.resolution != G.img_resolution:
             raise ValueError(f"the OLAT captures are {self.olat.resolution}^2 but the generator makes "
                              f"{G.img_resolution}^2; render them aligned for this generator")
@@ -337,6 +344,29 @@ class EncoderTrainer(RunTrainer):
             rec = self.G.synthesis(self.E(self.grid_images), noise_mode="const")
         pairs = torch.stack([self.grid_images, rec], 1).flatten(0, 1)  # target | encoder, per row pair
         return make_grid(gan_to_uint8(pairs), cols=4)
+
+
+def data_folders(data: str | list) -> list[str]:
+    """The config's `data` as a list of folders (a YAML list, or names joined by commas)."""
+    items = data if isinstance(data, (list, tuple)) else str(data or "").split(",")
+    return [str(d).strip() for d in items if str(d).strip()]
+
+
+def load_image_folders(data: str | list, resolution: int) -> torch.Tensor | None:
+    """The images of every folder of `data`, in order, as one uint8 [N, 3, R, R] (None without folders).
+
+    Several folders let renders and exported relit captures, each with teacher codes of its own,
+    train together without copying either."""
+    from ..gan.training import load_image_folder
+
+    parts = [load_image_folder(d, resolution) for d in data_folders(data)]
+    return torch.cat(parts) if parts else None
+
+
+def _folder_counts(data: str | list) -> list[tuple[str, int]]:
+    from ..gan.training import image_files
+
+    return [(d, len(image_files(d))) for d in data_folders(data)]
 
 
 class RelitCaptures:
