@@ -56,8 +56,21 @@ done
 $TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_stage_lights.yaml \
     --run-dir runs/enc64_stage_lights --threads 1
 #     (its control, not shipped: lightstage_encoder_stage_lights_control.yaml, the same without the stage lights)
+# 3e. (session 22) step 3d continued with a fresh learning rate and more stage lights; stopped at 36 kimg
+#     (the snapshot's encoder.pt) to give step 3f its start.
+$TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_stage_lights2.yaml \
+    --run-dir runs/enc64_stage_lights2 --threads 1 --kimg 36
+# 3f. (session 22) teacher codes for relit captures too: 2,000 captures relit once (three in four under
+#     the stage's own lights; 30 s), refined from step 3d's encoder (19 min with two processes), then
+#     trained beside the teacher-coded renders.
+$PY -m stylerelight lightstage export-relit --olat data/olat64 --out data/enc_stage --count 2000 \
+    --stage-lights 0.75 --seed 7
+$TORCHRUN --nproc_per_node 2 -m stylerelight train teacher-codes --data data/enc_stage --threads 1 \
+    --encoder runs/enc64_stage_lights/encoder.pt   # step 3d, session 21's bundled file
+$TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_stage_teacher.yaml \
+    --run-dir runs/enc64_stage_teacher --threads 1
 # 4. evaluation and shipping
 cp runs/enc64_relit/encoder.pt checkpoints/lightstage_mapper_encoder.pt
-cp runs/enc64_codes3/encoder.pt checkpoints/lightstage_encoder.pt
+cp runs/enc64_stage_teacher/encoder.pt checkpoints/lightstage_encoder.pt
 $PY benchmarks/eval_inversion.py --heldout data/heldout --heldout data/heldout_hard --images 25 \
     --json checkpoints/lightstage_encoder_eval.json --examples checkpoints/lightstage_encoder_examples.png
