@@ -99,7 +99,10 @@ class EncoderTrainer(RunTrainer):
             from .teacher_codes import load_teacher_codes
 
             codes, n = [], 0
-            for folder, count in _folder_counts(cfg.data):
+            folders = data_folders(cfg.data)
+            # one folder: the images handed over are its images; several: each folder's files say its share
+            counts = [(folders[0], len(self.data))] if len(folders) == 1 else _folder_counts(folders)
+            for folder, count in counts:
                 codes.append(load_teacher_codes(folder, G, count))
                 n += count
             if n != len(self.data):
