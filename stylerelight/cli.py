@@ -690,6 +690,7 @@ def lightstage_export_relit(olat_dir, out, count, stage_lights, lights, seed, fo
       stylerelight lightstage export-relit --olat data/olat64 --out data/enc_stage --count 2000 --stage-lights 0.75
     """
     import torch
+    from tqdm import tqdm
 
     from . import imageio
     from .invert.encoder_training import RelitCaptures
@@ -703,11 +704,8 @@ def lightstage_export_relit(olat_dir, out, count, stage_lights, lights, seed, fo
     except FileNotFoundError as e:
         raise click.ClickException(str(e)) from None
     gen = torch.Generator().manual_seed(seed)
-    from tqdm import tqdm
-
     for i in tqdm(range(count), desc="export relit", unit="img"):
-        x = relit.sample(1, gen, mirror=False)[0]
-        u8 = ((x.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        u8 = imageio.gan_to_uint8(relit.sample(1, gen, mirror=False))[0]  # back to the display's exact bytes
         imageio.save_image(u8, folder / f"{i:07d}.png", force=True)
     click.echo(f"wrote {count} images to {folder}")
 

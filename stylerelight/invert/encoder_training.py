@@ -96,17 +96,19 @@ class EncoderTrainer(RunTrainer):
             if self.data is None:
                 raise ValueError("teacher_weight and code_samples need a data folder with teacher codes "
                                  "(`stylerelight train teacher-codes`)")
+            from ..gan.training import image_files
             from .teacher_codes import load_teacher_codes
 
             codes, n = [], 0
             folders = data_folders(cfg.data)
             # one folder: the images handed over are its images; several: each folder's files say its share
-            counts = [(folders[0], len(self.data))] if len(folders) == 1 else _folder_counts(folders)
+            counts = ([(folders[0], len(self.data))] if len(folders) == 1
+                      else [(d, len(image_files(d))) for d in folders])
             for folder, count in counts:
                 codes.append(load_teacher_codes(folder, G, count))
                 n += count
             if n != len(self.data):
-                raise ValueError(f"the data folders {data_folders(cfg.data)} hold {n} images, the trainer got "
+                raise ValueError(f"the data folders {folders} hold {n} images, the trainer got "
                                  f"{len(self.data)}; pass the images of the config's folders")
             self.teacher = torch.cat(codes)
         if self.olat is not None and self.olat.resolution != G.img_resolution:
@@ -364,12 +366,6 @@ def load_image_folders(data: str | list, resolution: int) -> torch.Tensor | None
 
     parts = [load_image_folder(d, resolution) for d in data_folders(data)]
     return torch.cat(parts) if parts else None
-
-
-def _folder_counts(data: str | list) -> list[tuple[str, int]]:
-    from ..gan.training import image_files
-
-    return [(d, len(image_files(d))) for d in data_folders(data)]
 
 
 class RelitCaptures:
