@@ -99,18 +99,14 @@ class EncoderTrainer(RunTrainer):
             from ..gan.training import image_files
             from .teacher_codes import load_teacher_codes
 
-            codes, n = [], 0
             folders = data_folders(cfg.data)
             # one folder: the images handed over are its images; several: each folder's files say its share
             counts = ([(folders[0], len(self.data))] if len(folders) == 1
                       else [(d, len(image_files(d))) for d in folders])
-            for folder, count in counts:
-                codes.append(load_teacher_codes(folder, G, count))
-                n += count
-            if n != len(self.data):
-                raise ValueError(f"the data folders {folders} hold {n} images, the trainer got "
+            self.teacher = torch.cat([load_teacher_codes(folder, G, count) for folder, count in counts])
+            if len(self.teacher) != len(self.data):
+                raise ValueError(f"the data folders {folders} hold {len(self.teacher)} images, the trainer got "
                                  f"{len(self.data)}; pass the images of the config's folders")
-            self.teacher = torch.cat(codes)
         if self.olat is not None and self.olat.resolution != G.img_resolution:
             raise ValueError(f"the OLAT captures are {self.olat.resolution}^2 but the generator makes "
                              f"{G.img_resolution}^2; render them aligned for this generator")
