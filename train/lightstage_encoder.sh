@@ -69,8 +69,21 @@ $TORCHRUN --nproc_per_node 2 -m stylerelight train teacher-codes --data data/enc
     --encoder runs/enc64_stage_lights/encoder.pt   # step 3d, session 21's bundled file
 $TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_stage_teacher.yaml \
     --run-dir runs/enc64_stage_teacher --threads 1
+# 3g. (session 23) 3,000 more stage-lit captures (another draw: seed 8), refined from step 3f's start
+#     (29 min with two processes), then step 3f continued on all three folders, stopped at 33 kimg (34 min)
+#     to give step 3h its start.
+$PY -m stylerelight lightstage export-relit --olat data/olat64 --out data/enc_stage2 --count 3000 \
+    --stage-lights 0.75 --seed 8
+$TORCHRUN --nproc_per_node 2 -m stylerelight train teacher-codes --data data/enc_stage2 --threads 1 \
+    --encoder runs/enc64_stage_teacher/encoder.pt   # step 3f, session 22's bundled file
+$TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_stage_teacher2.yaml \
+    --run-dir runs/enc64_stage_teacher2 --threads 1 --kimg 33
+# 3h. (session 23, the bundled file) step 3g continued with batches leaning to the stage's lights
+#     (fewer generator samples, more relit captures, more of them under stage lights): 28 kimg, 29 min.
+$TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_stage_hard.yaml \
+    --run-dir runs/enc64_stage_hard --threads 1
 # 4. evaluation and shipping
 cp runs/enc64_relit/encoder.pt checkpoints/lightstage_mapper_encoder.pt
-cp runs/enc64_stage_teacher/encoder.pt checkpoints/lightstage_encoder.pt
+cp runs/enc64_stage_hard/encoder.pt checkpoints/lightstage_encoder.pt
 $PY benchmarks/eval_inversion.py --heldout data/heldout --heldout data/heldout_hard --images 25 \
     --json checkpoints/lightstage_encoder_eval.json --examples checkpoints/lightstage_encoder_examples.png
