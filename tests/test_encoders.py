@@ -307,6 +307,37 @@ def test_iterative_encoder_warm_start_and_passes(tmp_path, small_G):
     assert torch.allclose(ws, t.E(x), atol=1e-5)
 
 
+def test_wider_warm_start_keeps_the_function(tmp_path, small_G):
+    """Growing a trained compact encoder (wider convs, head reduce and hidden units): the grown
+    network returns the same offsets before training, its new weights are not all zero (they can learn), its file
+    records the new sizes and loads as such; an init encoder wider than the run is refused."""
+    from stylerelight.invert.encoder_training import EncoderTrainConfig, EncoderTrainer
+
+    G = small_G
+    small = _compact_for(G)
+    with torch.no_grad():  # a trained-looking encoder: no zero layers anywhere
+        for p in small.net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    sr.invert.save_encoder(small, tmp_path / "small.pt", G=G)
+    cfg = EncoderTrainConfig(width=12, reduce_width=40, head_width=300, batch=4,
+                             init_encoder=str(tmp_path / "small.pt"), synth_fraction=1.0,
+                             total_kimg=0.004, snapshot_kimg=0.004, image_kimg=1)
+    t = EncoderTrainer(cfg, G, None, tmp_path / "run", log=False)
+    assert t.E.net.stem.weight.shape[0] == 12 and t.E.net.heads[0][0].weight.shape == (300, 40 * 16)
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(t.E.net(x), small.net(x), atol=1e-5)
+    assert t.E.net.heads[0][0].weight[256:].abs().sum() > 0 and t.E.net.stem.weight[8:].abs().sum() > 0
+    t.train(progress=False)
+    E = sr.load_encoder(tmp_path / "run" / "encoder.pt")
+    assert E.meta["config"]["reduce_width"] == 40 and E.net.heads[0][0].weight.shape == (300, 640)
+    with torch.no_grad():
+        assert torch.allclose(sr.invert(G, x, encoder=E, steps=0, progress=False), E(x))
+    narrow = EncoderTrainConfig(width=4, batch=4, init_encoder=str(tmp_path / "small.pt"), synth_fraction=1.0)
+    with pytest.raises(ValueError, match="narrower, not wider"):
+        EncoderTrainer(narrow, G, None, tmp_path / "run2", log=False)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["psp", "e4e"])
 def test_full_width_ir_se50_matches_reference(tmp_path, kind):

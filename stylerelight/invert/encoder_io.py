@@ -93,7 +93,9 @@ def check_encoder_for(E: Encoder, G) -> None:
 def build_compact(config: dict) -> CompactEncoder:
     return CompactEncoder(n_styles=int(config["n_styles"]), w_dim=int(config["w_dim"]),
                           resolution=int(config["resolution"]), width=int(config.get("width", 32)),
-                          input_nc=6 if int(config.get("iterations", 1)) > 1 else 3)
+                          input_nc=6 if int(config.get("iterations", 1)) > 1 else 3,
+                          reduce_width=int(config.get("reduce_width", 32)),
+                          head_width=int(config.get("head_width", 256)))
 
 
 def _from_own(obj: dict, path: Path) -> Encoder:

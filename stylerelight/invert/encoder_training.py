@@ -30,6 +30,12 @@ from .losses import PerceptualLoss, ms_ssim_l1
 from .optimize import psnr, w_stats
 
 
+def _fill(big: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
+    """`big` with `small` written into its leading slice, one per dimension."""
+    big[tuple(slice(0, n) for n in small.shape)] = small
+    return big
+
+
 @dataclass
 class EncoderTrainConfig:
     generator: str = ""          # checkpoint path; empty: the bundled generator
@@ -39,7 +45,9 @@ class EncoderTrainConfig:
     olat_lights: int = 4000      # env map pool for relighting (procedural, training kinds, rotated)
     olat_stage_lights: float = 0.0  # share of that pool that is the stage's own lighting (1-3 of its lights)
     hdr_dir: str = ""            # optional .hdr/.exr env maps mixed into that pool
-    width: int = 32
+    width: int = 32              # compact encoder: channels of the first level (x2 per level, at most x4)
+    reduce_width: int = 32       # compact encoder: channels of each w's head at 4x4
+    head_width: int = 256        # compact encoder: hidden units of each w's head
     iterations: int = 1          # > 1: iterative (ReStyle) encoder, this many passes at inference
     init_encoder: str = ""       # a new run starts from this compact encoder (a 3-channel one fills 6 channels)
     batch: int = 16
@@ -114,6 +122,8 @@ class EncoderTrainer(RunTrainer):
         self.w_avg, self.w_std = w_stats(G)
         net_cfg = {"n_styles": G.num_ws, "w_dim": G.w_dim, "resolution": G.img_resolution, "width": cfg.width,
                    "iterations": cfg.iterations}
+        if (cfg.reduce_width, cfg.head_width) != (32, 256):  # files of the default sizes stay as they were
+            net_cfg.update(reduce_width=cfg.reduce_width, head_width=cfg.head_width)
         with self.scope():
             net = build_compact(net_cfg)
         self.E = Encoder(net, self.w_avg.clone(), G.img_resolution, "compact",
@@ -152,8 +162,12 @@ class EncoderTrainer(RunTrainer):
         self.data_gen.manual_seed(hash(tuple(seed + [1])) % 2**62)
 
     def _init_encoder(self, path) -> None:
-        """Warm start: a single-pass encoder's weights; its stem's extra input channels start at zero,
-        so the first iterative pass begins as that encoder."""
+        """Warm start from a compact encoder of the same or a narrower architecture, keeping its
+        function: its weights fill the leading slices; the weights from new input channels or units
+        into its old outputs start at zero (so the old features and the output are unchanged), and the
+        new channels' own weights keep their random start, so they carry signal to learn from
+        (Net2Net-style growth, Chen et al. 2016). A single-pass encoder fills a 6-channel stem the same
+        way: the first iterative pass begins as that encoder."""
         from .encoder_io import load_encoder
 
         src = load_encoder(path).net.state_dict()
@@ -161,11 +175,15 @@ class EncoderTrainer(RunTrainer):
         if set(src) != set(own):
             raise ValueError(f"{path} is not a compact encoder of this architecture; pick a matching one")
         for k, v in src.items():
-            if v.shape != own[k].shape:
-                if k == "stem.weight" and v.shape[1] * 2 == own[k].shape[1]:
-                    v = torch.cat([v, torch.zeros_like(v)], 1)
-                else:
-                    raise ValueError(f"{path}: {k} is {list(v.shape)}, this run needs {list(own[k].shape)}")
+            o = own[k]
+            if v.shape != o.shape:
+                if v.ndim != o.ndim or any(a > b for a, b in zip(v.shape, o.shape, strict=True)):
+                    raise ValueError(f"{path}: {k} is {list(v.shape)}, this run needs {list(o.shape)} "
+                                     "(an init encoder may be narrower, not wider)")
+                o = o.clone()
+                if v.ndim >= 2:  # weights: [out, in, ...]; old outputs ignore the new inputs
+                    o[: v.shape[0], v.shape[1]:] = 0
+                v = _fill(o, v)
             own[k] = v
         self.E.net.load_state_dict(own)
         (self.run_dir / "init_encoder.txt").write_text(f"{Path(path).resolve()}\n")

@@ -170,15 +170,17 @@ class _ResDown(nn.Module):
 
 
 class CompactEncoder(nn.Module):
-    """A small pSp-style encoder for generators of 32^2-256^2 on a CPU (about 2.5M parameters at
-    64^2 with width 32): a residual pyramid down to 4x4, an FPN top-down path, and one linear head per w fed by
+    """A small pSp-style encoder for generators of 32^2-256^2 on a CPU (about 2.8M parameters at
+    64^2 with width 32): a residual pyramid down to 4x4, an FPN top-down path, and one head per w
+    (a 3x3 conv to `reduce_width` channels at 4x4, then two linear layers of `head_width`) fed by
     the pyramid level that matches the generator layer (coarse ws from 4x4, fine ws from 16x16).
 
     Its output is an offset from latent_avg; the last layer of every head starts at zero so an
     untrained encoder returns the average face.
     """
 
-    def __init__(self, n_styles: int, w_dim: int, resolution: int = 64, width: int = 64, input_nc: int = 3):
+    def __init__(self, n_styles: int, w_dim: int, resolution: int = 64, width: int = 64, input_nc: int = 3,
+                 reduce_width: int = 32, head_width: int = 256):
         super().__init__()
         self.n_styles, self.w_dim, self.resolution, self.input_nc = n_styles, w_dim, resolution, input_nc
         n_down = int(math.log2(resolution)) - 2  # down to 4x4
@@ -189,8 +191,9 @@ class CompactEncoder(nn.Module):
         # lateral 1x1 convs for the 8x8 and 16x16 levels
         self.lateral = nn.ModuleList(nn.Conv2d(chans[-1 - k], top, 1) for k in (1, 2))
         self.level_of = [min(2, i * 3 // n_styles) for i in range(n_styles)]  # 0: 4x4, 1: 8x8, 2: 16x16
-        self.reduce = nn.ModuleList(nn.Conv2d(top, 32, 3, 1, 1) for _ in range(n_styles))
-        self.heads = nn.ModuleList(nn.Sequential(nn.Linear(32 * 16, 256), nn.LeakyReLU(0.2), nn.Linear(256, w_dim))
+        self.reduce = nn.ModuleList(nn.Conv2d(top, reduce_width, 3, 1, 1) for _ in range(n_styles))
+        self.heads = nn.ModuleList(nn.Sequential(nn.Linear(reduce_width * 16, head_width), nn.LeakyReLU(0.2),
+                                                 nn.Linear(head_width, w_dim))
                                    for _ in range(n_styles))
         for h in self.heads:
             nn.init.zeros_(h[-1].weight)
