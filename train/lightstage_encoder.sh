@@ -78,12 +78,21 @@ $TORCHRUN --nproc_per_node 2 -m stylerelight train teacher-codes --data data/enc
     --encoder runs/enc64_stage_teacher/encoder.pt   # step 3f, session 22's bundled file
 $TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_stage_teacher2.yaml \
     --run-dir runs/enc64_stage_teacher2 --threads 1 --kimg 33
-# 3h. (session 23, the bundled file) step 3g continued with batches leaning to the stage's lights
+# 3h. (session 23, bundled in session 23) step 3g continued with batches leaning to the stage's lights
 #     (fewer generator samples, more relit captures, more of them under stage lights): 28 kimg, 29 min.
 $TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_stage_hard.yaml \
     --run-dir runs/enc64_stage_hard --threads 1
+# 3j. (session 24, the bundled file) step 3h continued with the pixel loss weighted as a PSNR target:
+#     l2_weight 20 (19 kimg), 100 (31 kimg), 300 (40 kimg); each config stops where its run stopped.
+#     90 min in all with two processes.
+$TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_pixel.yaml \
+    --run-dir runs/enc64_pixel --threads 1
+$TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_pixel2.yaml \
+    --run-dir runs/enc64_pixel2 --threads 1
+$TORCHRUN --nproc_per_node 2 -m stylerelight train encoder --config train/configs/lightstage_encoder_pixel3.yaml \
+    --run-dir runs/enc64_pixel3 --threads 1
 # 4. evaluation and shipping
 cp runs/enc64_relit/encoder.pt checkpoints/lightstage_mapper_encoder.pt
-cp runs/enc64_stage_hard/encoder.pt checkpoints/lightstage_encoder.pt
+cp runs/enc64_pixel3/encoder.pt checkpoints/lightstage_encoder.pt
 $PY benchmarks/eval_inversion.py --heldout data/heldout --heldout data/heldout_hard --images 25 \
     --json checkpoints/lightstage_encoder_eval.json --examples checkpoints/lightstage_encoder_examples.png
