@@ -49,7 +49,7 @@ class EncoderTrainConfig:
     reduce_width: int = 32       # compact encoder: channels of each w's head at 4x4
     head_width: int = 256        # compact encoder: hidden units of each w's head
     iterations: int = 1          # > 1: iterative (ReStyle) encoder, this many passes at inference
-    init_encoder: str = ""       # a new run starts from this compact encoder (a 3-channel one fills 6 channels)
+    init_encoder: str = ""       # a new run starts from this compact encoder (a 3-channel or narrower one grows)
     batch: int = 16
     lr: float = 5e-4
     lr_halflife_kimg: float = 40.0  # lr * 0.5 ** (kimg / halflife): resume-safe (depends on the image count only)
