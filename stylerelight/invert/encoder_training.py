@@ -30,12 +30,6 @@ from .losses import PerceptualLoss, ms_ssim_l1
 from .optimize import psnr, w_stats
 
 
-def _fill(big: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
-    """`big` with `small` written into its leading slice, one per dimension."""
-    big[tuple(slice(0, n) for n in small.shape)] = small
-    return big
-
-
 @dataclass
 class EncoderTrainConfig:
     generator: str = ""          # checkpoint path; empty: the bundled generator
@@ -121,9 +115,7 @@ class EncoderTrainer(RunTrainer):
         self.gen_hash = generator_hash(G)
         self.w_avg, self.w_std = w_stats(G)
         net_cfg = {"n_styles": G.num_ws, "w_dim": G.w_dim, "resolution": G.img_resolution, "width": cfg.width,
-                   "iterations": cfg.iterations}
-        if (cfg.reduce_width, cfg.head_width) != (32, 256):  # files of the default sizes stay as they were
-            net_cfg.update(reduce_width=cfg.reduce_width, head_width=cfg.head_width)
+                   "reduce_width": cfg.reduce_width, "head_width": cfg.head_width, "iterations": cfg.iterations}
         with self.scope():
             net = build_compact(net_cfg)
         self.E = Encoder(net, self.w_avg.clone(), G.img_resolution, "compact",
@@ -183,7 +175,8 @@ class EncoderTrainer(RunTrainer):
                 o = o.clone()
                 if v.ndim >= 2:  # weights: [out, in, ...]; old outputs ignore the new inputs
                     o[: v.shape[0], v.shape[1]:] = 0
-                v = _fill(o, v)
+                o[tuple(slice(0, n) for n in v.shape)] = v
+                v = o
             own[k] = v
         self.E.net.load_state_dict(own)
         (self.run_dir / "init_encoder.txt").write_text(f"{Path(path).resolve()}\n")
