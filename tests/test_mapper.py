@@ -466,6 +466,12 @@ def test_detail_carry_starts_as_the_answer_trains_alone_and_resumes(tmp_path, ba
         got = M.carried(fixed.src_ws, M(fixed.src_ws, fixed.edit), fixed.ref_ws, fixed.edit)
         want = straight.M.carried(fixed.src_ws, straight.M(fixed.src_ws, fixed.edit), fixed.ref_ws, fixed.edit)
     torch.testing.assert_close(got, want)
+    # init_carries: a carry kept across a retrained network starts from the old file's carry
+    moved = _trainer(bank, captures, tmp_path / "c", G, **kw, init_carries=str(tmp_path / "b" / "mapper.pt"))
+    for (k, a), (_, c) in zip(moved.M.carry.state_dict().items(), M.carry.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, c, msg=k)
+    with pytest.raises(ValueError, match="no light carry"):
+        _trainer(bank, captures, tmp_path / "d", G, **kw, init_carries=str(tmp_path / "m" / "mapper.pt"))
     # the Editor adds it where the light changes (a > 0), nowhere else
     import copy
 

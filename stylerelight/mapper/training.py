@@ -37,6 +37,9 @@ class MapperTrainConfig:
     bank_refine_steps: int = 0   # latent bank codes: encoder + this many L-BFGS steps (0: encoder only)
     bank_subjects: int = 0       # latent bank: the first this many captures (0: all; a refined bank is costly)
     init_mapper: str = ""        # a new run starts from this mapper's network (same generator, sizes)
+    # a carry run: the trained carry starts from this mapper's carry of that kind instead of init_mapper's
+    # (a carry kept across a retrained network: init_mapper is the new network, this the old file)
+    init_carries: str = ""
     batch: int = 32              # global batch (split over processes)
     image_batch: int = 8         # of which this many also get the image loss (G forward/backward)
     lr: float = 3e-4
@@ -84,6 +87,8 @@ class MapperTrainConfig:
     def check(self) -> None:
         if self.carry_lights and not self.init_mapper:
             raise ValueError("carry_lights trains the detail carry of a trained mapper: set init_mapper")
+        if self.init_carries and not self.carry_lights:
+            raise ValueError("init_carries starts a carry run's carry: set carry_lights (or drop init_carries)")
         if self.carry_kind not in CARRY_KINDS:
             raise ValueError(f"carry_kind must be one of {', '.join(CARRY_KINDS)}, not {self.carry_kind!r}")
         if self.view_carry_gain is not None:
@@ -92,7 +97,7 @@ class MapperTrainConfig:
 
 class MapperTrainer(RunTrainer):
     kind = "mapper"
-    run_control = RUN_CONTROL + ("hdr_dir", "init_mapper", "view_carry_gain")
+    run_control = RUN_CONTROL + ("hdr_dir", "init_mapper", "init_carries", "view_carry_gain")
 
     def __init__(self, cfg: MapperTrainConfig, G, bank: Bank, run_dir, log: bool = True,
                  device: str | torch.device = "cpu"):
@@ -181,6 +186,13 @@ class MapperTrainer(RunTrainer):
                     raise ValueError(f"{path} has a {kind} carry of another size; set carry_hidden to match")
                 else:
                     getattr(self.M, name).load_state_dict(theirs.state_dict())
+        if self.carry and self.cfg.init_carries:
+            other = getattr(load_mapper(self.cfg.init_carries), CARRY_KINDS[self.carry])
+            own = getattr(self.M, CARRY_KINDS[self.carry])
+            if other is None or other.config() != own.config():
+                raise ValueError(f"{self.cfg.init_carries} has no {self.carry} carry of this size "
+                                 "(carry_hidden); pick another init_carries")
+            own.load_state_dict(other.state_dict())
         if self.rank == 0:
             (self.run_dir / "init_mapper.txt").write_text(f"{Path(path).resolve()}\n")
 
