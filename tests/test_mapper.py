@@ -579,6 +579,18 @@ def test_view_carry_starts_as_the_turned_code_trains_alone_and_applies_only_to_t
         base_turn = fixed.ref_ws + direct - lit
         torch.testing.assert_close(half.turned(fixed.ref_ws, fixed.src_ws, direct, lit, fixed.edit),
                                    base_turn + 0.5 * (got - base_turn))
+    # init_carries on a network without carries: the detail carry starts from the file's and trains,
+    # its view carry and gain come along frozen
+    kw_light = {**kw, "carry_kind": "light", "init_mapper": str(tmp_path / "m" / "mapper.pt"),
+                "init_carries": str(tmp_path / "a" / "mapper.pt")}
+    moved = _trainer(bank, captures, tmp_path / "l", G, **kw_light)
+    assert moved.M.view_carry_gain == 0.5
+    for part in ("carry", "view_carry"):
+        for k, v in getattr(half, part).state_dict().items():
+            torch.testing.assert_close(getattr(moved.M, part).state_dict()[k], v, msg=f"{part}.{k}")
+    moved.train(0.04, progress=False)
+    assert not torch.equal(moved.M.carry.linear.weight, half.carry.linear.weight)
+    torch.testing.assert_close(moved.M.view_carry.linear.weight, half.view_carry.linear.weight)
     # the Editor: a turn under the kept light gets it, an edit in place does not
     plain = copy.deepcopy(M)
     plain.view_carry = None

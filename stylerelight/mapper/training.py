@@ -37,8 +37,9 @@ class MapperTrainConfig:
     bank_refine_steps: int = 0   # latent bank codes: encoder + this many L-BFGS steps (0: encoder only)
     bank_subjects: int = 0       # latent bank: the first this many captures (0: all; a refined bank is costly)
     init_mapper: str = ""        # a new run starts from this mapper's network (same generator, sizes)
-    # a carry run: the trained carry starts from this mapper's carry of that kind instead of init_mapper's
-    # (a carry kept across a retrained network: init_mapper is the new network, this the old file)
+    # a carry run: its carries come from this mapper instead of init_mapper (carries kept across a
+    # retrained network: init_mapper is the new network, this the old file): the trained one starts
+    # from its carry of that kind, its other carry is kept frozen
     init_carries: str = ""
     batch: int = 32              # global batch (split over processes)
     image_batch: int = 8         # of which this many also get the image loss (G forward/backward)
@@ -186,13 +187,20 @@ class MapperTrainer(RunTrainer):
                     raise ValueError(f"{path} has a {kind} carry of another size; set carry_hidden to match")
                 else:
                     getattr(self.M, name).load_state_dict(theirs.state_dict())
-        if self.carry and self.cfg.init_carries:
-            other = getattr(load_mapper(self.cfg.init_carries), CARRY_KINDS[self.carry])
-            own = getattr(self.M, CARRY_KINDS[self.carry])
-            if other is None or other.config() != own.config():
-                raise ValueError(f"{self.cfg.init_carries} has no {self.carry} carry of this size "
-                                 "(carry_hidden); pick another init_carries")
-            own.load_state_dict(other.state_dict())
+        if self.carry and self.cfg.init_carries:  # the trained carry starts from its, the other is kept frozen
+            old = load_mapper(self.cfg.init_carries)
+            for kind, name in CARRY_KINDS.items():
+                theirs, own = getattr(old, name), getattr(self.M, name)
+                if kind != self.carry:
+                    if theirs is not None:
+                        setattr(self.M, name, theirs.to(self.M.net.w_std.device).requires_grad_(False))
+                        if kind == "view":
+                            self.M.view_carry_gain = old.view_carry_gain
+                elif theirs is None or theirs.config() != own.config():
+                    raise ValueError(f"{self.cfg.init_carries} has no {kind} carry of this size "
+                                     "(carry_hidden); pick another init_carries")
+                else:
+                    own.load_state_dict(theirs.state_dict())
         if self.rank == 0:
             (self.run_dir / "init_mapper.txt").write_text(f"{Path(path).resolve()}\n")
 
