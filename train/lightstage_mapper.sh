@@ -85,6 +85,21 @@ on_copy map64_nogeo_carry map64_nogeo_vcarry nogeo_view_carry  # the ablation's,
 #     second bank light refined into the same folder, 16 min; then 40 kimg, 16 min, two processes),
 #     network and view carry frozen
 on_copy map64_vcarry map64_carry2 carry2
+# 3k. (session 25, not shipped: ENCODER8=1; the model card) a mapper for the phase-8 encoder
+#     (checkpoints/lightstage_encoder.pt): the bundled network continued on a bank of its codes (a), then
+#     the bundled detail carry (b; init_carries, with the refined sources of that encoder) and view
+#     carry (c) continued on it; about 1 h 45 min with two processes on the 150 captures of seeds 0-149
+if [ "${ENCODER8:-0}" = 1 ]; then
+    for STEP in encoder8:map64_enc8:map64_enc8 encoder8_carry:map64_enc8_carry:map64_enc8 \
+                encoder8_view_carry:map64_enc8_vcarry:map64_enc8_carry; do
+        IFS=: read -r CFG RUN FROM <<< "$STEP"
+        mkdir -p "runs/$RUN"
+        [ "$RUN" = "$FROM" ] || [ -e "runs/$RUN/bank" ] || cp -r "runs/$FROM/bank" "runs/$RUN/bank"
+        $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+            --config "train/configs/lightstage_mapper_$CFG.yaml" --run-dir "runs/$RUN" --threads 1 \
+            --encoder checkpoints/lightstage_encoder.pt
+    done
+fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_vcarry/mapper.pt \
