@@ -164,7 +164,7 @@ class MapperTrainer(RunTrainer):
         """Warm start (e.g. a mapper trained on another latent bank): its network's weights; the
         light statistics stay this bank's, the optimiser starts fresh. Training a carry, the network
         stays as it was trained, light statistics and its other carry included (the carry of the kind
-        trained, if it has one, is the start)."""
+        trained, if it has one, is the start); with `init_carries` both carries come from that file."""
         from .model import load_mapper
 
         src = load_mapper(path)
@@ -176,31 +176,22 @@ class MapperTrainer(RunTrainer):
         self.M.net.load_state_dict(theirs)
         if self.carry:
             self.M.conditioner.load_state_dict(src.conditioner.state_dict(), strict=False)
-            self.M.view_carry_gain = src.view_carry_gain
+            where, carries = path, src
+            if self.cfg.init_carries:  # a retrained network: the carries come from the old file
+                where, carries = self.cfg.init_carries, load_mapper(self.cfg.init_carries)
+                if getattr(carries, CARRY_KINDS[self.carry]) is None:
+                    raise ValueError(f"{where} has no {self.carry} carry to start from; pick another init_carries")
+            self.M.view_carry_gain = carries.view_carry_gain
             for kind, name in CARRY_KINDS.items():
-                theirs = getattr(src, name)
+                theirs = getattr(carries, name)
                 if theirs is None:
                     continue
                 if kind != self.carry:  # kept as it is, frozen
                     setattr(self.M, name, theirs.to(self.M.net.w_std.device).requires_grad_(False))
                 elif theirs.config() != getattr(self.M, name).config():
-                    raise ValueError(f"{path} has a {kind} carry of another size; set carry_hidden to match")
+                    raise ValueError(f"{where} has a {kind} carry of another size; set carry_hidden to match")
                 else:
                     getattr(self.M, name).load_state_dict(theirs.state_dict())
-        if self.carry and self.cfg.init_carries:  # the trained carry starts from its, the other is kept frozen
-            old = load_mapper(self.cfg.init_carries)
-            for kind, name in CARRY_KINDS.items():
-                theirs, own = getattr(old, name), getattr(self.M, name)
-                if kind != self.carry:
-                    if theirs is not None:
-                        setattr(self.M, name, theirs.to(self.M.net.w_std.device).requires_grad_(False))
-                        if kind == "view":
-                            self.M.view_carry_gain = old.view_carry_gain
-                elif theirs is None or theirs.config() != own.config():
-                    raise ValueError(f"{self.cfg.init_carries} has no {kind} carry of this size "
-                                     "(carry_hidden); pick another init_carries")
-                else:
-                    own.load_state_dict(theirs.state_dict())
         if self.rank == 0:
             (self.run_dir / "init_mapper.txt").write_text(f"{Path(path).resolve()}\n")
 
