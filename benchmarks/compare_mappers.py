@@ -1,0 +1,69 @@
+"""Two mapper files side by side on validation subjects (not the eval's): each maps every edit
+with its own Editor (the encoder whose codes it learned, its refinement, the default edit), and
+the mean of the two edited codes is measured too (are the two mappers' errors independent?).
+Per subject the eval's recipe (`eval_edit.subject_case`): the identity edit with the true light,
+three relights, relight + yaw 15, and turns under the kept light (yaw +-15, +-30, pitch +-10),
+against Mitsuba's renders; mean PSNR per case.
+
+    python benchmarks/compare_mappers.py runs/map64_carry2/mapper.pt runs/map64_enc8_vcarry/mapper.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from eval_edit import metrics, subject_case  # noqa: E402
+
+from stylerelight.edit import EditError, Editor  # noqa: E402
+from stylerelight.imageio import gan_to_uint8  # noqa: E402
+from stylerelight.synth import Camera, render_portrait  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mapper_a")
+    ap.add_argument("mapper_b")
+    ap.add_argument("--subjects", type=int, default=8)
+    ap.add_argument("--offset", type=int, default=4_000_000, help="first validation subject seed")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    eds = [Editor.from_pretrained(mapper=m) for m in (args.mapper_a, args.mapper_b)]
+    G, res = eds[0].G, {}
+    for i in range(args.subjects):
+        seed = args.offset + i
+        subj, cam, env_s, (env_t, env_b, env_c) = subject_case(seed, eds[0].stage)
+        src = render_portrait(subj, env_s, cam, G.img_resolution, spp=64, seed=seed)
+        lats = [ed.invert(src, aligned=True) for ed in eds]
+        cases = [("identity", env_s, 0, 0)] + [("relight", e, 0, 0) for e in (env_t, env_b, env_c)]
+        cases += [("relight + yaw 15", env_t, 15, 0)] + [(f"yaw +-{abs(d)}", None, d, 0) for d in (15, -15, 30, -30)]
+        cases += [("pitch +-10", None, 0, d) for d in (10, -10)]
+        for name, env, dy, dp in cases:
+            try:
+                ws = [ed.map([lat], [ed.resolve_light(env, 0.0, lat)], [dy], [dp])
+                      for ed, lat in zip(eds, lats, strict=True)]
+            except EditError:  # the estimated pose put the target outside the trained range
+                continue
+            tgt = src if name == "identity" else render_portrait(
+                subj, env or env_s, Camera(yaw=cam.yaw + dy, pitch=cam.pitch + dp), G.img_resolution, spp=64,
+                seed=seed + 1)
+            with torch.no_grad():
+                imgs = [gan_to_uint8(G.synthesis(w, noise_mode="const"))[0] for w in (*ws, (ws[0] + ws[1]) / 2)]
+            res.setdefault(name, []).append([metrics(im, tgt)[0] for im in imgs])
+        print(f"subject {i + 1}/{args.subjects} done", flush=True)
+    print(f"\n{'case':18s}{'A':>8s}{'B':>8s}{'mean ws':>9s}   (A = {args.mapper_a}, B = {args.mapper_b})")
+    for name, v in res.items():
+        m = np.mean(v, axis=0)
+        print(f"{name:18s}{m[0]:8.2f}{m[1]:8.2f}{m[2]:9.2f}   ({len(v)})")
+
+
+if __name__ == "__main__":
+    main()
