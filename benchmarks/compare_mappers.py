@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from eval_edit import metrics, subject_case  # noqa: E402
+from view_validation import TURNS  # noqa: E402
 
 from stylerelight.edit import EditError, Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
@@ -44,8 +45,8 @@ def main():
         src = render_portrait(subj, env_s, cam, G.img_resolution, spp=64, seed=seed)
         lats = [ed.invert(src, aligned=True) for ed in eds]
         cases = [("identity", env_s, 0, 0)] + [("relight", e, 0, 0) for e in (env_t, env_b, env_c)]
-        cases += [("relight + yaw 15", env_t, 15, 0)] + [(f"yaw +-{abs(d)}", None, d, 0) for d in (15, -15, 30, -30)]
-        cases += [("pitch +-10", None, 0, d) for d in (10, -10)]
+        cases += [("relight + yaw 15", env_t, 15, 0)]
+        cases += [(f"yaw +-{abs(dy)}" if dy else "pitch +-10", None, dy, dp) for dy, dp in TURNS]
         for name, env, dy, dp in cases:
             try:
                 ws = [ed.map([lat], [ed.resolve_light(env, 0.0, lat)], [dy], [dp])
