@@ -9,13 +9,13 @@ TORCHRUN=${TORCHRUN:-.venv/bin/torchrun}
 KIMG=${KIMG:-200}
 
 # train train/configs/lightstage_mapper_CFG.yaml in runs/RUN on a copy of runs/FROM's latent bank
-# (its refined sources included), with the session-12 encoder: on_copy FROM RUN CFG
+# (its refined sources included), with the session-12 encoder or the one given: on_copy FROM RUN CFG [ENCODER]
 on_copy() {
     mkdir -p "runs/$2"
     [ -e "runs/$2/bank" ] || cp -r "runs/$1/bank" "runs/$2/bank"
     $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
         --config "train/configs/lightstage_mapper_$3.yaml" --run-dir "runs/$2" --threads 1 \
-        --encoder runs/enc64_relit/encoder.pt
+        --encoder "${4:-runs/enc64_relit/encoder.pt}"
 }
 
 # 1. OLAT captures aligned for the bundled 64^2 generator: 300 training subjects (seeds 0..299)
@@ -88,17 +88,14 @@ on_copy map64_vcarry map64_carry2 carry2
 # 3k. (session 25, not shipped: ENCODER8=1; the model card) a mapper for the phase-8 encoder
 #     (checkpoints/lightstage_encoder.pt): the bundled network continued on a bank of its codes (a), then
 #     the bundled detail carry (b; init_carries, with the refined sources of that encoder) and view
-#     carry (c) continued on it; about 1 h 45 min with two processes on the 150 captures of seeds 0-149
+#     carry (c) continued on it; about 1 h 45 min with two processes on the first 150 captures
+#     (bank_subjects: 150, seeds 0-149)
 if [ "${ENCODER8:-0}" = 1 ]; then
-    for STEP in encoder8:map64_enc8:map64_enc8 encoder8_carry:map64_enc8_carry:map64_enc8 \
-                encoder8_view_carry:map64_enc8_vcarry:map64_enc8_carry; do
-        IFS=: read -r CFG RUN FROM <<< "$STEP"
-        mkdir -p "runs/$RUN"
-        [ "$RUN" = "$FROM" ] || [ -e "runs/$RUN/bank" ] || cp -r "runs/$FROM/bank" "runs/$RUN/bank"
-        $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-            --config "train/configs/lightstage_mapper_$CFG.yaml" --run-dir "runs/$RUN" --threads 1 \
-            --encoder checkpoints/lightstage_encoder.pt
-    done
+    E8=checkpoints/lightstage_encoder.pt
+    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+        --config train/configs/lightstage_mapper_encoder8.yaml --run-dir runs/map64_enc8 --threads 1 --encoder $E8
+    on_copy map64_enc8 map64_enc8_carry encoder8_carry $E8
+    on_copy map64_enc8_carry map64_enc8_vcarry encoder8_view_carry $E8
 fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
