@@ -15,7 +15,7 @@ import stylerelight as sr
 from stylerelight.bundled import ENCODER, GENERATOR, bundled
 from stylerelight.lighting import LightStage, face_display
 from stylerelight.mapper import Edit, build_mapper, load_mapper, normalise_light, save_mapper
-from stylerelight.mapper.conditioning import ShadingProbe
+from stylerelight.mapper.conditioning import MAP_CHANNELS, Conditioner, ShadingProbe, crop_coordinates, splat
 from stylerelight.mapper.networks import LatentMapper
 from stylerelight.mapper.pairs import Bank, BankSpec, build_bank, sample_pairs, to_tensor
 from stylerelight.mapper.training import MapperTrainConfig, MapperTrainer
@@ -149,6 +149,65 @@ def test_shading_is_linear_shadowed_and_scale_free():
     torch.testing.assert_close(normalise_light(c), normalise_light(7.5 * c))
 
 
+def test_crop_coordinates_follow_the_dataset_crop():
+    """The shading map's projection: a shape's landmarks seen by synth.Camera and cropped with
+    align.ffhq_quad (numpy, the dataset's own code) land where crop_coordinates puts them."""
+    from stylerelight.align import ffhq_quad
+    from stylerelight.synth import Camera
+
+    probe = ShadingProbe(STAGE.directions)
+    m = HeadModel.default()
+    rng = np.random.default_rng(1)
+    idc, ex = rng.standard_normal((3, len(m.id_names))), rng.uniform(0, 1, (3, len(m.expr_names)))
+    yaw, pitch = np.array([-40.0, 0.0, 25.0]), np.array([10.0, -15.0, 0.0])
+    pts, lm = probe.points(torch.from_numpy(idc), torch.from_numpy(ex))
+    uv, _ = crop_coordinates(torch.cat([pts, lm], 1), lm, torch.from_numpy(yaw), torch.from_numpy(pitch))
+    for i in range(3):
+        v = m.vertices(idc[i], ex[i])
+        np.testing.assert_allclose(pts[i].numpy(), v[probe.vertex_index], atol=1e-4)
+        raw = Camera(yaw=yaw[i], pitch=pitch[i]).project(v[m.landmarks], 1000)
+        quad, size = ffhq_quad(raw)
+        x_axis, y_axis = (quad[3] - quad[0]) / size, (quad[1] - quad[0]) / size  # unit crop axes
+        ref = np.stack([(raw - quad[0]) @ x_axis, (raw - quad[0]) @ y_axis], -1) / size
+        np.testing.assert_allclose(uv[i, -68:].numpy(), ref, atol=1e-4)
+
+
+def test_splat_averages_the_kept_points_per_cell():
+    uv = torch.tensor([[[0.1, 0.1], [0.2, 0.2], [0.9, 0.1], [0.9, 0.1], [1.5, 0.5]]])
+    vals = torch.tensor([[[1.0], [3.0], [5.0], [7.0], [9.0]]])
+    keep = torch.tensor([[True, True, True, False, True]])
+    mean, cov = splat(uv, vals, keep, 2)
+    torch.testing.assert_close(mean[0, 0], torch.tensor([[2.0, 5.0], [0.0, 0.0]]))  # row 0: (0,0) and (0,1)
+    torch.testing.assert_close(cov[0], torch.tensor([[1.0, 1.0], [0.0, 0.0]]))  # the point off the crop is dropped
+
+
+def test_shading_map_sees_the_turn_and_the_light():
+    """The map is in the target view's crop: a turn moves the face's coverage the way the head
+    turns (a camera moved to the head's +x side sees that cheek, on the image's right: synth.Camera
+    has image x along world +x at yaw 0), keeping the view leaves both coverages equal, and a light
+    from the head's +x side lights the map's right half and leaves the left in the nose's shadow."""
+    C = Conditioner(STAGE.num_lights, STAGE.directions, True, shading_map=16)
+    n, d = 3, STAGE.directions
+    side = torch.zeros(n, STAGE.num_lights, 3)
+    side[:, int(np.argmax(d[:, 0] + 0.5 * d[:, 2]))] = 1.0  # from the head's +x side, in front
+    e = Edit(light=side, src_pose=torch.zeros(n, 2), delta_pose=torch.tensor([[0.0, 0], [30, 0], [-30, 0]]),
+             same_view=torch.tensor([1.0, 0, 0]), src_light=torch.ones(n, STAGE.num_lights, 3),
+             identity=torch.zeros(n, 16), expression=torch.zeros(n, 4))
+    c = C(e)
+    assert c.shape == (n, C.dim) and C.dim == Conditioner(STAGE.num_lights, STAGE.directions).dim + MAP_CHANNELS * 256
+    m = c[:, -MAP_CHANNELS * 256:].reshape(n, MAP_CHANNELS, 16, 16)
+    cov_t, cov_s = m[:, 6], m[:, 7]
+    torch.testing.assert_close(cov_t[0], cov_s[0])
+    torch.testing.assert_close(cov_s[1], cov_s[0])  # the source view is the same for all three
+    xs = torch.arange(16.0)
+    centre = (cov_t * xs).sum([1, 2]) / cov_t.sum([1, 2])
+    assert centre[2] + 1 < centre[0] < centre[1] - 1, centre
+    col = (m[0, 0] * cov_t[0]).sum(0) / cov_t[0].sum(0).clamp_min(1)  # mean log shading per column
+    covered = (cov_t[0].sum(0) > 0).nonzero().flatten()
+    mid = int(covered.float().mean().round())
+    assert col[mid:covered[-1] + 1].mean() > col[covered[0]:mid].mean() + 1.5, col
+
+
 def test_mapper_starts_near_identity_and_maps_fast():
     m = LatentMapper(10, 128, 30)
     ws = torch.randn(4, 10, 128)
@@ -195,6 +254,13 @@ def test_mapper_file_round_trip_and_refusals(tmp_path):
         M2.check_for(G2)
     with pytest.raises(sr.CheckpointError, match="light-stage layout"):
         M2.check_for(G, directions=LightStage.default(120).directions[:150])
+    S = build_mapper(G, STAGE.directions, geometry=True, hidden=32, shading_map=4)
+    with torch.no_grad():
+        S.net.cond[0].weight.add_(torch.randn_like(S.net.cond[0].weight) * 0.1)
+    save_mapper(S, tmp_path / "s.pt")
+    S2 = load_mapper(tmp_path / "s.pt")
+    assert S2.conditioner.shading_map == 4
+    torch.testing.assert_close(S2(ws, e), S.eval()(ws, e))
     torch.save({"format": "stylerelight-mapper", "config": {}}, tmp_path / "bad.pt")
     with pytest.raises(sr.CheckpointError, match="damaged mapper"):
         load_mapper(tmp_path / "bad.pt")
@@ -346,6 +412,16 @@ def test_new_run_warm_starts_from_a_mapper(tmp_path, bank_dir, captures, bundled
                                                    t.M.net.state_dict().values(), strict=True))
     with pytest.raises(ValueError, match="another network"):
         _trainer(bank_dir, captures, tmp_path / "h", G, hidden=64, init_mapper=str(tmp_path / "a" / "mapper.pt"))
+    # a mapper gaining the shading map starts as the one it starts from (its new inputs at zero), and learns them
+    s = _trainer(bank_dir, captures, tmp_path / "s", G, shading_map=8, init_mapper=str(tmp_path / "a" / "mapper.pt"))
+    assert s.M.net.cond_dim == t.M.net.cond_dim + 8 * 8 * 8
+    b = sample_pairs(t.bank, 8, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(s.M(b.src_ws, b.edit), t.M(b.src_ws, b.edit))
+    s.train(0.04, progress=False)
+    assert float(s.M.net.cond[0].weight.detach()[:, t.M.net.cond_dim:].abs().max()) > 0
+    with pytest.raises(ValueError, match="another network"):  # and a mapper with the map does not narrow
+        _trainer(bank_dir, captures, tmp_path / "n", G, init_mapper=str(tmp_path / "s" / "mapper.pt"))
 
 
 def test_torchrun_two_processes_on_cpu(tmp_path, bank_dir, captures):

@@ -9,6 +9,12 @@
   the shading of its estimated geometry under the target and the source light, with self-shadows
   (a per-vertex visibility table of the head model ray-traced once with Mitsuba), pooled over a
   4 x 4 grid of face regions. The log ratio target/source is the relighting's shading change.
+* shading map (optional, `shading_map` S > 0): the same per-vertex shading seen from the *target*
+  view: the probe vertices of the estimated shape projected by the target camera into the FFHQ crop
+  of that view (the quad of the shape's own projected landmarks, as the dataset's portraits are
+  cropped), front-facing ones averaged on an S x S grid: the log target shading, its log ratio to
+  the source light's, and the coverage of the target and of the source view. Where the 4 x 4 regions
+  are fixed on the face, the map says where in the edited image the shading and the face land.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import numpy as np
 import torch
 
 from ..recon.reconstruction import _vertex_normals
+from ..synth.camera import TARGET, Camera
 
 LUMA = np.array([0.2126, 0.7152, 0.0722])
 LIGHT_EPS = 0.02
 YAW_SCALE, PITCH_SCALE = 45.0, 20.0
 GRID = 4  # face regions: GRID x GRID
+MAP_CHANNELS = 8  # shading map: log target shading (3), log ratio to the source's (3), two coverages
 
 
 def normalise_light(coeffs) -> torch.Tensor:
@@ -69,17 +77,28 @@ class ShadingProbe(torch.nn.Module):
     def __init__(self, directions: np.ndarray):
         super().__init__()
         t = _probe_tables(tuple(map(tuple, np.round(np.asarray(directions, np.float64), 6))))
-        for k in ("visibility", "pool", "mean", "id_basis", "expr_basis"):
+        for k in ("visibility", "pool", "mean", "id_basis", "expr_basis", "lm_mean", "lm_id", "lm_expr"):
             self.register_buffer(k, torch.from_numpy(t[k]).float())
         self.register_buffer("directions", torch.from_numpy(np.asarray(directions, np.float32)))
         self.register_buffer("faces", torch.from_numpy(t["faces"]).long())
         self.register_buffer("probe_of_vertex", torch.from_numpy(t["probe_of_vertex"]).long())
+        self.register_buffer("probe_index", torch.from_numpy(t["probe_index"]).long())
         self.vertex_index = t["sel"]  # the head model's vertex index of each probe vertex
+
+    def _shape(self, identity: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
+        """[N, V, 3] the vertices the probe uses, of each subject's shape."""
+        return (self.mean + torch.einsum("ni,ivc->nvc", identity.float(), self.id_basis)
+                + torch.einsum("nx,xvc->nvc", expression.float(), self.expr_basis))
+
+    def points(self, identity: torch.Tensor, expression: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N, P, 3] probe vertices and [N, 68, 3] landmarks of each subject's shape."""
+        lm = (self.lm_mean + torch.einsum("ni,ivc->nvc", identity.float(), self.lm_id)
+              + torch.einsum("nx,xvc->nvc", expression.float(), self.lm_expr))
+        return self._shape(identity, expression)[:, self.probe_index], lm
 
     def normals(self, identity: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
         """[N, P, 3] normals at the probe vertices of each subject's shape (coefficients [N, I], [N, X])."""
-        v = (self.mean + torch.einsum("ni,ivc->nvc", identity.float(), self.id_basis)
-             + torch.einsum("nx,xvc->nvc", expression.float(), self.expr_basis))
+        v = self._shape(identity, expression)
         f = self.faces
         fn = torch.cross(v[:, f[:, 1]] - v[:, f[:, 0]], v[:, f[:, 2]] - v[:, f[:, 0]], dim=-1)
         n = v.new_zeros(len(v), len(self.visibility) + 1, 3)
@@ -88,10 +107,64 @@ class ShadingProbe(torch.nn.Module):
         n = n[:, :-1]
         return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
+    def vertex_shading(self, normals: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+        """normals [N, P, 3], light [N, L, 3] (scale-free) -> shading per probe vertex [N, P, 3]."""
+        cos = (normals @ self.directions.T).clamp_min(0) * self.visibility  # [N, P, L]
+        return cos @ light
+
     def forward(self, normals: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
         """normals [N, P, 3], light [N, L, 3] (scale-free) -> shading [N, R, 3]."""
-        cos = (normals @ self.directions.T).clamp_min(0) * self.visibility  # [N, P, L]
-        return self.pool @ (cos @ light)
+        return self.pool @ self.vertex_shading(normals, light)
+
+
+def crop_coordinates(points: torch.Tensor, landmarks: torch.Tensor, yaw: torch.Tensor,
+                     pitch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where head points land in the FFHQ crop of a view: points [N, P, 3], the shape's landmarks
+    [N, 68, 3], camera (yaw, pitch) [N] in degrees (synth.Camera, its distance and field of view) ->
+    ([N, P, 2] crop coordinates in [0, 1] inside the crop, [N, 3] camera origins). The crop is
+    `align.ffhq_quad` of the projected landmarks, as the dataset's portraits are cropped."""
+    cam = Camera()
+    y, p = torch.deg2rad(yaw.float()), torch.deg2rad(pitch.float())
+    d = torch.stack([torch.sin(y) * torch.cos(p), torch.sin(p), torch.cos(y) * torch.cos(p)], -1)  # [N, 3]
+    o = torch.as_tensor(TARGET, dtype=d.dtype) + cam.distance * d
+    r = torch.nn.functional.normalize(torch.linalg.cross(-d, d.new_tensor([0.0, 1.0, 0.0]).expand_as(d)), dim=-1)
+    u = torch.linalg.cross(r, -d)
+    fpx = 0.5 / np.tan(np.radians(cam.fov) / 2)
+
+    def project(q):  # [N, K, 3] -> [N, K, 2] image coordinates (x right, y down)
+        pc = q - o[:, None]
+        z = (pc * d[:, None]).sum(-1)  # depth in front of the camera is -z_cam = -(pc . d)
+        return torch.stack([fpx * (pc * r[:, None]).sum(-1), -fpx * (pc * u[:, None]).sum(-1)], -1) / -z[..., None]
+
+    lm = project(landmarks)
+    eye_l, eye_r = lm[:, 36:42].mean(1), lm[:, 42:48].mean(1)
+    eye_avg, eye_to_eye = (eye_l + eye_r) / 2, eye_r - eye_l
+    eye_to_mouth = (lm[:, 48] + lm[:, 54]) / 2 - eye_avg
+    x = eye_to_eye - torch.stack([-eye_to_mouth[:, 1], eye_to_mouth[:, 0]], -1)
+    x = torch.nn.functional.normalize(x, dim=-1) * torch.maximum(eye_to_eye.norm(dim=-1) * 2,
+                                                                  eye_to_mouth.norm(dim=-1) * 1.8)[:, None]
+    yv = torch.stack([-x[:, 1], x[:, 0]], -1)
+    c = eye_avg + 0.1 * eye_to_mouth
+    q = project(points) - c[:, None]
+    uv = torch.stack([(q * x[:, None]).sum(-1) / x.square().sum(-1)[:, None],
+                      (q * yv[:, None]).sum(-1) / yv.square().sum(-1)[:, None]], -1)
+    return (uv + 1) / 2, o
+
+
+def splat(uv: torch.Tensor, values: torch.Tensor, keep: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of values [N, P, C] of the kept points (keep [N, P]) on a size x size grid of the crop
+    (uv [N, P, 2] in [0, 1]) -> ([N, C, size, size] means, 0 where none; [N, size, size] coverage)."""
+    N, P, C = values.shape
+    cell = (uv * size).floor().long()
+    keep = keep & (cell >= 0).all(-1) & (cell < size).all(-1)
+    idx = (cell[..., 1].clamp(0, size - 1) * size + cell[..., 0].clamp(0, size - 1)
+           + size * size * torch.arange(N, device=uv.device)[:, None])
+    k = keep.flatten().to(values.dtype)
+    total = values.new_zeros(N * size * size, C).index_add_(0, idx.flatten(), values.flatten(0, 1) * k[:, None])
+    count = values.new_zeros(N * size * size).index_add_(0, idx.flatten(), k)
+    mean = total / count.clamp_min(1)[:, None]
+    return (mean.reshape(N, size, size, C).permute(0, 3, 1, 2),
+            (count > 0).to(values.dtype).reshape(N, size, size))
 
 
 @lru_cache(maxsize=4)
@@ -135,7 +208,10 @@ def _probe_tables(directions: tuple) -> dict:
     ray = mi.Ray3f(mi.Point3f(*(mi.Float(o[:, k]) for k in range(3))),
                    mi.Vector3f(*(mi.Float(w[:, k]) for k in range(3))))
     hit = np.array(scene.ray_test(ray)).reshape(P, L)
+    lmi = m.landmarks
     return {"visibility": (~hit).astype(np.float32), "pool": pool, "mean": v[used].astype(np.float32),
+            "probe_index": remap[sel], "lm_mean": v[lmi].astype(np.float32),
+            "lm_id": m.id_basis[:, lmi].astype(np.float32), "lm_expr": m.expr_basis[:, lmi].astype(np.float32),
             "id_basis": m.id_basis[:, used].astype(np.float32), "expr_basis": m.expr_basis[:, used].astype(np.float32),
             "faces": remap[faces], "probe_of_vertex": probe_of_vertex, "sel": sel}
 
@@ -143,9 +219,12 @@ def _probe_tables(directions: tuple) -> dict:
 class Conditioner(torch.nn.Module):
     """Edit -> condition vector [N, D]; statistics of the light code are buffers (saved with the mapper)."""
 
-    def __init__(self, num_lights: int, directions: np.ndarray | None = None, geometry: bool = True):
+    def __init__(self, num_lights: int, directions: np.ndarray | None = None, geometry: bool = True,
+                 shading_map: int = 0):
         super().__init__()
-        self.num_lights, self.geometry = num_lights, geometry
+        if shading_map and not geometry:
+            raise ValueError("a shading map is geometry conditioning: set geometry as well")
+        self.num_lights, self.geometry, self.shading_map = num_lights, geometry, int(shading_map)
         self.register_buffer("light_mean", torch.zeros(3 * num_lights))
         self.register_buffer("light_std", torch.ones(3 * num_lights))
         self.probe = ShadingProbe(directions) if geometry else None
@@ -155,7 +234,7 @@ class Conditioner(torch.nn.Module):
         d = 3 * self.num_lights + 5
         if self.geometry:
             d += 3 * self.num_lights + 2 * 3 * GRID * GRID
-        return d
+        return d + MAP_CHANNELS * self.shading_map**2
 
     def set_light_stats(self, codes: torch.Tensor) -> None:
         self.light_mean.copy_(codes.mean(0))
@@ -174,8 +253,27 @@ class Conditioner(torch.nn.Module):
                                  "invert with a reconstruction")
             if normals is None:
                 normals = self.probe.normals(e.identity, e.expression)
-            tgt = self.probe(normals, normalise_light(e.light))
-            src = self.probe(normals, normalise_light(e.src_light))
+            # per-vertex shading under the target and the source light at once: [N, P, 6]
+            vert = self.probe.vertex_shading(normals, torch.cat([normalise_light(e.light),
+                                                                 normalise_light(e.src_light)], -1))
+            tgt, src = (self.probe.pool @ vert).split(3, -1)
             ls, lt = torch.log(LIGHT_EPS + src), torch.log(LIGHT_EPS + tgt)
             parts += [self._light(e.src_light), lt.flatten(1), (lt - ls).flatten(1)]
+            if self.shading_map:
+                parts.append(self._map(e, normals, vert).flatten(1))
         return torch.cat(parts, 1)
+
+    def _map(self, e: Edit, normals: torch.Tensor, vert: torch.Tensor) -> torch.Tensor:
+        """[N, MAP_CHANNELS, S, S]: the shading of the estimated shape (per-vertex, target and source
+        light: vert [N, P, 6]) as the target view sees it, and the coverage of both views."""
+        N, S = len(vert), self.shading_map
+        pts, lm = self.probe.points(e.identity, e.expression)
+        v = torch.log(LIGHT_EPS + vert / self.probe.directions.shape[0])
+        vt, vs = v.split(3, -1)
+        pose = torch.cat([e.src_pose + e.delta_pose, e.src_pose]).float()  # the target view, then the source's
+        pts2, n2 = torch.cat([pts, pts]), torch.cat([normals, normals])
+        uv, o = crop_coordinates(pts2, torch.cat([lm, lm]), pose[:, 0], pose[:, 1])
+        front = ((o[:, None] - pts2) * n2).sum(-1) > 0
+        vals = torch.cat([vt, vt - vs], -1)
+        m, cov = splat(uv, torch.cat([vals, vals]), front, S)
+        return torch.cat([m[:N], cov[:N, None], cov[N:, None]], 1)

@@ -5,7 +5,8 @@ File (own format, `torch.load(weights_only=True)`): {"format": "stylerelight-map
 "config": {...}, "state_dict": {...}, "generator": {"hash", "num_ws", "w_dim", "img_resolution"},
 "stage": {"num_lights", "hash"}, "pose_range": {"yaw": deg, "pitch": deg}, "info": {...}}; a
 detail carry's weights (`carry.*`) when config has "carry_hidden", a view carry's (`view_carry.*`)
-when it has "view_carry_hidden" (and "view_carry_gain", the share of it applied).
+when it has "view_carry_hidden" (and "view_carry_gain", the share of it applied); "shading_map"
+(S, absent: 0) when the condition ends with the target view's shading map.
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ class Mapper(nn.Module):
 
 
 def build_mapper(G, directions: np.ndarray, geometry: bool = True, hidden: int = 256, pose_range=None,
-                 w_avg=None, w_std=None, info: dict | None = None) -> Mapper:
-    cond = Conditioner(len(directions), directions, geometry)
+                 w_avg=None, w_std=None, info: dict | None = None, shading_map: int = 0) -> Mapper:
+    cond = Conditioner(len(directions), directions, geometry, shading_map)
     net = LatentMapper(G.num_ws, G.w_dim, cond.dim, hidden, w_avg=w_avg, w_std=1.0 if w_std is None else w_std)
     gen = {"hash": generator_hash(G), "num_ws": G.num_ws, "w_dim": G.w_dim, "img_resolution": G.img_resolution}
     stage = {"num_lights": len(directions), "hash": stage_hash(directions),
@@ -117,6 +118,8 @@ def build_mapper(G, directions: np.ndarray, geometry: bool = True, hidden: int =
 
 def save_mapper(M: Mapper, path: str | os.PathLike) -> None:
     cfg = {**M.net.config(), "geometry": M.geometry}
+    if M.conditioner.shading_map:
+        cfg["shading_map"] = M.conditioner.shading_map
     for pre, name in zip(CARRY_PREFIXES, CARRY_KINDS.values(), strict=True):
         if getattr(M, name) is not None:
             cfg.update({pre + k: v for k, v in getattr(M, name).config().items()})
@@ -138,7 +141,7 @@ def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         dirs = stage["directions"].double().numpy()
         if dirs.ndim != 2 or dirs.shape[1] != 3 or not np.isfinite(dirs).all():
             raise ValueError("light directions are not [L, 3]")
-        cond = Conditioner(len(dirs), dirs, bool(cfg["geometry"]))
+        cond = Conditioner(len(dirs), dirs, bool(cfg["geometry"]), int(cfg.get("shading_map", 0)))
         net = LatentMapper(int(cfg["num_ws"]), int(cfg["w_dim"]), int(cfg["cond_dim"]), int(cfg["hidden"]),
                            cond_hidden=int(cfg["cond_hidden"]))
         if net.cond_dim != cond.dim:

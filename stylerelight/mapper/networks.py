@@ -89,3 +89,18 @@ class DetailCarry(nn.Module):
 
     def config(self) -> dict:
         return {"carry_hidden": self.hidden, "carry_cond_hidden": self.cond[0].out_features}
+
+
+def load_widened(module: nn.Module, state: dict) -> None:
+    """Load `state` into `module`, whose condition input may be wider: the condition's first layer
+    ("cond.0.weight") takes the old inputs' columns and zeros for the new ones, which come last, so
+    the module answers exactly as before until training uses them (a mapper gaining a conditioning)."""
+    own = module.state_dict()
+    state = dict(state)
+    k = "cond.0.weight"
+    if k in state and k in own and state[k].shape != own[k].shape:
+        old, new = state[k], own[k]
+        if old.shape[0] != new.shape[0] or old.shape[1] > new.shape[1]:
+            raise ValueError(f"condition layer {list(old.shape)} does not widen to {list(new.shape)}")
+        state[k] = torch.cat([old, old.new_zeros(old.shape[0], new.shape[1] - old.shape[1])], 1)
+    module.load_state_dict(state)

@@ -24,12 +24,14 @@ from ..invert.losses import PerceptualLoss, ms_ssim_l1
 from ..invert.optimize import psnr, w_stats
 from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, dist_info
 from .model import CARRY_KINDS, build_mapper, check_view_carry_gain, save_mapper
+from .networks import load_widened
 from .pairs import Bank, sample_carry_pairs, sample_pairs, sample_view_carry_pairs
 
 
 @dataclass
 class MapperTrainConfig:
     geometry: bool = True        # condition on the source reconstruction (pose, light, shading of its shape)
+    shading_map: int = 0         # > 0: also the target view's shading map, S x S (conditioning.Conditioner)
     hidden: int = 256
     lights_per_subject: int = 6  # latent bank: lights per subject, each seen from every camera
     light_pool: int = 2000       # target lights drawn from this many env maps
@@ -123,7 +125,8 @@ class MapperTrainer(RunTrainer):
         with self.scope():
             self.M = build_mapper(G, stage_dirs, cfg.geometry, cfg.hidden, {"yaw": yaw, "pitch": pitch},
                                   w_avg=w_avg, w_std=w_std / math.sqrt(G.w_dim),
-                                  info={"bank_subjects": bank.shape[0], "encoder": bank.encoder_hash})
+                                  info={"bank_subjects": bank.shape[0], "encoder": bank.encoder_hash},
+                                  shading_map=cfg.shading_map)
         from .conditioning import light_code
 
         self.M.conditioner.set_light_stats(light_code(torch.from_numpy(bank.lights)))
@@ -169,11 +172,10 @@ class MapperTrainer(RunTrainer):
 
         src = load_mapper(path)
         src.check_for(self.G)
-        own = self.M.net.state_dict()
-        theirs = src.net.state_dict()
-        if {k: v.shape for k, v in theirs.items()} != {k: v.shape for k, v in own.items()}:
-            raise ValueError(f"{path} has another network (geometry, hidden size); pick a matching mapper")
-        self.M.net.load_state_dict(theirs)
+        try:  # a mapper gaining the shading map starts from one without: its new inputs start at zero
+            load_widened(self.M.net, src.net.state_dict())
+        except (ValueError, RuntimeError):
+            raise ValueError(f"{path} has another network (geometry, hidden size); pick a matching mapper") from None
         if self.carry:
             self.M.conditioner.load_state_dict(src.conditioner.state_dict(), strict=False)
             where, carries = path, src
@@ -187,11 +189,10 @@ class MapperTrainer(RunTrainer):
                 if theirs is None:
                     continue
                 if kind != self.carry:  # kept as it is, frozen
-                    setattr(self.M, name, theirs.to(self.M.net.w_std.device).requires_grad_(False))
-                elif theirs.config() != getattr(self.M, name).config():
+                    self.M.add_carry(theirs.hidden, kind).requires_grad_(False)
+                if theirs.config() != getattr(self.M, name).config():
                     raise ValueError(f"{where} has a {kind} carry of another size; set carry_hidden to match")
-                else:
-                    getattr(self.M, name).load_state_dict(theirs.state_dict())
+                load_widened(getattr(self.M, name), theirs.state_dict())
         if self.rank == 0:
             (self.run_dir / "init_mapper.txt").write_text(f"{Path(path).resolve()}\n")
 
