@@ -6,6 +6,9 @@ three relights, relight + yaw 15, and turns under the kept light (yaw +-15, +-30
 against Mitsuba's renders; mean PSNR per case.
 
     python benchmarks/compare_mappers.py runs/map64_carry2/mapper.pt runs/map64_enc8_vcarry/mapper.pt
+
+A mapper file without carries (a network run) can be measured with another file's carries:
+`--carries-from checkpoints/lightstage_mapper.pt` (`mapper.model.attach_carries`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from view_validation import TURNS  # noqa: E402
 
 from stylerelight.edit import EditError, Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
+from stylerelight.mapper import load_mapper  # noqa: E402
+from stylerelight.mapper.model import attach_carries  # noqa: E402
 from stylerelight.synth import Camera, render_portrait  # noqa: E402
 
 
@@ -35,9 +40,15 @@ def main():
     ap.add_argument("--subjects", type=int, default=8)
     ap.add_argument("--offset", type=int, default=4_000_000, help="first validation subject seed")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--carries-from", default=None, help="a mapper file whose carries a mapper without carries gets")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     eds = [Editor.from_pretrained(mapper=m) for m in (args.mapper_a, args.mapper_b)]
+    if args.carries_from:
+        src = load_mapper(args.carries_from)
+        for ed in eds:
+            if ed.mapper.carry is None and ed.mapper.view_carry is None:
+                attach_carries(ed.mapper, src)
     G, res = eds[0].G, {}
     for i in range(args.subjects):
         seed = args.offset + i

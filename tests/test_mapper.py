@@ -215,6 +215,40 @@ def test_mapper_starts_near_identity_and_maps_fast():
     assert (out - ws).abs().max() < 0.2 * ws.abs().max()
 
 
+def test_attached_carries_answer_as_in_their_file():
+    """A network with the shading map, widened from a file's network, given that file's carries
+    (attach_carries) answers every carried and turned edit exactly as the file does."""
+    from stylerelight.mapper.model import attach_carries
+    from stylerelight.mapper.networks import load_widened
+
+    G = make_generator(res=16)
+    A = build_mapper(G, STAGE.directions, True, 32)
+    for kind in ("light", "view"):
+        A.add_carry(32, kind)
+    A.view_carry_gain = 0.5
+    with torch.no_grad():
+        for p in A.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    B = build_mapper(G, STAGE.directions, True, 32, shading_map=4)
+    B.conditioner.load_state_dict(A.conditioner.state_dict(), strict=False)
+    load_widened(B.net, A.net.state_dict())
+    attach_carries(B, A)
+    assert B.view_carry_gain == 0.5
+    n = 3
+    e = Edit(torch.rand(n, 150, 3), torch.zeros(n, 2), torch.tensor([[10.0, 0], [0, 0], [0, 5]]),
+             torch.tensor([0.0, 1, 0]), torch.rand(n, 150, 3), torch.randn(n, 16), torch.rand(n, 4))
+    ws, w_enc = torch.randn(n, G.num_ws, G.w_dim), torch.randn(n, G.num_ws, G.w_dim)
+    with torch.no_grad():
+        for M in (A, B):
+            M.eval()
+        d, lit = A(w_enc, e), A(w_enc, e.at_source_view())
+        torch.testing.assert_close(B.carried(w_enc, d, ws, e), A.carried(w_enc, d, ws, e))
+        torch.testing.assert_close(B.turned(ws, w_enc, d, lit, e), A.turned(ws, w_enc, d, lit, e))
+        assert not torch.allclose(A.carried(w_enc, d, ws, e), d)  # the carries do act
+    with pytest.raises(ValueError, match="does not widen"):
+        attach_carries(build_mapper(G, STAGE.directions, False, 32), A)
+
+
 def test_mapper_and_carries_keep_to_their_device():
     """Everything the mapper computes follows its weights' device (no constant made on the CPU):
     checked on PyTorch's "meta" device, where any CPU tensor in the way raises, as a GPU would

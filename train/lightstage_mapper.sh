@@ -97,6 +97,17 @@ if [ "${ENCODER8:-0}" = 1 ]; then
     on_copy map64_enc8 map64_enc8_carry encoder8_carry $E8
     on_copy map64_enc8_carry map64_enc8_vcarry encoder8_view_carry $E8
 fi
+# 3l. (session 26, not shipped: SHADING=1; the model card) the target view's shading map as conditioning
+#     (`shading_map: 16`): the bundled network continued 80 kimg with it, and without it as the control,
+#     on one bank (seed 5, 3 lights of all 300 captures: the control's run builds it, 6 min); about 35 min
+#     for the two runs side by side, two processes each
+if [ "${SHADING:-0}" = 1 ]; then
+    EM=checkpoints/lightstage_mapper_encoder.pt
+    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+        --config train/configs/lightstage_mapper_shading_control.yaml --run-dir runs/map64_shading_control \
+        --threads 1 --encoder $EM
+    on_copy map64_shading_control map64_shading_map shading_map $EM
+fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_vcarry/mapper.pt \

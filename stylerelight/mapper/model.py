@@ -106,6 +106,24 @@ class Mapper(nn.Module):
             raise CheckpointError("the mapper was trained with another light-stage layout; use its stage")
 
 
+def attach_carries(M: Mapper, src: Mapper) -> Mapper:
+    """Give M (in place) the detail and view carries of src and its view_carry_gain, widened to M's
+    condition where M's is wider (its extra inputs reach them with zero weight): to measure a
+    retrained network with the carries of the file it came from, before carries of its own are trained."""
+    from .networks import load_widened
+
+    for kind, name in CARRY_KINDS.items():
+        theirs = getattr(src, name)
+        if theirs is not None:
+            cfg = theirs.config()
+            mine = M.add_carry(cfg["carry_hidden"], kind)
+            if mine.config() != cfg:
+                raise ValueError(f"the {kind} carry has another condition size ({cfg}); not attachable")
+            load_widened(mine, theirs.state_dict())
+    M.view_carry_gain = src.view_carry_gain
+    return M
+
+
 def build_mapper(G, directions: np.ndarray, geometry: bool = True, hidden: int = 256, pose_range=None,
                  w_avg=None, w_std=None, info: dict | None = None, shading_map: int = 0) -> Mapper:
     cond = Conditioner(len(directions), directions, geometry, shading_map)
