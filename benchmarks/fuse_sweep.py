@@ -10,11 +10,16 @@ the Editor's fused method (`FUSE_MIX`, applied as far as the edit changes the li
 identity edit under the source's true light, which the estimate misses, stays the mapper's).
 
     python benchmarks/fuse_sweep.py --subjects 8 --offset 4000000
+
+`--pairs-json F` also writes every pair's PSNRs with what describes its lights (how concentrated the
+target light is, how far it is from the source's, how far the light's centre moves), to see where
+the mapper loses to the re-render change (`--mixes 0,1`; the printout ends with that split).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -59,6 +64,7 @@ def main():
     ap.add_argument("--rr-steps", type=int, default=None, help="refinement steps of the re-renders' inversions "
                     "(default: RerenderChange's)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pairs-json", default=None, help="write every pair's PSNRs and light descriptors here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     mixes = args.mixes.split(",")
@@ -69,6 +75,7 @@ def main():
     if args.rr_steps is not None:
         rr._rerender_change().steps = args.rr_steps
     res: dict[str, dict] = {}
+    pairs: list[dict] = []
     t_start = time.time()
     for i in range(args.subjects):
         seed = args.offset + i
@@ -89,12 +96,48 @@ def main():
             with torch.no_grad():
                 ws = torch.cat([ws_m + _mix(b, ws_m.shape[1]) * (ws_r - ws_m) for b in mixes] + [ws_f])
                 imgs = gan_to_uint8(ed.G.synthesis(ws, noise_mode="const"))
-            for b, img in zip(mixes + ["fused"], imgs, strict=True):
-                res.setdefault(group, {}).setdefault(b, []).append(metrics(img, tgt)[0])
+            psnrs = {b: metrics(img, tgt)[0] for b, img in zip(mixes + ["fused"], imgs, strict=True)}
+            for b, v in psnrs.items():
+                res.setdefault(group, {}).setdefault(b, []).append(v)
+            pairs.append({"seed": seed, "group": group, "yaw": dy, "pitch": dp, "psnr": psnrs,
+                          **light_descriptors(ed.stage, env_s, env, cam)})
         print(f"subject {i + 1}/{args.subjects} done ({time.time() - t_start:.0f} s)", flush=True)
     print(f"\n{'group':18s} " + " ".join(f"{b:>7s}" for b in mixes) + "   fused")
     for g, d in res.items():
         print(f"{g:18s} " + " ".join(f"{np.mean(d[b]):7.2f}" for b in mixes + ["fused"]) + f"  ({len(d[mixes[0]])})")
+    if args.pairs_json:
+        with open(args.pairs_json, "w") as f:
+            json.dump(pairs, f, indent=1)
+        if "0" in mixes and "1" in mixes:
+            split_by_light(pairs)
+
+
+def light_descriptors(stage, env_s, env_t, cam) -> dict:
+    """What describes a pair's lights: the target light's concentration (share of the luminance in
+    its 10 brightest stage lights), the luminance cosine distance of source and target lights, and
+    the angle (degrees) between their luminance-weighted centres, all on the stage's lights."""
+    from stylerelight.mapper.conditioning import LUMA, normalise_light
+
+    lum = [(normalise_light(stage.project(e)[None])[0].numpy() @ LUMA) for e in (env_s, env_t)]
+    top = np.sort(lum[1])[::-1]
+    centres = [(w[:, None] * stage.directions).sum(0) for w in lum]
+    cos_c = float(np.dot(*centres) / max(np.linalg.norm(centres[0]) * np.linalg.norm(centres[1]), 1e-12))
+    return {"concentration": float(top[:10].sum() / top.sum()),
+            "light_distance": float(1 - np.dot(*lum) / (np.linalg.norm(lum[0]) * np.linalg.norm(lum[1]))),
+            "centre_turn": float(np.degrees(np.arccos(np.clip(cos_c, -1, 1)))), "cam_yaw": cam.yaw}
+
+
+def split_by_light(pairs: list[dict]) -> None:
+    """Mapper (mix 0) minus re-render change (mix 1), PSNR dB, in halves of each descriptor (relights)."""
+    rel = [p for p in pairs if p["group"] == "relight"]
+    if len(rel) < 4:
+        return
+    d = np.array([p["psnr"]["0"] - p["psnr"]["1"] for p in rel])
+    print(f"\nrelights ({len(rel)}): mapper - re-render change {d.mean():+.2f} dB; by halves of")
+    for key in ("concentration", "light_distance", "centre_turn", "cam_yaw"):
+        x = np.array([abs(p[key]) if key == "cam_yaw" else p[key] for p in rel])
+        lo = x <= np.median(x)
+        print(f"  {key:15s} low {d[lo].mean():+.2f}  high {d[~lo].mean():+.2f}   (corr {np.corrcoef(x, d)[0, 1]:+.2f})")
 
 
 if __name__ == "__main__":
