@@ -116,13 +116,13 @@ def light_descriptors(stage, env_s, env_t, cam) -> dict:
     """What describes a pair's lights: the target light's concentration (share of the luminance in
     its 10 brightest stage lights), the luminance cosine distance of source and target lights, and
     the angle (degrees) between their luminance-weighted centres, all on the stage's lights."""
-    from stylerelight.mapper.conditioning import LUMA, normalise_light
+    from stylerelight.mapper.conditioning import LUMA, light_concentration, normalise_light
 
-    lum = [(normalise_light(stage.project(e)[None])[0].numpy() @ LUMA) for e in (env_s, env_t)]
-    top = np.sort(lum[1])[::-1]
+    coeffs = [stage.project(e)[None] for e in (env_s, env_t)]
+    lum = [(normalise_light(c)[0].numpy() @ LUMA) for c in coeffs]
     centres = [(w[:, None] * stage.directions).sum(0) for w in lum]
     cos_c = float(np.dot(*centres) / max(np.linalg.norm(centres[0]) * np.linalg.norm(centres[1]), 1e-12))
-    return {"concentration": float(top[:10].sum() / top.sum()),
+    return {"concentration": float(light_concentration(coeffs[1])[0]),
             "light_distance": float(1 - np.dot(*lum) / (np.linalg.norm(lum[0]) * np.linalg.norm(lum[1]))),
             "centre_turn": float(np.degrees(np.arccos(np.clip(cos_c, -1, 1)))), "cam_yaw": cam.yaw}
 

@@ -317,6 +317,26 @@ def test_pairs_follow_their_modes(bank_dir, captures):
     np.testing.assert_array_equal(bank.images[0, 1, 1].numpy(), ref)
 
 
+def test_fresh_targets_follow_their_weights(bank_dir, captures):
+    """fresh_weights: a weight on one pool light alone makes it every fresh target's light; and the
+    concentration that hard_light_weight uses is 1 for one light, top/L for an even light."""
+    from stylerelight.mapper.conditioning import light_concentration
+
+    bank = Bank(bank_dir, captures)
+    j = len(bank.lights) - 1
+    w = torch.zeros(len(bank.lights))
+    w[j] = 1
+    b = sample_pairs(bank, 48, torch.Generator().manual_seed(1), fresh_fraction=1.0, fresh_weights=w)
+    fresh = [i for i, m in enumerate(b.mode) if m in ("relight", "both")]
+    assert fresh and not b.has_tgt_ws[fresh].any()
+    for i in fresh:
+        torch.testing.assert_close(b.edit.light[i], torch.from_numpy(bank.lights[j]).float())
+    one, even = torch.zeros(2, 150, 3), torch.ones(150, 3)
+    one[0, 7], one[1, 99, 2] = 2.0, 5.0
+    torch.testing.assert_close(light_concentration(one), torch.ones(2))
+    torch.testing.assert_close(light_concentration(even), torch.tensor(10 / 150))
+
+
 def test_refined_bank_built_in_parts(tmp_path, bank_dir, captures, bundled_parts):
     """refine_steps > 0: the bank's codes are the encoder's refined by L-BFGS (as Editor.invert);
     two builders with part=(0, 2), (1, 2) share the subjects; the settings are checked on reuse."""

@@ -108,6 +108,11 @@ if [ "${SHADING:-0}" = 1 ]; then
         --threads 1 --encoder $EM
     on_copy map64_shading_control map64_shading_map shading_map $EM
 fi
+# 3m. (session 26, not shipped: HARD_LIGHTS=1, after step 3l's control has built its bank) more hard,
+#     directional fresh targets (`hard_light_weight: 3`), otherwise as step 3l's control; about 22 min
+if [ "${HARD_LIGHTS:-0}" = 1 ]; then
+    on_copy map64_shading_control map64_hard_lights hard_lights checkpoints/lightstage_mapper_encoder.pt
+fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_vcarry/mapper.pt \

@@ -43,6 +43,14 @@ def normalise_light(coeffs) -> torch.Tensor:
     return c / lum.clamp_min(1e-12)
 
 
+def light_concentration(coeffs, top: int = 10) -> torch.Tensor:
+    """[..., L, 3] -> [...]: the share of the luminance in the `top` brightest lights: near 1 for a
+    hard, directional light (sharp shadows), low for a diffuse one. The mapper trails the
+    re-render on concentrated target lights (the model card)."""
+    lum = (normalise_light(coeffs) * torch.as_tensor(LUMA, dtype=torch.float32)).sum(-1)
+    return lum.topk(top, -1).values.sum(-1) / lum.sum(-1).clamp_min(1e-12)
+
+
 def light_code(coeffs: torch.Tensor) -> torch.Tensor:
     """[N, L, 3] -> [N, 3L]: log of the scale-free coefficients (standardised later)."""
     return torch.log(LIGHT_EPS + normalise_light(coeffs)).flatten(1)

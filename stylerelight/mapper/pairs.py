@@ -276,8 +276,10 @@ def _edits(bank: Bank, rows: list) -> tuple:
 
 
 def sample_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.35, 0.25, 0.25, 0.15),
-                 fresh_fraction: float = 0.5, subjects: list[int] | None = None) -> PairBatch:
-    """n pairs (source from the bank; target a bank image or a fresh relight) and their edits."""
+                 fresh_fraction: float = 0.5, subjects: list[int] | None = None,
+                 fresh_weights: torch.Tensor | None = None) -> PairBatch:
+    """n pairs (source from the bank; target a bank image or a fresh relight) and their edits.
+    fresh_weights: how often each pool light is a fresh target (None: all alike)."""
     C, K = bank.shape[1:]
     rows = []
     for _ in range(n):
@@ -286,7 +288,9 @@ def sample_pairs(bank: Bank, n: int, gen: torch.Generator, mode_probs=(0.35, 0.2
         k2 = k1 if mode in ("view", "same") else (k1 + 1 + pick(K - 1)) % K
         fresh = mode in ("relight", "both") and float(torch.rand([1], generator=gen)) < fresh_fraction
         if fresh:
-            light = bank.lights[pick(len(bank.lights))]
+            k = (pick(len(bank.lights)) if fresh_weights is None
+                 else int(torch.multinomial(fresh_weights, 1, generator=gen)))
+            light = bank.lights[k]
             img = to_tensor(bank.capture(s).display(light, c2))
             tws, has = torch.zeros_like(bank.ws[s, c1, k1], dtype=torch.float32), False
         else:

@@ -56,6 +56,9 @@ class MapperTrainConfig:
     identity_images: int = 4     # of the image-loss pairs, this many per process also get it (~0.15 s each on a CPU)
     mode_probs: tuple = (0.35, 0.25, 0.25, 0.15)  # relight, view, both, same
     fresh_fraction: float = 0.5  # relight targets under a light outside the bank (image loss only)
+    # > 0: fresh target lights drawn with weight 1 + this x their concentration (conditioning.light_concentration):
+    # more hard, directional lights, where the mapper trails the re-render most
+    hard_light_weight: float = 0.0
     holdout_subjects: int = 0    # the last k bank subjects are kept out of training (validation)
     # detail carry (`networks.DetailCarry`): carry_lights > 0 trains only the carry of init_mapper
     # (its network frozen) on sources refined as the Editor refines (the first carry_lights bank
@@ -127,9 +130,11 @@ class MapperTrainer(RunTrainer):
                                   w_avg=w_avg, w_std=w_std / math.sqrt(G.w_dim),
                                   info={"bank_subjects": bank.shape[0], "encoder": bank.encoder_hash},
                                   shading_map=cfg.shading_map)
-        from .conditioning import light_code
+        from .conditioning import light_code, light_concentration
 
         self.M.conditioner.set_light_stats(light_code(torch.from_numpy(bank.lights)))
+        self.fresh_weights = (1 + cfg.hard_light_weight * light_concentration(torch.from_numpy(bank.lights))
+                              if cfg.hard_light_weight > 0 else None)
         self.carry = cfg.carry_kind if cfg.carry_lights else None  # "light" / "view": trains that carry alone
         if self.carry:
             if bank.ref_ws is None:
@@ -310,7 +315,8 @@ class MapperTrainer(RunTrainer):
             b = sample_carry_pairs(self.bank, n, self.data_gen, cfg.carry_modes, self.train_subjects)
             loss, stats = self.carry_losses(b)
         else:
-            b = sample_pairs(self.bank, n, self.data_gen, cfg.mode_probs, cfg.fresh_fraction, self.train_subjects)
+            b = sample_pairs(self.bank, n, self.data_gen, cfg.mode_probs, cfg.fresh_fraction, self.train_subjects,
+                             self.fresh_weights)
             loss, stats = self.losses(b, n_img)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
