@@ -81,10 +81,10 @@ class Mapper(nn.Module):
         cond = self.conditioner(edit, normals) if cond is None else cond
         return out + turn * self.view_carry(ws - w_enc, direct - lit, cond)
 
-    def add_carry(self, hidden: int = 256, kind: str = "light") -> DetailCarry:
+    def add_carry(self, hidden: int = 256, kind: str = "light", cond_hidden: int = 128) -> DetailCarry:
         """Attach an untrained (zero) detail carry (kind "light") or view carry ("view"); returns it."""
         n = self.net
-        carry = DetailCarry(n.num_ws, n.w_dim, n.cond_dim, hidden, w_std=n.w_std).to(n.w_std.device)
+        carry = DetailCarry(n.num_ws, n.w_dim, n.cond_dim, hidden, cond_hidden, w_std=n.w_std).to(n.w_std.device)
         setattr(self, CARRY_KINDS[kind], carry)
         return carry
 
@@ -116,10 +116,7 @@ def attach_carries(M: Mapper, src: Mapper) -> Mapper:
         theirs = getattr(src, name)
         if theirs is not None:
             cfg = theirs.config()
-            mine = M.add_carry(cfg["carry_hidden"], kind)
-            if mine.config() != cfg:
-                raise ValueError(f"the {kind} carry has another condition size ({cfg}); not attachable")
-            load_widened(mine, theirs.state_dict())
+            load_widened(M.add_carry(cfg["carry_hidden"], kind, cfg["carry_cond_hidden"]), theirs.state_dict())
     M.view_carry_gain = src.view_carry_gain
     return M
 

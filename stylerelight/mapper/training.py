@@ -23,7 +23,7 @@ from ..gan.io import generator_hash
 from ..invert.losses import PerceptualLoss, ms_ssim_l1
 from ..invert.optimize import psnr, w_stats
 from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, dist_info
-from .model import CARRY_KINDS, build_mapper, check_view_carry_gain, save_mapper
+from .model import CARRY_KINDS, attach_carries, build_mapper, check_view_carry_gain, save_mapper
 from .networks import load_widened
 from .pairs import Bank, sample_carry_pairs, sample_pairs, sample_view_carry_pairs
 
@@ -188,16 +188,14 @@ class MapperTrainer(RunTrainer):
                 where, carries = self.cfg.init_carries, load_mapper(self.cfg.init_carries)
                 if getattr(carries, CARRY_KINDS[self.carry]) is None:
                     raise ValueError(f"{where} has no {self.carry} carry to start from; pick another init_carries")
-            self.M.view_carry_gain = carries.view_carry_gain
+            theirs, mine = getattr(carries, CARRY_KINDS[self.carry]), getattr(self.M, CARRY_KINDS[self.carry])
+            if theirs is not None and theirs.config() != mine.config():
+                raise ValueError(f"{where} has a {self.carry} carry of another size; set carry_hidden to match")
+            with self.scope():  # the carries it has (the trained one starts from its), widened; its gain
+                attach_carries(self.M, carries)
             for kind, name in CARRY_KINDS.items():
-                theirs = getattr(carries, name)
-                if theirs is None:
-                    continue
-                if kind != self.carry:  # kept as it is, frozen
-                    self.M.add_carry(theirs.hidden, kind).requires_grad_(False)
-                if theirs.config() != getattr(self.M, name).config():
-                    raise ValueError(f"{where} has a {kind} carry of another size; set carry_hidden to match")
-                load_widened(getattr(self.M, name), theirs.state_dict())
+                if kind != self.carry and getattr(self.M, name) is not None:
+                    getattr(self.M, name).requires_grad_(False)  # kept as it is, frozen
         if self.rank == 0:
             (self.run_dir / "init_mapper.txt").write_text(f"{Path(path).resolve()}\n")
 
