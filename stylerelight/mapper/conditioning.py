@@ -25,8 +25,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from ..recon.pose_fit import _project, camera_origin
 from ..recon.reconstruction import _vertex_normals
-from ..synth.camera import TARGET, Camera
+from ..synth.camera import Camera
 
 LUMA = np.array([0.2126, 0.7152, 0.0722])
 LIGHT_EPS = 0.02
@@ -130,21 +131,11 @@ def crop_coordinates(points: torch.Tensor, landmarks: torch.Tensor, yaw: torch.T
     """Where head points land in the FFHQ crop of a view: points [N, P, 3], the shape's landmarks
     [N, 68, 3], camera (yaw, pitch) [N] in degrees (synth.Camera, its distance and field of view) ->
     ([N, P, 2] crop coordinates in [0, 1] inside the crop, [N, 3] camera origins). The crop is
-    `align.ffhq_quad` of the projected landmarks, as the dataset's portraits are cropped."""
+    `align.ffhq_quad` of the projected landmarks, as the dataset's portraits are cropped (its batched
+    torch twin here; the test holds them equal)."""
     cam = Camera()
-    y, p = torch.deg2rad(yaw.float()), torch.deg2rad(pitch.float())
-    d = torch.stack([torch.sin(y) * torch.cos(p), torch.sin(p), torch.cos(y) * torch.cos(p)], -1)  # [N, 3]
-    o = torch.as_tensor(TARGET, dtype=d.dtype) + cam.distance * d
-    r = torch.nn.functional.normalize(torch.linalg.cross(-d, d.new_tensor([0.0, 1.0, 0.0]).expand_as(d)), dim=-1)
-    u = torch.linalg.cross(r, -d)
-    fpx = 0.5 / np.tan(np.radians(cam.fov) / 2)
-
-    def project(q):  # [N, K, 3] -> [N, K, 2] image coordinates (x right, y down)
-        pc = q - o[:, None]
-        z = (pc * d[:, None]).sum(-1)  # depth in front of the camera is -z_cam = -(pc . d)
-        return torch.stack([fpx * (pc * r[:, None]).sum(-1), -fpx * (pc * u[:, None]).sum(-1)], -1) / -z[..., None]
-
-    lm = project(landmarks)
+    yaw, pitch = yaw.to(points.dtype), pitch.to(points.dtype)
+    lm = _project(landmarks, yaw, pitch, cam, 1)
     eye_l, eye_r = lm[:, 36:42].mean(1), lm[:, 42:48].mean(1)
     eye_avg, eye_to_eye = (eye_l + eye_r) / 2, eye_r - eye_l
     eye_to_mouth = (lm[:, 48] + lm[:, 54]) / 2 - eye_avg
@@ -153,10 +144,10 @@ def crop_coordinates(points: torch.Tensor, landmarks: torch.Tensor, yaw: torch.T
                                                                   eye_to_mouth.norm(dim=-1) * 1.8)[:, None]
     yv = torch.stack([-x[:, 1], x[:, 0]], -1)
     c = eye_avg + 0.1 * eye_to_mouth
-    q = project(points) - c[:, None]
+    q = _project(points, yaw, pitch, cam, 1) - c[:, None]
     uv = torch.stack([(q * x[:, None]).sum(-1) / x.square().sum(-1)[:, None],
                       (q * yv[:, None]).sum(-1) / yv.square().sum(-1)[:, None]], -1)
-    return (uv + 1) / 2, o
+    return (uv + 1) / 2, camera_origin(yaw, pitch, cam)
 
 
 def splat(uv: torch.Tensor, values: torch.Tensor, keep: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:

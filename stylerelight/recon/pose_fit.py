@@ -47,18 +47,24 @@ class PoseFit:
         return self.scale * raw @ rot.T + self.shift
 
 
-def _project(points: torch.Tensor, yaw: torch.Tensor, pitch: torch.Tensor, cam: Camera, res: int) -> torch.Tensor:
-    """Camera.project in torch, differentiable in yaw and pitch (degrees)."""
+def camera_origin(yaw: torch.Tensor, pitch: torch.Tensor, cam: Camera) -> torch.Tensor:
+    """Camera.origin in torch: [..., 3] for yaw, pitch [...] in degrees (0-d: one camera)."""
     y, p = torch.deg2rad(yaw), torch.deg2rad(pitch)
+    d = torch.stack([torch.sin(y) * torch.cos(p), torch.sin(p), torch.cos(y) * torch.cos(p)], -1)
+    return torch.as_tensor(TARGET, dtype=d.dtype) + cam.distance * d
+
+
+def _project(points: torch.Tensor, yaw: torch.Tensor, pitch: torch.Tensor, cam: Camera, res: int) -> torch.Tensor:
+    """Camera.project in torch, differentiable in yaw and pitch (degrees): points [..., K, 3] seen by
+    the cameras yaw, pitch [...] (0-d: one camera) -> [..., K, 2]."""
     tgt = torch.as_tensor(TARGET, dtype=points.dtype)
-    d = torch.stack([torch.sin(y) * torch.cos(p), torch.sin(p), torch.cos(y) * torch.cos(p)])
-    o = tgt + cam.distance * d
-    f = (tgt - o) / torch.linalg.norm(tgt - o)
-    r = torch.linalg.cross(f, torch.tensor([0.0, 1.0, 0.0], dtype=points.dtype))
-    r = r / torch.linalg.norm(r)
+    o = camera_origin(yaw.to(points.dtype), pitch.to(points.dtype), cam)
+    f = (tgt - o) / torch.linalg.norm(tgt - o, dim=-1, keepdim=True)
+    r = torch.linalg.cross(f, torch.tensor([0.0, 1.0, 0.0], dtype=points.dtype).expand_as(f))
+    r = r / torch.linalg.norm(r, dim=-1, keepdim=True)
     u = torch.linalg.cross(r, f)
-    pc = points - o
-    xc, yc, zc = pc @ r, pc @ u, pc @ (-f)
+    pc = points - o[..., None, :]
+    xc, yc, zc = (pc @ r[..., :, None])[..., 0], (pc @ u[..., :, None])[..., 0], (pc @ -f[..., :, None])[..., 0]
     fpx = 0.5 * res / math.tan(math.radians(cam.fov) / 2)
     return torch.stack([fpx * xc / -zc + res / 2, -fpx * yc / -zc + res / 2], -1)
 
