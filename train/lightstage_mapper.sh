@@ -8,14 +8,18 @@ PY=${PY:-.venv/bin/python}
 TORCHRUN=${TORCHRUN:-.venv/bin/torchrun}
 KIMG=${KIMG:-200}
 
-# train train/configs/lightstage_mapper_CFG.yaml in runs/RUN on a copy of runs/FROM's latent bank
-# (its refined sources included), with the session-12 encoder or the one given: on_copy FROM RUN CFG [ENCODER]
+# train train/configs/lightstage_mapper_CFG.yaml in runs/RUN (two processes), with the session-12
+# encoder or the one given: train_in RUN CFG [ENCODER]
+train_in() {
+    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+        --config "train/configs/lightstage_mapper_$2.yaml" --run-dir "runs/$1" --threads 1 \
+        --encoder "${3:-runs/enc64_relit/encoder.pt}"
+}
+# the same on a copy of runs/FROM's latent bank (its refined sources included): on_copy FROM RUN CFG [ENCODER]
 on_copy() {
     mkdir -p "runs/$2"
     [ -e "runs/$2/bank" ] || cp -r "runs/$1/bank" "runs/$2/bank"
-    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-        --config "train/configs/lightstage_mapper_$3.yaml" --run-dir "runs/$2" --threads 1 \
-        --encoder "${4:-runs/enc64_relit/encoder.pt}"
+    train_in "$2" "$3" "${4:-}"
 }
 
 # 1. OLAT captures aligned for the bundled 64^2 generator: 300 training subjects (seeds 0..299)
@@ -40,9 +44,7 @@ $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
     --config train/configs/lightstage_mapper_nogeo_finetune.yaml --run-dir runs/map64_nogeo_ft --threads 1
 # 3c. (session 12, the bundled file) step 3's mapper restarted on a bank of the session-12 encoder's codes
 #     (train/lightstage_encoder.sh step 3b; bank seed 2; about 12 min for the bank, 24 min training, two processes)
-$TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-    --config train/configs/lightstage_mapper_relit_encoder.yaml --run-dir runs/map64_enc2 --threads 1 \
-    --encoder runs/enc64_relit/encoder.pt
+train_in map64_enc2 relit_encoder
 #     and its ablation, step 3b's no-geometry mapper restarted the same way on a copy of that bank
 on_copy map64_enc2 map64_nogeo_enc2 nogeo_relit_encoder
 # 3d. (session 13, the bundled file) step 3c's mapper continued with the image loss on half of each batch
@@ -53,9 +55,7 @@ for R in map64_img map64_img2 map64_nogeo_img map64_nogeo_img2; do
     [ -e runs/$R/bank ] || cp -r runs/map64_enc2/bank runs/$R/bank
 done
 for C in image_ft:map64_img image_ft2:map64_img2 nogeo_image_ft:map64_nogeo_img nogeo_image_ft2:map64_nogeo_img2; do
-    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-        --config train/configs/lightstage_mapper_${C%%:*}.yaml --run-dir runs/${C##*:} --threads 1 \
-        --encoder runs/enc64_relit/encoder.pt
+    train_in "${C##*:}" "${C%%:*}"
 done
 # 3e. (session 15) pairs exposed by the whole frame (frame.npy, which step 1 adds to older captures):
 #     step 3d's mapper and its ablation continued on a frame-exposed bank with step 3c's bank lights
@@ -64,9 +64,7 @@ done
 for STEP in frame_exposure:map64_fexp frame_exposure2:map64_fexp2; do
     CFG=${STEP%%:*} RUN=${STEP##*:}
     NOGEO=${RUN/map64_/map64_nogeo_}
-    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-        --config train/configs/lightstage_mapper_$CFG.yaml --run-dir runs/$RUN --threads 1 \
-        --encoder runs/enc64_relit/encoder.pt
+    train_in "$RUN" "$CFG"
     on_copy "$RUN" "$NOGEO" "nogeo_$CFG"
 done
 # 3g. (session 16, the bundled file) step 3f's detail carry, the mapper frozen: the first bank light of
@@ -92,8 +90,7 @@ on_copy map64_vcarry map64_carry2 carry2
 #     (bank_subjects: 150, seeds 0-149)
 if [ "${ENCODER8:-0}" = 1 ]; then
     E8=checkpoints/lightstage_encoder.pt
-    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-        --config train/configs/lightstage_mapper_encoder8.yaml --run-dir runs/map64_enc8 --threads 1 --encoder $E8
+    train_in map64_enc8 encoder8 $E8
     on_copy map64_enc8 map64_enc8_carry encoder8_carry $E8
     on_copy map64_enc8_carry map64_enc8_vcarry encoder8_view_carry $E8
 fi
@@ -103,9 +100,7 @@ fi
 #     for the two runs side by side, two processes each
 if [ "${SHADING:-0}" = 1 ]; then
     EM=checkpoints/lightstage_mapper_encoder.pt
-    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
-        --config train/configs/lightstage_mapper_shading_control.yaml --run-dir runs/map64_shading_control \
-        --threads 1 --encoder $EM
+    train_in map64_shading_control shading_control $EM
     on_copy map64_shading_control map64_shading_map shading_map $EM
 fi
 # 3m. (session 26, not shipped: HARD_LIGHTS=1, after step 3l's control has built its bank) more hard,
