@@ -45,10 +45,10 @@ def main():
     torch.set_num_threads(args.threads)
     eds = [Editor.from_pretrained(mapper=m) for m in (args.mapper_a, args.mapper_b)]
     if args.carries_from:
-        src = load_mapper(args.carries_from)
+        carries = load_mapper(args.carries_from)
         for ed in eds:
             if ed.mapper.carry is None and ed.mapper.view_carry is None:
-                attach_carries(ed.mapper, src)
+                attach_carries(ed.mapper, carries)
     G, res = eds[0].G, {}
     for i in range(args.subjects):
         seed = args.offset + i
