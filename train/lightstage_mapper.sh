@@ -108,6 +108,22 @@ fi
 if [ "${HARD_LIGHTS:-0}" = 1 ]; then
     on_copy map64_shading_control map64_hard_lights hard_lights checkpoints/lightstage_mapper_encoder.pt
 fi
+# 3n. (session 27, not shipped: SUBJECTS600=1, after step 3l's control has built its bank) twice the subjects:
+#     300 more captures (seeds 300-599, data/olat64_extra, about 25 min with two processes; data/olat64
+#     keeps the 300 every earlier step read), both sets linked in data/olat64_600, and step 3l's control
+#     continued on them (its bank copied, the new subjects' shards added: 6 min; training about 20 min)
+if [ "${SUBJECTS600:-0}" = 1 ]; then
+    $SR lightstage render --aligned --subjects 300 --seed 300 --resolution 64 --out data/olat64_extra
+    mkdir -p data/olat64_600
+    for d in data/olat64/subject_* data/olat64_extra/subject_*; do
+        [ -e "data/olat64_600/${d##*/}" ] || ln -s "$PWD/$d" "data/olat64_600/${d##*/}"
+    done
+    mkdir -p runs/map64_subjects600
+    [ -e runs/map64_subjects600/bank ] || cp -r runs/map64_shading_control/bank runs/map64_subjects600/bank
+    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64_600 \
+        --config train/configs/lightstage_mapper_subjects600.yaml --run-dir runs/map64_subjects600 --threads 1 \
+        --encoder checkpoints/lightstage_mapper_encoder.pt
+fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_vcarry/mapper.pt \
