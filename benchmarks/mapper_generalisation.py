@@ -26,14 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from stylerelight.bundled import GENERATOR, MAPPER, MAPPER_ENCODER, bundled  # noqa: E402
 from stylerelight.gan import load_generator  # noqa: E402
-from stylerelight.invert import load_encoder  # noqa: E402
+from stylerelight.invert import load_encoder, psnr  # noqa: E402
 from stylerelight.mapper import load_mapper  # noqa: E402
 from stylerelight.mapper.pairs import MODES, Bank, BankSpec, build_bank, sample_pairs  # noqa: E402
 from stylerelight.recon import default_cnn  # noqa: E402
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return 10 * torch.log10(4 / (a - b).square().mean(dim=[1, 2, 3]))
 
 
 def measure(M, G, bank: Bank, pairs: int, seed: int) -> dict:
@@ -45,9 +41,9 @@ def measure(M, G, bank: Bank, pairs: int, seed: int) -> dict:
         normals = bank.probe_normals(M.conditioner.probe)[b.src_index].float() if M.geometry else None
         with torch.no_grad():
             ws = M.net(b.src_ws, M.conditioner(b.edit, normals))
-            net = _psnr(G.synthesis(ws, noise_mode="const"), b.tgt_img)
-            noop = _psnr(G.synthesis(b.src_ws, noise_mode="const"), b.tgt_img)
-            enc = _psnr(G.synthesis(b.tgt_ws, noise_mode="const"), b.tgt_img)
+            net = psnr(G.synthesis(ws, noise_mode="const"), b.tgt_img)
+            noop = psnr(G.synthesis(b.src_ws, noise_mode="const"), b.tgt_img)
+            enc = psnr(G.synthesis(b.tgt_ws, noise_mode="const"), b.tgt_img)
         for i, mode in enumerate(b.mode):
             r = res[mode]
             r["network"].append(float(net[i]))

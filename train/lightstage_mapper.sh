@@ -9,9 +9,9 @@ TORCHRUN=${TORCHRUN:-.venv/bin/torchrun}
 KIMG=${KIMG:-200}
 
 # train train/configs/lightstage_mapper_CFG.yaml in runs/RUN (two processes), with the session-12
-# encoder or the one given: train_in RUN CFG [ENCODER]
+# encoder or the one given, on the captures in $OLAT (default data/olat64): train_in RUN CFG [ENCODER]
 train_in() {
-    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64 \
+    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat "${OLAT:-data/olat64}" \
         --config "train/configs/lightstage_mapper_$2.yaml" --run-dir "runs/$1" --threads 1 \
         --encoder "${3:-runs/enc64_relit/encoder.pt}"
 }
@@ -118,11 +118,8 @@ if [ "${SUBJECTS600:-0}" = 1 ]; then
     for d in data/olat64/subject_* data/olat64_extra/subject_*; do
         [ -e "data/olat64_600/${d##*/}" ] || ln -s "$PWD/$d" "data/olat64_600/${d##*/}"
     done
-    mkdir -p runs/map64_subjects600
-    [ -e runs/map64_subjects600/bank ] || cp -r runs/map64_shading_control/bank runs/map64_subjects600/bank
-    $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat data/olat64_600 \
-        --config train/configs/lightstage_mapper_subjects600.yaml --run-dir runs/map64_subjects600 --threads 1 \
-        --encoder checkpoints/lightstage_mapper_encoder.pt
+    OLAT=data/olat64_600 on_copy map64_shading_control map64_subjects600 subjects600 \
+        checkpoints/lightstage_mapper_encoder.pt
 fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
