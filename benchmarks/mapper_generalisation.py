@@ -40,7 +40,7 @@ def measure(M, G, bank: Bank, pairs: int, seed: int) -> dict:
         b = sample_pairs(bank, min(32, pairs - start), gen)
         normals = bank.probe_normals(M.conditioner.probe)[b.src_index].float() if M.geometry else None
         with torch.no_grad():
-            ws = M.net(b.src_ws, M.conditioner(b.edit, normals))
+            ws = M(b.src_ws, b.edit, normals)
             net = psnr(G.synthesis(ws, noise_mode="const"), b.tgt_img)
             noop = psnr(G.synthesis(b.src_ws, noise_mode="const"), b.tgt_img)
             enc = psnr(G.synthesis(b.tgt_ws, noise_mode="const"), b.tgt_img)
@@ -74,9 +74,9 @@ def main():
     M = load_mapper(args.mapper or bundled(MAPPER)).eval()
     M.check_for(G)
     train = Bank(args.train_bank, args.train_olat, limit=args.train_subjects)
-    spec = json.loads((Path(args.train_bank) / "bank.json").read_text())["spec"]
-    E = load_encoder(args.encoder or bundled(MAPPER_ENCODER)).eval()
     if not (Path(args.unseen_bank) / "bank.json").is_file():
+        spec = json.loads((Path(args.train_bank) / "bank.json").read_text())["spec"]
+        E = load_encoder(args.encoder or bundled(MAPPER_ENCODER)).eval()
         build_bank(args.unseen_olat, args.unseen_bank, E, default_cnn(),
                    BankSpec(spec["lights_per_subject"], spec["light_pool"], spec["seed"]), progress=False)
     unseen = Bank(args.unseen_bank, args.unseen_olat)
