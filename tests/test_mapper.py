@@ -249,6 +249,33 @@ def test_attached_carries_answer_as_in_their_file():
         attach_carries(build_mapper(G, STAGE.directions, False, 32), A)
 
 
+def test_whole_code_branch_starts_silent_reads_other_layers_and_round_trips(tmp_path):
+    """A network gaining code_mix, widened from one without, answers exactly as before; once its
+    read-out is non-zero a change of one layer's code moves the other layers' answers (which the
+    per-layer network never does); the file keeps the branch."""
+    from stylerelight.mapper.networks import load_widened
+
+    G = make_generator(res=16)
+    A = build_mapper(G, STAGE.directions, True, 32)
+    B = build_mapper(G, STAGE.directions, True, 32, code_mix=16)
+    B.conditioner.load_state_dict(A.conditioner.state_dict(), strict=False)
+    load_widened(B.net, A.net.state_dict())
+    ws, cond = torch.randn(2, G.num_ws, G.w_dim), torch.randn(2, A.net.cond_dim)
+    moved = ws.clone()
+    moved[:, 0] += 1.0  # only the first layer's code changes
+    with torch.no_grad():
+        torch.testing.assert_close(B.net(ws, cond), A.net(ws, cond))
+        for net in (A.net, B.net):  # per layer: the other layers' answers do not move
+            torch.testing.assert_close(net(moved, cond)[:, 1:], net(ws, cond)[:, 1:])
+        B.net.layer_code.weight.normal_(0, 0.1)
+        assert (B.net(moved, cond)[:, 1:] - B.net(ws, cond)[:, 1:]).abs().max() > 1e-4
+    save_mapper(B, tmp_path / "m.pt")
+    C = load_mapper(tmp_path / "m.pt")
+    assert C.net.code_mix == 16
+    with torch.no_grad():
+        torch.testing.assert_close(C.net(ws, cond), B.net(ws, cond))
+
+
 def test_mapper_and_carries_keep_to_their_device():
     """Everything the mapper computes follows its weights' device (no constant made on the CPU):
     checked on PyTorch's "meta" device, where any CPU tensor in the way raises, as a GPU would

@@ -121,6 +121,12 @@ if [ "${SUBJECTS600:-0}" = 1 ]; then
     OLAT=data/olat64_600 on_copy map64_shading_control map64_subjects600 subjects600 \
         checkpoints/lightstage_mapper_encoder.pt
 fi
+# 3o. (session 28, not shipped: CODE_MIX=1, after step 3l's control has built its bank) the whole-code
+#     branch (`code_mix: 256`: every per-layer MLP also reads the whole W+), otherwise as step 3l's
+#     control, on a copy of its bank; about 20 min
+if [ "${CODE_MIX:-0}" = 1 ]; then
+    on_copy map64_shading_control map64_code_mix code_mix checkpoints/lightstage_mapper_encoder.pt
+fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_vcarry/mapper.pt \

@@ -122,9 +122,10 @@ def attach_carries(M: Mapper, src: Mapper) -> Mapper:
 
 
 def build_mapper(G, directions: np.ndarray, geometry: bool = True, hidden: int = 256, pose_range=None,
-                 w_avg=None, w_std=None, info: dict | None = None, shading_map: int = 0) -> Mapper:
+                 w_avg=None, w_std=None, info: dict | None = None, shading_map: int = 0, code_mix: int = 0) -> Mapper:
     cond = Conditioner(len(directions), directions, geometry, shading_map)
-    net = LatentMapper(G.num_ws, G.w_dim, cond.dim, hidden, w_avg=w_avg, w_std=1.0 if w_std is None else w_std)
+    net = LatentMapper(G.num_ws, G.w_dim, cond.dim, hidden, w_avg=w_avg, w_std=1.0 if w_std is None else w_std,
+                       code_mix=code_mix)
     gen = {"hash": generator_hash(G), "num_ws": G.num_ws, "w_dim": G.w_dim, "img_resolution": G.img_resolution}
     stage = {"num_lights": len(directions), "hash": stage_hash(directions),
              "directions": torch.from_numpy(np.asarray(directions, np.float32))}
@@ -158,7 +159,7 @@ def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
             raise ValueError("light directions are not [L, 3]")
         cond = Conditioner(len(dirs), dirs, bool(cfg["geometry"]), int(cfg.get("shading_map", 0)))
         net = LatentMapper(int(cfg["num_ws"]), int(cfg["w_dim"]), int(cfg["cond_dim"]), int(cfg["hidden"]),
-                           cond_hidden=int(cfg["cond_hidden"]))
+                           cond_hidden=int(cfg["cond_hidden"]), code_mix=int(cfg.get("code_mix", 0)))
         if net.cond_dim != cond.dim:
             raise ValueError(f"condition size {net.cond_dim} != {cond.dim}")
         carries = [None, None]  # files since session 16 may hold a detail carry, since 17 a view carry

@@ -27,12 +27,18 @@ class LayerwiseLinear(nn.Module):
 
 
 class LatentMapper(nn.Module):
-    """w+ [N, num_ws, w_dim] and a condition [N, cond_dim] -> edited w+ (same shape)."""
+    """w+ [N, num_ws, w_dim] and a condition [N, cond_dim] -> edited w+ (same shape).
+
+    code_mix > 0: every layer's MLP also reads an embedding (code_mix wide) of the whole code, not
+    only its own layer's: in PhotoApp's per-layer design a fine layer, which holds the shading, cannot
+    see the coarse layers that hold the shape its shadows depend on. Its read-out starts at zero, so a
+    network gaining it answers as before until trained."""
 
     def __init__(self, num_ws: int, w_dim: int, cond_dim: int, hidden: int = 256, cond_hidden: int = 256,
-                 w_avg: torch.Tensor | None = None, w_std: torch.Tensor | float = 1.0):
+                 w_avg: torch.Tensor | None = None, w_std: torch.Tensor | float = 1.0, code_mix: int = 0):
         super().__init__()
         self.num_ws, self.w_dim, self.cond_dim, self.hidden = num_ws, w_dim, cond_dim, hidden
+        self.code_mix = code_mix
         self.register_buffer("w_avg", torch.zeros(w_dim) if w_avg is None else w_avg.detach().clone().float())
         self.register_buffer("w_std", torch.as_tensor(w_std, dtype=torch.float32).clone())
         self.cond = nn.Sequential(nn.Linear(cond_dim, cond_hidden), nn.LeakyReLU(0.2),
@@ -41,18 +47,28 @@ class LatentMapper(nn.Module):
         self.fc1 = LayerwiseLinear(num_ws, w_dim, hidden)
         self.fc2 = LayerwiseLinear(num_ws, hidden, hidden)
         self.out = LayerwiseLinear(num_ws, hidden, w_dim, init_scale=0.01)  # starts near the identity map
+        if code_mix:
+            self.code_embed = nn.Sequential(nn.Linear(num_ws * w_dim, code_mix), nn.LeakyReLU(0.2))
+            self.layer_code = LayerwiseLinear(num_ws, code_mix, hidden, init_scale=0.0)
         self.act = nn.LeakyReLU(0.2)
 
     def forward(self, ws: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = (ws - self.w_avg) / self.w_std
         c = self.cond(cond)[:, None].expand(-1, self.num_ws, -1)
-        h = self.act(self.fc1(x) + self.layer_cond(c))
+        pre = self.fc1(x) + self.layer_cond(c)
+        if self.code_mix:
+            g = self.code_embed(x.flatten(1))[:, None].expand(-1, self.num_ws, -1)
+            pre = pre + self.layer_code(g)
+        h = self.act(pre)
         h = self.act(self.fc2(h))
         return ws + self.out(h) * self.w_std
 
     def config(self) -> dict:
-        return {"num_ws": self.num_ws, "w_dim": self.w_dim, "cond_dim": self.cond_dim, "hidden": self.hidden,
-                "cond_hidden": self.cond[0].out_features}
+        cfg = {"num_ws": self.num_ws, "w_dim": self.w_dim, "cond_dim": self.cond_dim, "hidden": self.hidden,
+               "cond_hidden": self.cond[0].out_features}
+        if self.code_mix:
+            cfg["code_mix"] = self.code_mix
+        return cfg
 
 
 class DetailCarry(nn.Module):
@@ -91,12 +107,19 @@ class DetailCarry(nn.Module):
         return {"carry_hidden": self.hidden, "carry_cond_hidden": self.cond[0].out_features}
 
 
+NEW_BRANCHES = ("code_embed.", "layer_code.")  # parts a network may gain (zero read-out): kept as initialised
+
+
 def load_widened(module: nn.Module, state: dict) -> None:
     """Load `state` into `module`, whose condition input may be wider: the condition's first layer
     ("cond.0.weight") takes the old inputs' columns and zeros for the new ones, which come last, so
-    the module answers exactly as before until training uses them (a mapper gaining a conditioning)."""
+    the module answers exactly as before until training uses them (a mapper gaining a conditioning).
+    A module gaining the whole-code branch (LatentMapper's code_mix) keeps its own for it."""
     own = module.state_dict()
     state = dict(state)
+    for k, v in own.items():
+        if k.startswith(NEW_BRANCHES) and k not in state:
+            state[k] = v
     k = "cond.0.weight"
     if k in state and k in own and state[k].shape != own[k].shape:
         old, new = state[k], own[k]

@@ -33,6 +33,7 @@ class MapperTrainConfig:
     geometry: bool = True        # condition on the source reconstruction (pose, light, shading of its shape)
     shading_map: int = 0         # > 0: also the target view's shading map, S x S (conditioning.Conditioner)
     hidden: int = 256
+    code_mix: int = 0            # > 0: every layer also reads the whole code (networks.LatentMapper)
     lights_per_subject: int = 6  # latent bank: lights per subject, each seen from every camera
     light_pool: int = 2000       # target lights drawn from this many env maps
     hdr_dir: str = ""            # optional folder of .hdr/.exr env maps mixed into the light pool
@@ -129,7 +130,7 @@ class MapperTrainer(RunTrainer):
             self.M = build_mapper(G, stage_dirs, cfg.geometry, cfg.hidden, {"yaw": yaw, "pitch": pitch},
                                   w_avg=w_avg, w_std=w_std / math.sqrt(G.w_dim),
                                   info={"bank_subjects": bank.shape[0], "encoder": bank.encoder_hash},
-                                  shading_map=cfg.shading_map)
+                                  shading_map=cfg.shading_map, code_mix=cfg.code_mix)
         from .conditioning import light_code, light_concentration
 
         self.M.conditioner.set_light_stats(light_code(torch.from_numpy(bank.lights)))
