@@ -127,6 +127,12 @@ fi
 if [ "${CODE_MIX:-0}" = 1 ]; then
     on_copy map64_shading_control map64_code_mix code_mix checkpoints/lightstage_mapper_encoder.pt
 fi
+# 3p. (session 28, not shipped: ENCODER8_IMAGE=1, after step 3k) step 3k-a's phase-8 network continued on a
+#     fresh bank of phase-8 codes over all 300 captures (seed 8, 3 lights: 6 min), the image loss on every
+#     pair, a quarter of the latent loss; 80 kimg, about 40 min with two processes
+if [ "${ENCODER8_IMAGE:-0}" = 1 ]; then
+    train_in map64_enc8_img encoder8_image checkpoints/lightstage_encoder.pt
+fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_vcarry/mapper.pt \
