@@ -132,6 +132,9 @@ fi
 #     pair, a quarter of the latent loss; 80 kimg, about 40 min with two processes
 if [ "${ENCODER8_IMAGE:-0}" = 1 ]; then
     train_in map64_enc8_img encoder8_image checkpoints/lightstage_encoder.pt
+    # b, c: its detail carry (from step 3k's, about 19 min) and view carry (about 12 min) on step 3k-b's refined sources
+    on_copy map64_enc8_carry map64_enc8_img_carry encoder8_image_carry checkpoints/lightstage_encoder.pt
+    on_copy map64_enc8_img_carry map64_enc8_img_vcarry encoder8_image_view_carry checkpoints/lightstage_encoder.pt
 fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
