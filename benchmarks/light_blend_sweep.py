@@ -9,7 +9,10 @@ Cases per subject (the eval's recipe, benchmarks/eval_edit.py): the identity edi
 light, three relights, relight + yaw 15; for the first --sweep-subjects, six turns of another env
 map and three of the source's own (what the page's rotation slider does).
 
-    python benchmarks/light_blend_sweep.py --subjects 24 --sweep-subjects 8 --threads 2
+    python benchmarks/light_blend_sweep.py --subjects 24 --sweep-subjects 8 --threads 2 --json sweep.json
+    python benchmarks/light_blend_sweep.py --rows sweep.json --rule 0.5,0.7:3,5 --rule none:3.7,5.4
+
+`--rows` scores the rows a run saved (`--json`) for other rules, without measuring again.
 """
 
 from __future__ import annotations
@@ -58,7 +61,16 @@ def main():
     ap.add_argument("--mapper", default=None, help="default: the bundled mapper")
     ap.add_argument("--encoder", default=None, help="default: the bundled encoder")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--rows", default=None, help="score the rows a run saved with --json (no measuring)")
+    ap.add_argument("--rule", action="append", default=[], type=parse_rule,
+                    help="another candidate: MOVE_LO,MOVE_HI:FIT_LO,FIT_HI, either side 'none' (repeatable)")
     args = ap.parse_args()
+    candidates = CANDIDATES + args.rule
+    if args.rows:
+        with open(args.rows) as f:
+            saved = json.load(f)
+        score(saved["rows"], saved["refined"], candidates)
+        return
     torch.set_num_threads(args.threads)
     ed = Editor.from_pretrained(mapper=args.mapper, encoder=args.encoder)
     M, std = ed.mapper, ed.mapper.net.w_std
@@ -101,6 +113,27 @@ def main():
                 ps = [metrics(syn(stays + a * (direct - stays)), tgt)[0] for a in A]
                 rows.append((name, ps, rms(lit - w_enc), rms(lit - keep), fit_enc - metrics(syn(lit), src)[0]))
         print(f"subject {i + 1}/{args.subjects} done", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "refined": ref, "rows": rows}, f)
+    score(rows, ref, candidates)
+
+
+def parse_rule(text: str):
+    """'0.3,0.4:1.5,3.5' -> ((0.3, 0.4), (1.5, 3.5)); 'none' on either side: that ramp off."""
+    try:
+        move, fit = text.split(":")
+        side = lambda t: None if t.strip().lower() == "none" else tuple(float(v) for v in t.split(","))  # noqa: E731
+        rule = side(move), side(fit)
+        if any(r is not None and (len(r) != 2 or r[1] <= r[0]) for r in rule):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give MOVE_LO,MOVE_HI:FIT_LO,FIT_HI (lo < hi, or none)") from None
+    return rule
+
+
+def score(rows, ref, candidates) -> None:
+    """Mean PSNR per case for each rule, and the spread of what the rules read."""
     print(f"\nrefined code against its source (the identity edit's ceiling): {np.mean(ref):.2f} dB")
     names = list(dict.fromkeys(r[0] for r in rows))
     print(f"{'move, fit (dB)':28s}" + "".join(f"{nm:>22s}" for nm in names))
@@ -108,7 +141,7 @@ def main():
     def ramp(x, lohi):
         return float(np.clip((x - lohi[0]) / (lohi[1] - lohi[0]), 0, 1)) if lohi else 0.0
 
-    for move, fit in CANDIDATES:
+    for move, fit in candidates:
         means = []
         for nm in names:
             v = [np.interp(max(ramp(m, move), ramp(d, fit)) * min(1.0, mk / KEEP_RAMP), A, ps)
@@ -120,9 +153,6 @@ def main():
         d = sorted(r[4] for r in rows if r[0] == nm)
         print(f"{nm}: the mapper's move {m[0]:.3f}-{m[-1]:.3f} (median {np.median(m):.3f}); its answer's fit "
               f"{d[0]:.2f}-{d[-1]:.2f} dB below the encoder's (median {np.median(d):.2f})")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "refined": ref, "rows": rows}, f)
 
 
 if __name__ == "__main__":
