@@ -136,6 +136,17 @@ if [ "${ENCODER8_IMAGE:-0}" = 1 ]; then
     on_copy map64_enc8_carry map64_enc8_img_carry encoder8_image_carry checkpoints/lightstage_encoder.pt
     on_copy map64_enc8_img_carry map64_enc8_img_vcarry encoder8_image_view_carry checkpoints/lightstage_encoder.pt
 fi
+# 3q. (session 29, not shipped: ENCODER8_DIRECT=1; needs only step 1 and the bundled files, so a fresh machine
+#     can run it) the phase-8 network straight from the bundled file on step 3p's bank recipe (seed 8, 3 lights
+#     of all 300 captures: 6 min), identity pairs' latent weight 3; 72 kimg, about 35 min with two processes;
+#     b: its detail carry from the bundled file's, on the first bank light of all 300 captures refined with
+#     the phase-8 encoder (2,400 sources, about 25 min; then 24 kimg); c: its view carry, 16 kimg
+if [ "${ENCODER8_DIRECT:-0}" = 1 ]; then
+    E8=checkpoints/lightstage_encoder.pt
+    train_in map64_enc8_direct encoder8_direct $E8
+    on_copy map64_enc8_direct map64_enc8_direct_carry encoder8_direct_carry $E8
+    on_copy map64_enc8_direct_carry map64_enc8_direct_vcarry encoder8_direct_view_carry $E8
+fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_vcarry/mapper.pt \
