@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import stylerelight as sr  # noqa: E402
-from stylerelight.edit import IMAGE_BLEND, LIGHT_BLEND, Editor  # noqa: E402
+from stylerelight.edit import Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.invert import ssim  # noqa: E402
 from stylerelight.mapper.conditioning import normalise_light  # noqa: E402
@@ -157,7 +157,8 @@ def main():
             e, la = editors[e_name], lats[l_name]
             if e is None or la is None:
                 return None
-            e.cancel_bias, e.light_blend = cancel, (None if cancel else LIGHT_BLEND)
+            default = e.light_blend  # the Editor's (the mapper file's own ramps where it carries them)
+            e.cancel_bias, e.light_blend = cancel, (None if cancel else default)
             try:
                 t0 = time.perf_counter()
                 img = gan_to_uint8(e.relight(la, light, yaw=dy, pitch=dp))[0]
@@ -166,14 +167,14 @@ def main():
                 print(f"subject {seed} {label}: {err}")
                 return None
             finally:
-                e.cancel_bias, e.light_blend = None, LIGHT_BLEND
+                e.cancel_bias, e.light_blend = None, default
 
         labels = [m.replace("+K", f"+{args.refine}") for m in EDITORS]
         # the identity edit: the source's own (true) light and view must give the input back
         coeffs_s = ed.stage.project(env_s)
         print(f"subject {seed}: the mapper's move of the encoder code for the source's true light "
-              f"{ed.light_move(lat, coeffs_s):.3f} (the default edit's light blend: {LIGHT_BLEND}), its answer's "
-              f"fit of the photo {ed.light_deficit(lat, coeffs_s):.2f} dB below the encoder's ({IMAGE_BLEND})")
+              f"{ed.light_move(lat, coeffs_s):.3f} (the default edit's light blend: {ed.light_blend}), its answer's "
+              f"fit of the photo {ed.light_deficit(lat, coeffs_s):.2f} dB below the encoder's ({ed.image_blend})")
         same = {}
         for label in labels:
             r = run(label, coeffs_s)

@@ -73,6 +73,8 @@ def main():
         return
     torch.set_num_threads(args.threads)
     ed = Editor.from_pretrained(mapper=args.mapper, encoder=args.encoder)
+    if (ed.light_blend, ed.image_blend) not in candidates:  # the mapper file's own ramps first
+        candidates.insert(0, (ed.light_blend, ed.image_blend))
     M, std = ed.mapper, ed.mapper.net.w_std
     rms = lambda x: float((x / std).square().mean().sqrt())  # noqa: E731
     rows = []  # (case, psnr at each of A, move from no move, move from the keep answer)

@@ -122,10 +122,11 @@ class Editor:
         self.cancel_bias: bool | None = None
         # (lo, hi) light change over which a cancelled edit slides to the encoder code's direct
         # answer; falsy: never (the mapper's change alone)
-        self.light_blend: tuple[float, float] | None = LIGHT_BLEND
+        # (the mapper file's own ramps where it carries them: chosen on validation for its network)
+        self.light_blend: tuple[float, float] | None = mapper.blend.get("light_blend", LIGHT_BLEND)
         # (lo, hi) dB by which the encoder code's answer fits the photo worse than the encoder's own
         # code, over which the same slide happens (whichever is further); falsy: the move alone
-        self.image_blend: tuple[float, float] | None = IMAGE_BLEND
+        self.image_blend: tuple[float, float] | None = mapper.blend.get("image_blend", IMAGE_BLEND)
         self.method = method
         self._rerender = None
 

@@ -748,6 +748,23 @@ def test_view_carry_starts_as_the_turned_code_trains_alone_and_applies_only_to_t
     moved.train(0.04, progress=False)
     assert not torch.equal(moved.M.carry.linear.weight, half.carry.linear.weight)
     torch.testing.assert_close(moved.M.view_carry.linear.weight, half.view_carry.linear.weight)
+    # the light blend chosen for a network: set at export, kept by a carry run on that network, read by the
+    # Editor (a file without one gets the Editor's defaults); a ramp that is not lo < hi is refused
+    with pytest.raises(ValueError, match="light_blend"):
+        MapperTrainConfig(light_blend=(0.4, 0.3)).check()
+    t4 = _trainer(bank, captures, tmp_path / "a", G, **kw, view_carry_gain=0.5, light_blend=(0.5, 0.7),
+                  image_blend=(3.0, 5.0))
+    t4.train(0.24, progress=False)
+    blended = load_mapper(tmp_path / "a" / "mapper.pt")
+    assert blended.blend == {"light_blend": (0.5, 0.7), "image_blend": (3.0, 5.0)} and half.blend == {}
+    kept = _trainer(bank, captures, tmp_path / "k", G,
+                    **{**kw_light, "init_mapper": str(tmp_path / "a" / "mapper.pt"), "init_carries": ""})
+    assert kept.M.blend == blended.blend
+    from stylerelight.edit import IMAGE_BLEND, LIGHT_BLEND
+
+    ed_b, ed_h = sr.Editor(G, E, blended, cnn), sr.Editor(G, E, half, cnn)
+    assert (ed_b.light_blend, ed_b.image_blend, ed_h.light_blend, ed_h.image_blend) == (
+        (0.5, 0.7), (3.0, 5.0), LIGHT_BLEND, IMAGE_BLEND)
     # the Editor: a turn under the kept light gets it, an edit in place does not
     plain = copy.deepcopy(M)
     plain.view_carry = None

@@ -6,7 +6,8 @@ File (own format, `torch.load(weights_only=True)`): {"format": "stylerelight-map
 "stage": {"num_lights", "hash"}, "pose_range": {"yaw": deg, "pitch": deg}, "info": {...}}; a
 detail carry's weights (`carry.*`) when config has "carry_hidden", a view carry's (`view_carry.*`)
 when it has "view_carry_hidden" (and "view_carry_gain", the share of it applied); "shading_map"
-(S, absent: 0) when the condition ends with the target view's shading map.
+(S, absent: 0) when the condition ends with the target view's shading map; "light_blend" and
+"image_blend" ([lo, hi]) when the file carries the Editor's light blend chosen for its network.
 """
 
 from __future__ import annotations
@@ -29,9 +30,24 @@ CARRY_KINDS = {"light": "carry", "view": "view_carry"}  # kind -> Mapper attribu
 CARRY_PREFIXES = ("", "view_")  # the same order: the prefix of each carry's keys in the file's config
 
 
+BLENDS = ("light_blend", "image_blend")  # the Editor's light blend ramps a file may carry (edit.py)
+
+
 def check_view_carry_gain(gain: float) -> None:
     if not 0 <= gain <= 2:
         raise ValueError(f"view_carry_gain must be in [0, 2], not {gain}")
+
+
+def check_blend(name: str, ramp) -> tuple[float, float]:
+    """A light blend ramp (lo, hi), lo < hi, both finite and >= 0."""
+    try:
+        lo, hi = (float(v) for v in ramp)
+        ok = 0 <= lo < hi < float("inf")
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be two numbers 0 <= lo < hi, not {ramp!r}")
+    return lo, hi
 
 
 def stage_hash(directions: np.ndarray) -> str:
@@ -49,6 +65,9 @@ class Mapper(nn.Module):
         super().__init__()
         self.net, self.conditioner, self.carry, self.view_carry = net, conditioner, carry, view_carry
         self.view_carry_gain = float(view_carry_gain)  # the share of the view carry applied (chosen on validation)
+        # the Editor's light blend ramps chosen for this network on validation ("light_blend", "image_blend");
+        # absent: the Editor's defaults (edit.LIGHT_BLEND, edit.IMAGE_BLEND, chosen for the bundled file)
+        self.blend: dict[str, tuple[float, float]] = {}
         self.generator, self.stage, self.pose_range = dict(generator), dict(stage), dict(pose_range)
         self.info = dict(info or {})
 
@@ -141,6 +160,7 @@ def save_mapper(M: Mapper, path: str | os.PathLike) -> None:
             cfg.update({pre + k: v for k, v in getattr(M, name).config().items()})
     if M.view_carry is not None:
         cfg["view_carry_gain"] = M.view_carry_gain
+    cfg.update({k: list(check_blend(k, v)) for k, v in M.blend.items()})
     state = {k: v.detach().cpu().clone() for k, v in M.state_dict().items()
              if not k.startswith("conditioner.probe.")}  # the probe is rebuilt from the stage
     atomic_torch_save({"format": FORMAT, "version": 1, "config": cfg, "state_dict": state,
@@ -170,6 +190,7 @@ def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         M = Mapper(net, cond, dict(obj["generator"]), dict(stage), dict(obj["pose_range"]),
                    dict(obj.get("info") or {}), *carries, float(cfg.get("view_carry_gain", 1.0)))
         check_view_carry_gain(M.view_carry_gain)
+        M.blend = {k: check_blend(k, cfg[k]) for k in BLENDS if k in cfg}
         sd = obj["state_dict"]
         missing, unexpected = M.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not k.startswith("conditioner.probe.")]

@@ -23,7 +23,7 @@ from ..gan.io import generator_hash
 from ..invert.losses import PerceptualLoss, ms_ssim_l1
 from ..invert.optimize import psnr, w_stats
 from ..runs import RUN_CONTROL, RunTrainer, config_from_yaml, dist_info
-from .model import CARRY_KINDS, attach_carries, build_mapper, check_view_carry_gain, save_mapper
+from .model import BLENDS, CARRY_KINDS, attach_carries, build_mapper, check_blend, check_view_carry_gain, save_mapper
 from .networks import load_widened
 from .pairs import Bank, sample_carry_pairs, sample_pairs, sample_view_carry_pairs
 
@@ -73,6 +73,11 @@ class MapperTrainConfig:
     # the share of the view carry the exported mapper applies (Mapper.view_carry_gain; training learns the
     # whole carry; the share is chosen on validation); None: init_mapper's (1 for a new view carry)
     view_carry_gain: float | None = None
+    # the Editor's light blend ramps the exported file carries (Mapper.blend; chosen on validation for this
+    # network, benchmarks/light_blend_sweep.py); None: a carry run keeps init_mapper's (its network is
+    # init_mapper's), a network run carries none (the Editor's defaults)
+    light_blend: tuple | None = None
+    image_blend: tuple | None = None
     carry_hidden: int = 256
     carry_steps: int = 20        # L-BFGS steps of the sources' refinement (Editor.invert's REFINE_STEPS)
     carry_modes: tuple = (0.55, 0.3, 0.15)  # relight, both (light and view), same (target = source)
@@ -100,11 +105,14 @@ class MapperTrainConfig:
             raise ValueError(f"carry_kind must be one of {', '.join(CARRY_KINDS)}, not {self.carry_kind!r}")
         if self.view_carry_gain is not None:
             check_view_carry_gain(self.view_carry_gain)
+        for name in BLENDS:
+            if getattr(self, name) is not None:
+                setattr(self, name, check_blend(name, getattr(self, name)))
 
 
 class MapperTrainer(RunTrainer):
     kind = "mapper"
-    run_control = RUN_CONTROL + ("hdr_dir", "init_mapper", "init_carries", "view_carry_gain")
+    run_control = RUN_CONTROL + ("hdr_dir", "init_mapper", "init_carries", "view_carry_gain", *BLENDS)
 
     def __init__(self, cfg: MapperTrainConfig, G, bank: Bank, run_dir, log: bool = True,
                  device: str | torch.device = "cpu"):
@@ -184,6 +192,7 @@ class MapperTrainer(RunTrainer):
             raise ValueError(f"{path} has another network (geometry, hidden size); pick a matching mapper") from None
         if self.carry:
             self.M.conditioner.load_state_dict(src.conditioner.state_dict(), strict=False)
+            self.M.blend = dict(src.blend)  # chosen for the network, which a carry run keeps
             where, carries = path, src
             if self.cfg.init_carries:  # a retrained network: the carries come from the old file
                 where, carries = self.cfg.init_carries, load_mapper(self.cfg.init_carries)
@@ -222,6 +231,7 @@ class MapperTrainer(RunTrainer):
     def export(self) -> None:
         if self.cfg.view_carry_gain is not None:
             self.M.view_carry_gain = float(self.cfg.view_carry_gain)
+        self.M.blend.update({k: getattr(self.cfg, k) for k in BLENDS if getattr(self.cfg, k) is not None})
         self.M.info.update({"kimg": self.nimg / 1000, "config": {k: v for k, v in self.cfg.__dict__.items()}})
         save_mapper(self.M, self.run_dir / "mapper.pt")
 
