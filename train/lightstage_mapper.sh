@@ -139,13 +139,19 @@ fi
 # 3q. (session 29, not shipped: ENCODER8_DIRECT=1; needs only step 1 and the bundled files, so a fresh machine
 #     can run it) the phase-8 network straight from the bundled file on step 3p's bank recipe (seed 8, 3 lights
 #     of all 300 captures: 6 min), identity pairs' latent weight 3; 72 kimg, about 35 min with two processes;
-#     b: its detail carry from the bundled file's, on the first bank light of all 300 captures refined with
-#     the phase-8 encoder (2,400 sources, about 25 min; then 24 kimg); c: its view carry, 16 kimg
+#     b: its detail carry from the bundled file's, on the first bank light of the first 150 captures refined
+#     with the phase-8 encoder (1,200 sources, about 12 min; then 20 kimg); c: its view carry, 12 kimg
 if [ "${ENCODER8_DIRECT:-0}" = 1 ]; then
     E8=checkpoints/lightstage_encoder.pt
     train_in map64_enc8_direct encoder8_direct $E8
     on_copy map64_enc8_direct map64_enc8_direct_carry encoder8_direct_carry $E8
     on_copy map64_enc8_direct_carry map64_enc8_direct_vcarry encoder8_direct_view_carry $E8
+    # kept in the repository as a warm start (float16, 14 MB; runs/ does not outlive a machine):
+    # train/warm/lightstage_mapper_phase8.pt, which a later run names as init_mapper
+    mkdir -p train/warm
+    $PY -c "import sys, torch; from stylerelight.mapper import load_mapper, save_mapper; \
+M = load_mapper(sys.argv[1]).half(); save_mapper(M, sys.argv[2])" \
+        runs/map64_enc8_direct_vcarry/mapper.pt train/warm/lightstage_mapper_phase8.pt
 fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
