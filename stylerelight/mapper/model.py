@@ -28,8 +28,6 @@ from .networks import DetailCarry, LatentMapper
 FORMAT = "stylerelight-mapper"
 CARRY_KINDS = {"light": "carry", "view": "view_carry"}  # kind -> Mapper attribute (and state_dict prefix)
 CARRY_PREFIXES = ("", "view_")  # the same order: the prefix of each carry's keys in the file's config
-
-
 BLENDS = ("light_blend", "image_blend")  # the Editor's light blend ramps a file may carry (edit.py)
 
 
