@@ -13,7 +13,7 @@ KIMG=${KIMG:-200}
 train_in() {
     $TORCHRUN --nproc_per_node 2 -m stylerelight train mapper --olat "${OLAT:-data/olat64}" \
         --config "train/configs/lightstage_mapper_$2.yaml" --run-dir "runs/$1" --threads 1 \
-        --encoder "${3:-runs/enc64_relit/encoder.pt}"
+        --encoder "${3:-runs/enc64_relit/encoder.pt}" "${@:4}"
 }
 # the same on a copy of runs/FROM's latent bank (its refined sources included): on_copy FROM RUN CFG [ENCODER]
 on_copy() {
@@ -146,12 +146,17 @@ if [ "${ENCODER8_DIRECT:-0}" = 1 ]; then
     train_in map64_enc8_direct encoder8_direct $E8
     on_copy map64_enc8_direct map64_enc8_direct_carry encoder8_direct_carry $E8
     on_copy map64_enc8_direct_carry map64_enc8_direct_vcarry encoder8_direct_view_carry $E8
-    # kept in the repository as a warm start (float16, 14 MB; runs/ does not outlive a machine):
-    # train/warm/lightstage_mapper_phase8.pt, which a later run names as init_mapper
+    # session 29 then resumed step 3q-a's network to 112 kimg (a larger --kimg on the same run folder,
+    # stopped at a snapshot) and kept it, with step 3q-c's carries, in the repository as a warm start
+    # (float16, 14 MB; runs/ does not outlive a machine): train/warm/lightstage_mapper_phase8.pt, which a
+    # later run names as init_mapper (and init_carries)
+    train_in map64_enc8_direct encoder8_direct $E8 --kimg 112
     mkdir -p train/warm
-    $PY -c "import sys, torch; from stylerelight.mapper import load_mapper, save_mapper; \
-M = load_mapper(sys.argv[1]).half(); save_mapper(M, sys.argv[2])" \
-        runs/map64_enc8_direct_vcarry/mapper.pt train/warm/lightstage_mapper_phase8.pt
+    $PY -c "import sys; from stylerelight.mapper import load_mapper, save_mapper
+from stylerelight.mapper.model import attach_carries
+M = attach_carries(load_mapper(sys.argv[1]), load_mapper(sys.argv[2]))
+save_mapper(M.half(), sys.argv[3])" runs/map64_enc8_direct/mapper.pt runs/map64_enc8_direct_vcarry/mapper.pt \
+        train/warm/lightstage_mapper_phase8.pt
 fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
