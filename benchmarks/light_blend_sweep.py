@@ -33,6 +33,7 @@ from eval_edit import metrics, subject_case  # noqa: E402
 from stylerelight.edit import IMAGE_BLEND, KEEP_RAMP, LIGHT_BLEND, Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.mapper.conditioning import Edit, normalise_light  # noqa: E402
+from stylerelight.mapper.model import check_blend  # noqa: E402
 from stylerelight.synth import Camera, render_portrait  # noqa: E402
 
 A = np.linspace(0, 1, 21)  # blend weights at which each edit is measured
@@ -125,10 +126,8 @@ def parse_rule(text: str):
     """'0.3,0.4:1.5,3.5' -> ((0.3, 0.4), (1.5, 3.5)); 'none' on either side: that ramp off."""
     try:
         move, fit = text.split(":")
-        side = lambda t: None if t.strip().lower() == "none" else tuple(float(v) for v in t.split(","))  # noqa: E731
+        side = lambda t: None if t.strip().lower() == "none" else check_blend("rule", t.split(","))  # noqa: E731
         rule = side(move), side(fit)
-        if any(r is not None and (len(r) != 2 or r[1] <= r[0]) for r in rule):
-            raise ValueError
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give MOVE_LO,MOVE_HI:FIT_LO,FIT_HI (lo < hi, or none)") from None
     return rule
