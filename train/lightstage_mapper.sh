@@ -152,11 +152,17 @@ if [ "${ENCODER8_DIRECT:-0}" = 1 ]; then
     # later run names as init_mapper (and init_carries)
     train_in map64_enc8_direct encoder8_direct $E8 --kimg 112
     mkdir -p train/warm
-    $PY -c "import sys; from stylerelight.mapper import load_mapper, save_mapper
+    [ -e train/warm/lightstage_mapper_phase8.pt ] || $PY -c "import sys; from stylerelight.mapper import load_mapper, save_mapper
 from stylerelight.mapper.model import attach_carries
 M = attach_carries(load_mapper(sys.argv[1]), load_mapper(sys.argv[2]))
 save_mapper(M.half(), sys.argv[3])" runs/map64_enc8_direct/mapper.pt runs/map64_enc8_direct_vcarry/mapper.pt \
         train/warm/lightstage_mapper_phase8.pt
+    # session 30 (not shipped, the warm file not replaced): the network on to 176 kimg (33 min; its training
+    # PSNR flat from 112 kimg), then its carries continued from step 3q-c's (12 + 8 kimg, 11 min), with the
+    # light blend chosen for it in the view carry's config; level with the bundled file on validation
+    train_in map64_enc8_direct encoder8_direct $E8 --kimg 176
+    on_copy map64_enc8_direct_carry map64_enc8_direct2_carry encoder8_direct2_carry $E8
+    on_copy map64_enc8_direct_vcarry map64_enc8_direct2_vcarry encoder8_direct2_view_carry $E8
 fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
