@@ -8,7 +8,8 @@ against Mitsuba's renders; mean PSNR per case.
     python benchmarks/compare_mappers.py runs/map64_carry2/mapper.pt runs/map64_enc8_vcarry/mapper.pt
 
 A mapper file without carries (a network run) can be measured with another file's carries:
-`--carries-from checkpoints/lightstage_mapper.pt` (`mapper.model.attach_carries`).
+`--carries-from checkpoints/lightstage_mapper.pt` (`mapper.model.attach_carries`). `--cases` keeps
+some kinds of edit (identity, relight, both, turns), e.g. `--cases turns` after a view-carry run.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ from stylerelight.mapper import load_mapper  # noqa: E402
 from stylerelight.mapper.model import attach_carries  # noqa: E402
 from stylerelight.synth import Camera, render_portrait  # noqa: E402
 
+KINDS = ("identity", "relight", "both", "turns")
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown kind {', '.join(bad) or '(none)'}: pick from {', '.join(KINDS)}")
+    return kinds
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,6 +52,8 @@ def main():
     ap.add_argument("--offset", type=int, default=4_000_000, help="first validation subject seed")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--carries-from", default=None, help="a mapper file whose carries a mapper without carries gets")
+    ap.add_argument("--cases", default=",".join(KINDS), type=_kinds,
+                    help=f"comma-separated kinds of edit to measure, of {', '.join(KINDS)} (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     eds = [Editor.from_pretrained(mapper=m) for m in (args.mapper_a, args.mapper_b)]
@@ -55,9 +68,11 @@ def main():
         subj, cam, env_s, (env_t, env_b, env_c) = subject_case(seed, eds[0].stage)
         src = render_portrait(subj, env_s, cam, G.img_resolution, spp=64, seed=seed)
         lats = [ed.invert(src, aligned=True) for ed in eds]
-        cases = [("identity", env_s, 0, 0)] + [("relight", e, 0, 0) for e in (env_t, env_b, env_c)]
-        cases += [("relight + yaw 15", env_t, 15, 0)]
-        cases += [(f"yaw +-{abs(dy)}" if dy else "pitch +-10", None, dy, dp) for dy, dp in TURNS]
+        cases = [("identity", env_s, 0, 0)] * ("identity" in args.cases)
+        cases += [("relight", e, 0, 0) for e in (env_t, env_b, env_c)] * ("relight" in args.cases)
+        cases += [("relight + yaw 15", env_t, 15, 0)] * ("both" in args.cases)
+        turns = [(f"yaw +-{abs(dy)}" if dy else "pitch +-10", None, dy, dp) for dy, dp in TURNS]
+        cases += turns * ("turns" in args.cases)
         for name, env, dy, dp in cases:
             try:
                 ws = [ed.map([lat], [ed.resolve_light(env, 0.0, lat)], [dy], [dp])
