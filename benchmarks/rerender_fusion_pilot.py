@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eval_edit import subject_case  # noqa: E402
+from eval_edit import metrics, subject_case  # noqa: E402
 from fuse_sweep import CASES  # noqa: E402
 
 from stylerelight.edit import REFINE_STEPS, EditError, Editor  # noqa: E402
@@ -70,10 +70,12 @@ def dump(ed: Editor, seeds: range, out: str) -> None:
 
 
 def load(paths: list[str]) -> tuple:
+    """(m, r, targets in the generator's range, uint8 targets, groups) of the dumps."""
     ds = [np.load(p) for p in paths]
     cat = lambda k: np.concatenate([d[k] for d in ds])  # noqa: E731
+    t = cat("t")
     return (torch.from_numpy(cat("m")).float(), torch.from_numpy(cat("r")).float(),
-            torch.from_numpy(cat("t")).permute(0, 3, 1, 2).float() / 127.5 - 1, cat("group"))
+            torch.from_numpy(t).permute(0, 3, 1, 2).float() / 127.5 - 1, t, cat("group"))
 
 
 class Fusion(torch.nn.Module):
@@ -98,15 +100,15 @@ class Fusion(torch.nn.Module):
 
 
 def score(G, fusion, data) -> dict:
-    m, r, t, groups = data
+    """Mean PSNR per group of the combined codes' images against the targets (eval_edit's metric)."""
+    m, r, _, t, groups = data
     kind = torch.tensor([KINDS[g] for g in groups])
     out: dict[str, list] = {}
     with torch.no_grad():
         for i in range(0, len(m), 64):
-            img = gan_to_uint8(G.synthesis(fusion(m[i:i + 64], r[i:i + 64], kind[i:i + 64]), noise_mode="const"))
-            err = ((img.astype(np.float64) - gan_to_uint8(t[i:i + 64]).astype(np.float64)) ** 2).mean((1, 2, 3))
-            for g, e in zip(groups[i:i + 64], err, strict=True):
-                out.setdefault(str(g), []).append(10 * np.log10(255**2 / max(e, 1e-12)))
+            imgs = gan_to_uint8(G.synthesis(fusion(m[i:i + 64], r[i:i + 64], kind[i:i + 64]), noise_mode="const"))
+            for g, img, tgt in zip(groups[i:i + 64], imgs, t[i:i + 64], strict=True):
+                out.setdefault(str(g), []).append(metrics(img, tgt)[0])
     return {g: round(float(np.mean(v)), 2) for g, v in out.items()}
 
 
@@ -119,7 +121,7 @@ def fit(G, train: tuple, val: tuple, mode: str, epochs: int) -> None:
         fixed.a.data.fill_(a)
         print(f"{name:22s} val {score(G, fixed, val)}")
     opt = torch.optim.Adam(fusion.parameters(), lr=0.02 if mode == "mix" else 0.003)
-    kind = torch.tensor([KINDS[g] for g in train[3]])
+    kind = torch.tensor([KINDS[g] for g in train[4]])
     t0 = time.time()
     for ep in range(epochs):
         for j in torch.randperm(len(kind)).split(32):
