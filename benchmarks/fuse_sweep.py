@@ -14,6 +14,8 @@ identity edit under the source's true light, which the estimate misses, stays th
 `--pairs-json F` also writes every pair's PSNRs with what describes its lights (how concentrated the
 target light is, how far it is from the source's, how far the light's centre moves), to see where
 the mapper loses to the re-render change (`--mixes 0,1`; the printout ends with that split).
+`--codes F.npz` also keeps every edit's two codes and its target (rewritten whole after each subject),
+for `rerender_fusion_pilot.py`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def main():
                     "(default: RerenderChange's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pairs-json", default=None, help="write every pair's PSNRs and light descriptors here")
+    ap.add_argument("--codes", default=None, help="write every edit's default-edit code m, re-render change's code r, "
+                    "target t, group and seed here (.npz)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     mixes = args.mixes.split(",")
@@ -76,6 +80,7 @@ def main():
         rr._rerender_change().steps = args.rr_steps
     res: dict[str, dict] = {}
     pairs: list[dict] = []
+    codes: dict[str, list] = {k: [] for k in ("m", "r", "t", "group", "seed")}
     t_start = time.time()
     for i in range(args.subjects):
         seed = args.offset + i
@@ -101,6 +106,11 @@ def main():
                 res.setdefault(group, {}).setdefault(b, []).append(v)
             pairs.append({"seed": seed, "group": group, "yaw": dy, "pitch": dp, "psnr": psnrs,
                           **light_descriptors(ed.stage, env_s, env, cam)})
+            for key, v in zip(codes, (ws_m[0].numpy(), ws_r[0].numpy(), tgt, group, seed), strict=True):
+                codes[key].append(v)
+        if args.codes:
+            np.savez(args.codes + ".tmp.npz", **{k: np.array(v) for k, v in codes.items()})
+            os.replace(args.codes + ".tmp.npz", args.codes)
         print(f"subject {i + 1}/{args.subjects} done ({time.time() - t_start:.0f} s)", flush=True)
     print(f"\n{'group':18s} " + " ".join(f"{b:>7s}" for b in mixes) + "   fused")
     for g, d in res.items():

@@ -1,19 +1,20 @@
 """Pilot for conditioning the mapper on the re-render (docs/mapper.md, "Next"): how much a *learned*
 combination of the mapper's default edit and the encoded re-render change gains over a fixed mix.
 
-`dump` writes, per edit of the eval's recipe (`eval_edit.subject_case`: three relights, yaw +-15 / +-30,
-pitch +-10 under the kept light, relight + yaw 15), the default edit's code m, the code r of the
-re-render change whose re-renders are only encoded (no L-BFGS steps: milliseconds after the render), and
-Mitsuba's render of the target. Training subjects (seeds 0-299, the captures' subjects) give the pairs
-to learn from, validation subjects (4,000,000+) the score; the held-out ones stay untouched.
+The pairs come from `fuse_sweep.py --rr-steps 0 --codes F.npz`: per edit of the eval's recipe
+(`eval_edit.subject_case`) the default edit's code m, the code r of the re-render change whose re-renders
+are only encoded (no L-BFGS steps: milliseconds after the render), and Mitsuba's render of the target.
+Training subjects (seeds 0-299, the captures' subjects; `--offset 0`) give the pairs to learn from,
+validation subjects (4,000,000+) the score; the held-out ones stay untouched. The identity edit is left
+out (it stays the mapper's: the fused edit's gate).
 
-`fit` learns w' = m + a[kind, layer] (r - m) (+ a per-layer MLP of m and r - m with `--mode mlp`), kind
+This script learns w' = m + a[kind, layer] (r - m) (+ a per-layer MLP of m and r - m with `--mode mlp`), kind
 = relight, turn or both, by the generator's image MSE against the targets, and prints the validation PSNR
 of the mapper (a = 0), of the fixed mix a = 0.4, and of the learned combination after each epoch.
 
-    python benchmarks/rerender_fusion_pilot.py dump --seeds 4000000:4000016 --out val.npz
-    python benchmarks/rerender_fusion_pilot.py dump --seeds 0:100 --out train.npz   # ~22 s a subject
-    python benchmarks/rerender_fusion_pilot.py fit --train train.npz --val val.npz --mode mlp --epochs 8
+    python benchmarks/fuse_sweep.py --rr-steps 0 --mixes 0 --subjects 16 --codes val.npz
+    python benchmarks/fuse_sweep.py --rr-steps 0 --mixes 0 --subjects 100 --offset 0 --codes train.npz
+    python benchmarks/rerender_fusion_pilot.py --train train.npz --val val.npz --mode mlp --epochs 8
 """
 
 from __future__ import annotations
@@ -29,50 +30,20 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eval_edit import metrics, subject_case  # noqa: E402
-from fuse_sweep import CASES  # noqa: E402
+from eval_edit import metrics  # noqa: E402
 
-from stylerelight.edit import REFINE_STEPS, EditError, Editor  # noqa: E402
+from stylerelight.edit import Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
-from stylerelight.synth import Camera, render_portrait  # noqa: E402
 
 KINDS = {"relight": 0, "yaw +-15": 1, "yaw +-30": 1, "pitch +-10": 1, "relight + yaw 15": 2}
 FIXED_MIX = 0.4  # the best single mix of the encoded change on validation (fuse_sweep.py --rr-steps 0)
 
 
-def dump(ed: Editor, seeds: range, out: str) -> None:
-    rr = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
-    rr._rerender_change().steps = 0
-    rec: dict[str, list] = {k: [] for k in ("m", "r", "t", "group", "seed")}
-    t0 = time.time()
-    for seed in seeds:
-        subj, cam, env_s, others = subject_case(seed, ed.stage)
-        lat = ed.invert(render_portrait(subj, env_s, cam, ed.resolution, spp=64, seed=seed), aligned=True,
-                        steps=REFINE_STEPS)
-        for group, dy, dp, k in CASES:
-            if group not in KINDS:  # the identity edit stays the mapper's (the fused edit's gate)
-                continue
-            env = env_s if k is None else others[k]
-            light = None if k is None else ed.stage.project(env)
-            try:
-                ws = [e.map([lat], [e.resolve_light(light, 0.0, lat)], [dy], [dp]) for e in (ed, rr)]
-            except EditError:  # the estimated pose put the target outside the trained range
-                continue
-            rec["m"].append(ws[0][0].numpy())
-            rec["r"].append(ws[1][0].numpy())
-            rec["t"].append(render_portrait(subj, env, Camera(yaw=cam.yaw + dy, pitch=cam.pitch + dp),
-                                            ed.resolution, spp=64, seed=seed + 1))
-            rec["group"].append(group)
-            rec["seed"].append(seed)
-        np.savez(out + ".tmp.npz", **{k: np.array(v) for k, v in rec.items()})
-        os.replace(out + ".tmp.npz", out)  # resumable by hand: what is written is whole
-        print(f"subject {seed} done ({time.time() - t0:.0f} s)", flush=True)
-
-
 def load(paths: list[str]) -> tuple:
-    """(m, r, targets in the generator's range, uint8 targets, groups) of the dumps."""
+    """(m, r, targets in the generator's range, uint8 targets, groups) of the dumps' edits but the identity."""
     ds = [np.load(p) for p in paths]
-    cat = lambda k: np.concatenate([d[k] for d in ds])  # noqa: E731
+    keep = np.concatenate([np.isin(d["group"], list(KINDS)) for d in ds])
+    cat = lambda k: np.concatenate([d[k] for d in ds])[keep]  # noqa: E731
     t = cat("t")
     return (torch.from_numpy(cat("m")).float(), torch.from_numpy(cat("r")).float(),
             torch.from_numpy(t).permute(0, 3, 1, 2).float() / 127.5 - 1, t, cat("group"))
@@ -138,25 +109,17 @@ def fit(G, train: tuple, val: tuple, mode: str, epochs: int) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("dump")
-    d.add_argument("--seeds", required=True, help="FIRST:END subject seeds")
-    d.add_argument("--out", required=True)
-    f = sub.add_parser("fit")
-    f.add_argument("--train", required=True, help="comma-separated dumps of training subjects")
-    f.add_argument("--val", required=True, help="comma-separated dumps of validation subjects")
-    f.add_argument("--mode", choices=("mix", "mlp"), default="mlp")
-    f.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--train", required=True,
+                    help="comma-separated code files (fuse_sweep.py --codes) of training subjects")
+    ap.add_argument("--val", required=True, help="comma-separated code files of validation subjects")
+    ap.add_argument("--mode", choices=("mix", "mlp"), default="mlp")
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    ed = Editor.from_pretrained()
-    if args.cmd == "dump":
-        a, b = (int(x) for x in args.seeds.split(":"))
-        dump(ed, range(a, b), args.out)
-    else:
-        fit(ed.G, load(args.train.split(",")), load(args.val.split(",")), args.mode, args.epochs)
+    G = Editor.from_pretrained().G
+    fit(G, load(args.train.split(",")), load(args.val.split(",")), args.mode, args.epochs)
 
 
 if __name__ == "__main__":
