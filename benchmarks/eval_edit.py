@@ -20,7 +20,9 @@ code back exactly).
 "re-render change" is `Editor.method = "rerender"` (`edit --method rerender`): the refined source
 plus the W+ change between the full reconstruction's re-renders under the target and under its own
 estimated light and view (no mapper). "fused edit" is `Editor.method = "fused"` (`edit --method fused`):
-(1 - FUSE_MIX) x the default edit's code + FUSE_MIX x the re-render change's.
+(1 - FUSE_MIX) x the default edit's code + FUSE_MIX x the re-render change's. "guided edit" is
+`Editor.method = "guided"` (`edit --method guided`, when the mapper file has a re-render read): the
+mapper's read of its default edit and the re-render change (docs/mapper.md).
 
     python benchmarks/eval_edit.py --subjects 8 --mapper checkpoints/lightstage_mapper.pt \
         --ablation runs/map64_nogeo/mapper.pt --json checkpoints/lightstage_mapper_eval.json
@@ -63,7 +65,8 @@ GROUPS = {"same": ["same"], "relight": ["relight", "relight-b", "relight-c"],
 EDITORS = {"mapper": ("ed", "enc", False), "mapper w/o geometry": ("ab", "ab", False),
            "mapper, source +K steps": ("ed", "ref", False), "mapper, bias cancelled": ("ed", "enc", True),
            "mapper, source +K, bias cancelled": ("ed", "ref", True), DEFAULT: ("ed", "ref", None),
-           "re-render change": ("rr", "ref", None), "fused edit": ("fu", "ref", None)}
+           "re-render change": ("rr", "ref", None), "fused edit": ("fu", "ref", None),
+           "guided edit": ("gu", "ref", None)}
 
 
 def other_light(rng: np.random.Generator, stage, avoid: list) -> tuple:
@@ -122,11 +125,14 @@ def main():
     torch.set_num_threads(args.threads)
     ed = Editor.from_pretrained(mapper=args.mapper, encoder=args.encoder)
     ab = Editor.from_pretrained(mapper=args.ablation, encoder=args.encoder) if args.ablation else None
-    rr = fu = None
+    rr = fu = gu = None
     if not args.no_rerender and args.refine:
         rr = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
         fu = Editor(ed.G, ed.encoder, ed.mapper, method="fused")
         fu._rerender = rr._rerender_change()  # one re-render of each photo for both
+        if ed.mapper.read is not None:  # the same re-renders (its own when its read has other steps)
+            gu = Editor(ed.G, ed.encoder, ed.mapper, method="guided")
+            gu._rerender = rr._rerender_change()
     res = ed.resolution
     rows = []  # (case, method, psnr, ssim, idist, seconds)
     from stylerelight.identity import identity_distance
@@ -147,9 +153,11 @@ def main():
         if rr is not None:
             t0 = time.time()
             rr._rerender_source(lat_r)  # once per photo: full reconstruction, re-render, inversion
+            if gu is not None:
+                gu._rerender_source(lat_r)  # the same reconstruction (its own source code if other steps)
             print(f"re-render change: {time.time() - t0:.1f} s to prepare the photo (not in s/edit)")
         lats = {"enc": lat, "ref": lat_r, "ab": lat_ab}
-        editors = {"ed": ed, "ab": ab, "rr": rr, "fu": fu}
+        editors = {"ed": ed, "ab": ab, "rr": rr, "fu": fu, "gu": gu}
 
         def run(label, light, dy=0.0, dp=0.0):
             """One row's edit: (image, seconds), or None when the row does not apply."""

@@ -14,8 +14,9 @@ identity edit under the source's true light, which the estimate misses, stays th
 `--pairs-json F` also writes every pair's PSNRs with what describes its lights (how concentrated the
 target light is, how far it is from the source's, how far the light's centre moves), to see where
 the mapper loses to the re-render change (`--mixes 0,1`; the printout ends with that split).
-`--codes F.npz` also keeps every edit's two codes and its target (rewritten whole after each subject),
-for `rerender_fusion_pilot.py`.
+`--codes F.npz` also keeps every edit's two codes, its target and its kind (rewritten whole after each
+subject): the pairs of `stylerelight train read` (the read's steps are --rr-steps', default 20).
+A mapper file with a re-render read also gets the guided method's column.
 """
 
 from __future__ import annotations
@@ -76,11 +77,15 @@ def main():
     rr = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
     fu = Editor(ed.G, ed.encoder, ed.mapper, method="fused")
     fu._rerender = rr._rerender_change()  # one re-render of each photo for both
+    gu = Editor(ed.G, ed.encoder, ed.mapper, method="guided") if ed.mapper.read is not None else None
+    if gu is not None:
+        gu._rerender = rr._rerender_change()  # the same re-renders (its own when its read has other steps)
+    extra = ["fused"] + (["guided"] if gu else [])
     if args.rr_steps is not None:
         rr._rerender_change().steps = args.rr_steps
     res: dict[str, dict] = {}
     pairs: list[dict] = []
-    codes: dict[str, list] = {k: [] for k in ("m", "r", "t", "group", "seed")}
+    codes: dict[str, list] = {k: [] for k in ("m", "r", "t", "group", "seed", "kind")}
     t_start = time.time()
     for i in range(args.subjects):
         seed = args.offset + i
@@ -94,6 +99,8 @@ def main():
                 ws_m = ed.map([lat], [ed.resolve_light(light, 0.0, lat)], [dy], [dp])
                 ws_r = rr.map([lat], [rr.resolve_light(light, 0.0, lat)], [dy], [dp])
                 ws_f = fu.map([lat], [fu.resolve_light(light, 0.0, lat)], [dy], [dp])
+                if gu is not None:
+                    ws_f = torch.cat([ws_f, gu.map([lat], [gu.resolve_light(light, 0.0, lat)], [dy], [dp])])
             except EditError:  # the estimated pose put the target outside the trained range
                 continue
             tgt = render_portrait(subj, env, Camera(yaw=cam.yaw + dy, pitch=cam.pitch + dp), ed.resolution,
@@ -101,20 +108,22 @@ def main():
             with torch.no_grad():
                 ws = torch.cat([ws_m + _mix(b, ws_m.shape[1]) * (ws_r - ws_m) for b in mixes] + [ws_f])
                 imgs = gan_to_uint8(ed.G.synthesis(ws, noise_mode="const"))
-            psnrs = {b: metrics(img, tgt)[0] for b, img in zip(mixes + ["fused"], imgs, strict=True)}
+            psnrs = {b: metrics(img, tgt)[0] for b, img in zip(mixes + extra, imgs, strict=True)}
             for b, v in psnrs.items():
                 res.setdefault(group, {}).setdefault(b, []).append(v)
             pairs.append({"seed": seed, "group": group, "yaw": dy, "pitch": dp, "psnr": psnrs,
                           **light_descriptors(ed.stage, env_s, env, cam)})
-            for key, v in zip(codes, (ws_m[0].numpy(), ws_r[0].numpy(), tgt, group, seed), strict=True):
+            kind = -1 if k == -1 else (0 if dy == dp == 0 else 1 if k is None else 2)  # READ_KINDS; -1: identity
+            for key, v in zip(codes, (ws_m[0].numpy(), ws_r[0].numpy(), tgt, group, seed, kind), strict=True):
                 codes[key].append(v)
         if args.codes:
-            np.savez(args.codes + ".tmp.npz", **{k: np.array(v) for k, v in codes.items()})
+            np.savez(args.codes + ".tmp.npz", **{k: np.array(v) for k, v in codes.items()},
+                     rr_steps=np.array(rr._rerender_change().steps))
             os.replace(args.codes + ".tmp.npz", args.codes)
         print(f"subject {i + 1}/{args.subjects} done ({time.time() - t_start:.0f} s)", flush=True)
-    print(f"\n{'group':18s} " + " ".join(f"{b:>7s}" for b in mixes) + "   fused")
+    print(f"\n{'group':18s} " + " ".join(f"{b:>7s}" for b in mixes + extra))
     for g, d in res.items():
-        print(f"{g:18s} " + " ".join(f"{np.mean(d[b]):7.2f}" for b in mixes + ["fused"]) + f"  ({len(d[mixes[0]])})")
+        print(f"{g:18s} " + " ".join(f"{np.mean(d[b]):7.2f}" for b in mixes + extra) + f"  ({len(d[mixes[0]])})")
     if args.pairs_json:
         with open(args.pairs_json, "w") as f:
             json.dump(pairs, f, indent=1)

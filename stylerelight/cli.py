@@ -342,12 +342,14 @@ def _angle(text: str | None, name: str) -> float:
 @click.option("-o", "--out", required=True, type=click.Path(),
               help="Output image (.png/.jpg); a folder when INPUT is one; .gif/.mp4/.png for a sweep.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--method", type=click.Choice(["fused", "mapper", "rerender"]), default="fused", show_default=True,
+@click.option("--method", type=click.Choice(["fused", "mapper", "rerender", "guided"]), default="fused",
+              show_default=True,
               help="How the code moves. mapper: the latent mapper (milliseconds per edit: for long sweeps and "
               "big folders); rerender: the W+ change between the ray-traced reconstruction's re-renders under "
               "the target and under its own light; fused: the two codes mixed (docs/editing.md), the "
-              "most faithful on the virtual light stage. rerender and fused cost a few seconds per photo and "
-              "about 0.8 s per edit on a CPU.")
+              "most faithful on the virtual light stage; guided: the two codes read by the mapper file's "
+              "learnt re-render read (a file trained with `stylerelight train read`). rerender, fused and "
+              "guided cost a few seconds per photo and about 0.8 s per edit on a CPU.")
 @_editor_options
 @click.option("--force", is_flag=True, help="Overwrite outputs that exist (a folder run redoes finished files).")
 @user_errors
@@ -995,6 +997,81 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
                             device=dev)
     _train(trainer, run_dir, kimg, "mapper", "mapper.pt")
     _close_distributed()
+
+
+@train.command("read")
+@click.option("--pairs", required=True, help="Comma-separated pair files of training subjects "
+              "(`python benchmarks/fuse_sweep.py --mixes 0 --offset 0 --codes F.npz`).")
+@click.option("--mapper", "mapper_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="The mapper whose edits the pairs hold (its file gets the read).")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="The mapper file with the read.")
+@click.option("--val", default=None, help="Comma-separated pair files of validation subjects: scored after each epoch.")
+@_checkpoint_option
+@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--hidden", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--steps", type=click.IntRange(min=0), default=None,
+              help="Refinement steps of the pairs' re-render inversions (default: what the pair files record).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@user_errors
+def train_read(pairs, mapper_path, out, val, checkpoint, epochs, hidden, steps, seed, threads, force):
+    """Train the mapper's re-render read (the Editor's "guided" method) on edits of training subjects.
+
+    The read takes the mapper's edit and the photo's code moved by the encoded change between two
+    ray-traced re-renders of its reconstruction, and learns per layer and kind of edit how to combine
+    them, by the generator's image loss against Mitsuba's targets (docs/mapper.md). Minutes on a CPU.
+
+    \b
+    Example:
+      python benchmarks/fuse_sweep.py --mixes 0 --offset 0 --subjects 96 --codes train.npz
+      stylerelight train read --pairs train.npz --mapper checkpoints/lightstage_mapper.pt -o mapper_read.pt
+    """
+    import time
+
+    import torch
+
+    from . import load_generator
+    from .mapper import load_mapper, save_mapper
+    from .mapper.read_training import fit_read, load_read_pairs, score_read
+
+    if Path(out).exists() and not force:
+        raise click.ClickException(f"{out} exists; pass --force to overwrite it")
+    G = load_generator(_resolve_checkpoint(checkpoint))
+    M = load_mapper(mapper_path)
+    M.check_for(G)
+    train_pairs = load_read_pairs(pairs.split(","))
+    val_pairs = load_read_pairs(val.split(",")) if val else None
+    steps = train_pairs.steps if steps is None else steps
+    for name, p in (("training", train_pairs), ("validation", val_pairs)):
+        if p is not None and p.steps not in (None, steps):
+            raise click.ClickException(f"the {name} pairs' re-renders were inverted with {p.steps} steps, "
+                                       f"not {steps}")
+        if p is not None and tuple(p.m.shape[1:]) != (G.num_ws, G.w_dim):
+            raise click.ClickException(f"the {name} pairs hold {tuple(p.m.shape[1:])} codes, the generator "
+                                       f"takes {(G.num_ws, G.w_dim)}: make them with this generator's mapper")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        if steps is None:
+            raise click.ClickException("the pair files do not record their re-renders' refinement steps; pass --steps")
+        read = M.add_read(hidden, steps=steps)
+        click.echo(f"{len(train_pairs)} training edits; mapper alone on validation: "
+                   f"{score_read(G, None, val_pairs) if val_pairs else '-'}")
+        t0 = time.time()
+
+        def report(ep, loss):
+            v = f"; validation PSNR {score_read(G, read, val_pairs)}" if val_pairs else ""
+            click.echo(f"epoch {ep + 1}/{epochs} ({time.time() - t0:.0f} s): training MSE {loss:.5f}{v}")
+
+        fit_read(G, read, train_pairs, epochs=epochs, seed=seed, on_epoch=report)
+    finally:
+        torch.set_num_threads(before)
+    M.info = {**M.info, "read": {"pairs": [Path(p).name for p in pairs.split(",")], "edits": len(train_pairs),
+                                 "epochs": epochs, "hidden": hidden, "seed": seed}}
+    save_mapper(M, out)
+    click.echo(f"wrote {out} (edit with it: stylerelight edit ... --mapper {out} --method guided)")
 
 
 def _train_device(name: str):

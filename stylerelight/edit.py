@@ -63,7 +63,7 @@ LIGHT_BLEND = (0.3, 0.4)
 IMAGE_BLEND = (1.5, 3.5)
 KEEP_RAMP = 0.05  # the same move measured from the answer for the source's estimate, where a reaches full
 # how an edit moves the code: the learnt mapper, the re-renders' W+ change, or both mixed
-METHODS = ("mapper", "rerender", "fused")
+METHODS = ("mapper", "rerender", "fused", "guided")
 # "fused": this share of the re-render change's code, the rest the mapper's edit. The two err in
 # different ways (the mapper where its training pairs were sparse, the re-render where the head
 # model misses the face), so their mean code is closer to the truth than either. Chosen on
@@ -129,6 +129,7 @@ class Editor:
         self.image_blend: tuple[float, float] | None = mapper.blend.get("image_blend", IMAGE_BLEND)
         self.method = method
         self._rerender = None
+        self._guide = None  # "guided": the re-render change with its read's refinement steps, when not the default
 
     @property
     def method(self) -> str:
@@ -311,6 +312,9 @@ class Editor:
         src = [self.check_angles(lat, y, p) for lat, y, p in zip(latents, yaws, pitches, strict=True)]
         if self.method == "mapper":
             return self._map(latents, lights, yaws, pitches, src)[0]
+        if self.method == "guided" and self.mapper.read is None:
+            raise EditError("this mapper file has no re-render read (train one with `stylerelight train read`); "
+                            "use --method fused")
         from .mapper.rerender import NoFaceError
 
         rr = self._rerender_change()
@@ -322,7 +326,7 @@ class Editor:
                 except NoFaceError as e:
                     if self.method == "rerender":
                         raise
-                    # fused: the mapper's edit alone (the re-render of no face would move it anywhere)
+                    # fused, guided: the mapper's edit alone (the re-render of no face would move it anywhere)
                     warnings.warn(f"{e}; this edit is the mapper's alone", stacklevel=2)
                     change, faceless[i] = 0, True
                 moved.append(lat.ws.to(self.device) + change)
@@ -335,15 +339,28 @@ class Editor:
         mapped, a = self._map(latents, lights, yaws, pitches, src)
         turn = torch.tensor([float(y) != 0 or float(p) != 0 for y, p in zip(yaws, pitches, strict=True)])
         g = torch.maximum(a.cpu(), turn.float()).masked_fill(faceless, 0).to(self.device)[:, None, None]
-        return mapped + FUSE_MIX * g * (moved - mapped)
+        if self.method == "fused":
+            return mapped + FUSE_MIX * g * (moved - mapped)
+        # guided: the mapper's read of its edit and the encoded re-render change, as far as the fused mix goes
+        from .mapper.networks import read_kind
+
+        relit = torch.tensor([not torch.equal(light.cpu(), self._fast_light(lat))
+                              for lat, light in zip(latents, lights, strict=True)])
+        with torch.no_grad():
+            read = self.mapper.read(mapped, moved, read_kind(relit, turn).to(self.device))
+        return mapped + g * (read - mapped)
+
+    @staticmethod
+    def _fast_light(lat: Latent) -> torch.Tensor:
+        """The scale-free light of the latent's fast estimate: what resolve_light gives for "keep the light"."""
+        return normalise_light(torch.as_tensor(np.asarray(lat.reconstruction["light"], np.float32)))
 
     def _rerender_light(self, lat: Latent, light: torch.Tensor) -> torch.Tensor:
         """The re-render's light for an edit: for the fused method, "keep the light" (the fast
         estimate resolve_light returned) means the full reconstruction's own estimate, as it does
         for the rerender method, so that keeping light and view leaves the re-render's code alone."""
-        if self.method == "fused":
-            keep = normalise_light(torch.as_tensor(np.asarray(lat.reconstruction["light"], np.float32)))
-            if torch.equal(light.cpu(), keep):
+        if self.method in ("fused", "guided"):
+            if torch.equal(light.cpu(), self._fast_light(lat)):
                 return self._rerender_change().source_light(self._rerender_source(lat).rec)
         return light
 
@@ -527,34 +544,47 @@ class Editor:
             lat.check(self.G)
 
     def _rerender_change(self):
-        if self._rerender is None:
-            from .mapper.rerender import RerenderChange
+        """The re-render change this editor's method uses: inversions refined by RerenderChange's
+        default steps (rerender, fused), or by as many as the mapper's read was trained with (guided;
+        the same object when those are the default)."""
+        from .mapper.rerender import RerenderChange
 
+        if self._rerender is None:
             self._rerender = RerenderChange(self.G, self.encoder, self.stage)
+        if self.method == "guided" and self.mapper.read is not None and self.mapper.read.steps != self._rerender.steps:
+            if self._guide is None or self._guide.steps != self.mapper.read.steps:
+                self._guide = RerenderChange(self.G, self.encoder, self.stage, steps=self.mapper.read.steps)
+            return self._guide
         return self._rerender
 
     def _rerender_source(self, lat: Latent):
         """The latent's full reconstruction and re-rendered code (seconds; cached on the latent for
         its code). The photo's crop when the latent holds it, else the generator's image of its ws."""
-        src = _cache_get(lat, "_rerender", self._rerender_change())  # editors sharing it share the cache
+        rr = self._rerender_change()
+        slot = "_guide" if rr is self._guide else "_rerender"  # a guided read's own steps: another source code
+        src = _cache_get(lat, slot, rr)  # editors sharing the change share the cache
         if isinstance(src, Exception):  # a crop found not to be a face: not reconstructed again
             raise src
         if src is not None:
             return src
+        from .mapper.rerender import NoFaceError, SourceRender
+
+        other_slot = "_rerender" if rr is self._guide else "_guide"  # the other's source: the same reconstruction
+        other = getattr(lat, other_slot, None)
+        done = _cache_get(lat, other_slot, other[0]) if other is not None else None
+        rec = done.rec if isinstance(done, SourceRender) else None
         crop = (lat.info or {}).get("crop")
         if crop is None:
             from .imageio import gan_to_uint8
 
             with torch.no_grad():
                 crop = gan_to_uint8(self.G.synthesis(lat.ws[:1].to(self.device), noise_mode="const"))[0]
-        from .mapper.rerender import NoFaceError
-
         try:
-            src = self._rerender_change().prepare(np.asarray(crop, np.uint8))
+            src = rr.prepare(np.asarray(crop, np.uint8), rec=rec)
         except NoFaceError as e:
-            _cache_set(lat, "_rerender", self._rerender_change(), e)
+            _cache_set(lat, slot, rr, e)
             raise
-        _cache_set(lat, "_rerender", self._rerender_change(), src)
+        _cache_set(lat, slot, rr, src)
         return src
 
     def _normals(self, lat: Latent) -> torch.Tensor | None:

@@ -262,6 +262,40 @@ def test_fused_method_mixes_the_mapper_and_rerender_codes(ed, render):
     assert rr.method == "rerender"
 
 
+def test_guided_method_reads_the_mapper_and_rerender_codes(ed, render):
+    """Editor.method = "guided": the mapper file's re-render read of the mapper's edit m and the re-render
+    change's code r (its re-renders inverted with the read's own steps), gated like the fused mix. An
+    untrained read with mixes 0.2 / 0.5 / 0.8 for relight / turn / both gives m + a (r - m) of its kind
+    exactly; keeping light and view gives the code back; a mapper file without a read is refused in one
+    line; the read's re-render reuses the reconstruction another method already made of the photo."""
+    import copy
+
+    from stylerelight.lighting import disk_light
+
+    plain = Editor(ed.G, ed.encoder, ed.mapper, method="guided")
+    lat = plain.invert(render, aligned=True)
+    with pytest.raises(EditError, match="no re-render read"):
+        plain.map([lat], [plain.resolve_light(None, 0.0, lat)], [10.0], [0.0])
+    M = copy.deepcopy(ed.mapper)
+    read = M.add_read(hidden=8, steps=0)  # encoder codes of the re-renders: other steps than the fused method's
+    with torch.no_grad():
+        read.a.copy_(torch.tensor([0.2, 0.5, 0.8])[:, None, None].expand_as(read.a))
+    rr = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
+    rr0 = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
+    gu = Editor(ed.G, ed.encoder, M, method="guided")
+    rr0._rerender = gu._rerender_change()  # the guided editor's own change (0 steps), shared for the check
+    assert rr0._rerender.steps == 0 and gu._rerender_change() is not gu._rerender
+    first = rr._rerender_source(lat)  # the 20-step change's source: one full reconstruction of the photo
+    assert gu._rerender_source(lat).rec is first.rec  # reused, not reconstructed again
+    torch.testing.assert_close(gu.map([lat], [gu.resolve_light(None, 0.0, lat)], [0.0], [0.0]), lat.ws,
+                               atol=1e-6, rtol=0)
+    side = disk_light([1.0, 0.3, 0.6], angle_deg=15.0, fill=0.05)
+    for light, yaw, a in ((side, 0.0, 0.2), (None, 15.0, 0.5), (side, -10.0, 0.8)):
+        m, r, g = (e.map([lat], [e.resolve_light(light, 0.0, lat)], [yaw], [0.0]) for e in (ed, rr0, gu))
+        assert float((m - r).abs().max()) > 0.05
+        torch.testing.assert_close(g, m + a * (r - m), atol=1e-5, rtol=0)
+
+
 def test_a_crop_that_is_no_face_is_not_re_rendered(ed):
     """tests/data/not_a_face_64.png is the bundled generator's image of the astronaut photo's
     encoder-only code by session 20's encoder: a blob, not a face. The head model misses its

@@ -327,6 +327,72 @@ def test_mapper_file_round_trip_and_refusals(tmp_path):
         load_mapper(tmp_path / "bad.pt")
 
 
+def test_rerender_read_starts_as_its_mix_routes_kinds_and_round_trips(tmp_path):
+    """The re-render read answers m + a[kind] (r - m) until trained (its MLP's read-out is zero), with
+    each kind of edit (relight, turn, both) reading its own mixes; a mapper file keeps it exactly and a
+    file without one loads without it."""
+    from stylerelight.mapper.networks import READ_KINDS, read_kind
+
+    G = make_generator(res=16, seed=0)
+    M = build_mapper(G, STAGE.directions, geometry=False, hidden=32)
+    save_mapper(M, tmp_path / "plain.pt")
+    assert load_mapper(tmp_path / "plain.pt").read is None
+    read = M.add_read(hidden=8)
+    with torch.no_grad():
+        read.a.copy_(torch.tensor([0.2, 0.5, 0.8])[:, None, None].expand_as(read.a))
+    m, r = torch.randn(3, G.num_ws, G.w_dim), torch.randn(3, G.num_ws, G.w_dim)
+    kind = read_kind(torch.tensor([True, False, True]), torch.tensor([False, True, True]))
+    assert kind.tolist() == [READ_KINDS.index(k) for k in ("relight", "turn", "both")]
+    want = m + torch.tensor([0.2, 0.5, 0.8])[:, None, None] * (r - m)
+    torch.testing.assert_close(read(m, r, kind), want, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        read.out.weight.normal_(0, 0.1)  # a trained read's own term
+        assert float((read(m, r, kind) - want).abs().max()) > 1e-3
+    save_mapper(M, tmp_path / "read.pt")
+    M2 = load_mapper(tmp_path / "read.pt")
+    torch.testing.assert_close(M2.read(m, r, kind), read(m, r, kind), atol=0, rtol=0)
+
+
+def test_read_training_learns_the_mix_of_its_pairs_and_leaves_global_state(tmp_path, bundled_parts):
+    """fit_read on edits whose targets are the generator's images of m + 0.7 (r - m) (the read starts at
+    a mix of 0.4): the image loss falls to under half and every case's PSNR rises; pair files load (identity
+    edits left out, files without "kind" read fuse_sweep's case names, files of other refinement steps are
+    refused together); torch's global RNG and threads are untouched."""
+    from stylerelight.imageio import gan_to_uint8
+    from stylerelight.mapper.read_training import fit_read, load_read_pairs, score_read
+
+    G = bundled_parts[0]  # a trained generator: its images stay in range (uint8 scores as the eval's)
+    M = build_mapper(G, STAGE.directions, geometry=False, hidden=32)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        m = G.mapping(torch.randn(16, G.z_dim, generator=gen), None)
+    r = m + 0.3 * torch.randn(m.shape, generator=gen)
+    with torch.no_grad():
+        t = gan_to_uint8(G.synthesis(m + 0.7 * (r - m), noise_mode="const"))
+    groups = np.array(["relight", "yaw +-15", "relight + yaw 15", "same (true light)"] * 4)
+    np.savez(tmp_path / "old.npz", m=m[:8].numpy(), r=r[:8].numpy(), t=t[:8], group=groups[:8])
+    np.savez(tmp_path / "new.npz", m=m[8:].numpy(), r=r[8:].numpy(), t=t[8:], group=groups[8:],
+             kind=np.array([0, 1, 2, -1] * 2), rr_steps=np.array(20))
+    pairs = load_read_pairs([str(tmp_path / "old.npz"), str(tmp_path / "new.npz")])
+    assert len(pairs) == 12 and "same (true light)" not in set(pairs.group)
+    assert pairs.kind.tolist() == [0, 1, 2] * 4 and pairs.steps == 20
+    np.savez(tmp_path / "zero.npz", **{**np.load(tmp_path / "new.npz"), "rr_steps": np.array(0)})
+    with pytest.raises(ValueError, match="different steps"):
+        load_read_pairs([str(tmp_path / "new.npz"), str(tmp_path / "zero.npz")])
+    with pytest.raises(ValueError, match="not a read pair file"):
+        np.savez(tmp_path / "bad.npz", x=np.zeros(3))
+        load_read_pairs([str(tmp_path / "bad.npz")])
+    read = M.add_read(hidden=8)
+    before = score_read(G, read, pairs)
+    rng, threads, needs = torch.get_rng_state(), torch.get_num_threads(), [p.requires_grad for p in G.parameters()]
+    losses = fit_read(G, read, pairs, epochs=12, batch=6)
+    assert torch.equal(torch.get_rng_state(), rng) and torch.get_num_threads() == threads
+    assert losses[-1] < 0.5 * losses[0], losses
+    after = score_read(G, read, pairs)
+    assert all(after[g] > before[g] for g in before), (before, after)
+    assert [p.requires_grad for p in G.parameters()] == needs  # the generator is left as it was
+
+
 def test_pairs_follow_their_modes(bank_dir, captures):
     bank = Bank(bank_dir, captures)
     b = sample_pairs(bank, 64, torch.Generator().manual_seed(0), fresh_fraction=0.5)

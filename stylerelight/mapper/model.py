@@ -7,7 +7,9 @@ File (own format, `torch.load(weights_only=True)`): {"format": "stylerelight-map
 detail carry's weights (`carry.*`) when config has "carry_hidden", a view carry's (`view_carry.*`)
 when it has "view_carry_hidden" (and "view_carry_gain", the share of it applied); "shading_map"
 (S, absent: 0) when the condition ends with the target view's shading map; "light_blend" and
-"image_blend" ([lo, hi]) when the file carries the Editor's light blend chosen for its network.
+"image_blend" ([lo, hi]) when the file carries the Editor's light blend chosen for its network;
+a re-render read's weights (`read.*`) when config has "read_hidden" (and "read_steps": the refinement
+steps of its re-renders' inversions; the Editor's "guided" method).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import nn
 from ..gan.io import CheckpointError, generator_hash, read_torch_file
 from ..runs import atomic_torch_save
 from .conditioning import Conditioner, Edit
-from .networks import DetailCarry, LatentMapper
+from .networks import DetailCarry, LatentMapper, RerenderRead
 
 FORMAT = "stylerelight-mapper"
 CARRY_KINDS = {"light": "carry", "view": "view_carry"}  # kind -> Mapper attribute (and state_dict prefix)
@@ -59,9 +61,11 @@ class Mapper(nn.Module):
 
     def __init__(self, net: LatentMapper, conditioner: Conditioner, generator: dict, stage: dict,
                  pose_range: dict, info: dict | None = None, carry: DetailCarry | None = None,
-                 view_carry: DetailCarry | None = None, view_carry_gain: float = 1.0):
+                 view_carry: DetailCarry | None = None, view_carry_gain: float = 1.0,
+                 read: RerenderRead | None = None):
         super().__init__()
         self.net, self.conditioner, self.carry, self.view_carry = net, conditioner, carry, view_carry
+        self.read = read  # reads the mapper's edit with the encoded re-render (Editor method "guided")
         self.view_carry_gain = float(view_carry_gain)  # the share of the view carry applied (chosen on validation)
         # the Editor's light blend ramps chosen for this network on validation ("light_blend", "image_blend");
         # absent: the Editor's defaults (edit.LIGHT_BLEND, edit.IMAGE_BLEND, chosen for the bundled file)
@@ -104,6 +108,14 @@ class Mapper(nn.Module):
         carry = DetailCarry(n.num_ws, n.w_dim, n.cond_dim, hidden, cond_hidden, w_std=n.w_std).to(n.w_std.device)
         setattr(self, CARRY_KINDS[kind], carry)
         return carry
+
+    def add_read(self, hidden: int = 64, mix: float = 0.4, steps: int = 20) -> RerenderRead:
+        """Attach an untrained re-render read (a fixed mix `mix` of the re-render's code, its re-renders
+        inverted with `steps` refinement steps); returns it."""
+        n = self.net
+        self.read = RerenderRead(n.num_ws, n.w_dim, hidden, mix, steps, w_avg=n.w_avg,
+                                 w_std=n.w_std).to(n.w_std.device)
+        return self.read
 
     def check_for(self, G, num_lights: int | None = None, directions: np.ndarray | None = None) -> None:
         """One-line refusal when this mapper was trained for another generator or light stage."""
@@ -158,6 +170,8 @@ def save_mapper(M: Mapper, path: str | os.PathLike) -> None:
             cfg.update({pre + k: v for k, v in getattr(M, name).config().items()})
     if M.view_carry is not None:
         cfg["view_carry_gain"] = M.view_carry_gain
+    if M.read is not None:
+        cfg.update(M.read.config())
     cfg.update({k: list(check_blend(k, v)) for k, v in M.blend.items()})
     state = {k: v.detach().cpu().clone() for k, v in M.state_dict().items()
              if not k.startswith("conditioner.probe.")}  # the probe is rebuilt from the stage
@@ -185,8 +199,10 @@ def load_mapper(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
             if cfg.get(f"{pre}carry_hidden"):
                 carries[i] = DetailCarry(net.num_ws, net.w_dim, net.cond_dim, int(cfg[f"{pre}carry_hidden"]),
                                          int(cfg[f"{pre}carry_cond_hidden"]))
+        read = (RerenderRead(net.num_ws, net.w_dim, int(cfg["read_hidden"]), steps=int(cfg["read_steps"]))
+                if cfg.get("read_hidden") else None)
         M = Mapper(net, cond, dict(obj["generator"]), dict(stage), dict(obj["pose_range"]),
-                   dict(obj.get("info") or {}), *carries, float(cfg.get("view_carry_gain", 1.0)))
+                   dict(obj.get("info") or {}), *carries, float(cfg.get("view_carry_gain", 1.0)), read)
         check_view_carry_gain(M.view_carry_gain)
         M.blend = {k: check_blend(k, cfg[k]) for k in BLENDS if k in cfg}
         sd = obj["state_dict"]

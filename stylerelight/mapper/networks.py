@@ -107,6 +107,50 @@ class DetailCarry(nn.Module):
         return {"carry_hidden": self.hidden, "carry_cond_hidden": self.cond[0].out_features}
 
 
+READ_KINDS = ("relight", "turn", "both")  # RerenderRead's kinds of edit: light only, view only (light kept), both
+
+
+def read_kind(light_changed: torch.Tensor, view_changed: torch.Tensor) -> torch.Tensor:
+    """[N] long index into READ_KINDS (an edit changing neither reads as a relight; the Editor gates those)."""
+    return torch.where(view_changed.bool(), torch.where(light_changed.bool(), 2, 1), 0).long()
+
+
+class RerenderRead(nn.Module):
+    """The mapper's edit read together with the encoded re-render of the reconstruction under the target.
+
+    m is the mapper's edited code, r the photo's code moved by the W+ change between the inverted codes
+    of two Mitsuba re-renders of the source's full reconstruction (under the target light and view,
+    and under its own estimate: mapper/rerender.py, inverted by the encoder and `steps` L-BFGS steps,
+    as the read's training pairs were). The two err differently
+    (the mapper where its pairs were sparse, the re-render where the head model misses the face), so
+    per layer and kind of edit it writes
+
+        m + a[kind, layer] (r - m) + MLP(standardised m, r - m, kind)
+
+    with a starting at `mix` and the MLP's read-out at zero (a mix that was measured before training).
+    Trained by the generator's image loss on pairs of training subjects (mapper/read_training.py)."""
+
+    def __init__(self, num_ws: int, w_dim: int, hidden: int = 64, mix: float = 0.4, steps: int = 20,
+                 w_avg: torch.Tensor | None = None, w_std: torch.Tensor | float = 1.0):
+        super().__init__()
+        self.num_ws, self.w_dim, self.hidden, self.steps = num_ws, w_dim, hidden, int(steps)
+        self.register_buffer("w_avg", torch.zeros(w_dim) if w_avg is None else w_avg.detach().clone().float())
+        self.register_buffer("w_std", torch.as_tensor(w_std, dtype=torch.float32).clone())
+        self.a = nn.Parameter(torch.full((len(READ_KINDS), num_ws, 1), float(mix)))
+        self.fc1 = LayerwiseLinear(num_ws, 2 * w_dim + len(READ_KINDS), hidden)
+        self.out = LayerwiseLinear(num_ws, hidden, w_dim, init_scale=0.0)
+
+    def forward(self, m: torch.Tensor, r: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
+        """m, r [N, num_ws, w_dim]; kind [N] (READ_KINDS index) -> [N, num_ws, w_dim]."""
+        d = r - m
+        onehot = nn.functional.one_hot(kind, len(READ_KINDS)).to(m.dtype)[:, None].expand(-1, self.num_ws, -1)
+        x = torch.cat([(m - self.w_avg) / self.w_std, d / self.w_std, onehot], -1)
+        return m + self.a[kind] * d + self.out(torch.relu(self.fc1(x))) * self.w_std
+
+    def config(self) -> dict:
+        return {"read_hidden": self.hidden, "read_steps": self.steps}
+
+
 NEW_BRANCHES = ("code_embed.", "layer_code.")  # parts a network may gain (zero read-out): kept as initialised
 
 

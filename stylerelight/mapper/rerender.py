@@ -76,11 +76,13 @@ class RerenderChange:
         """The scale-free light the source re-render uses ("keep the light" means this one)."""
         return normalise_light(torch.as_tensor(np.asarray(rec.light, np.float32)))
 
-    def prepare(self, crop: np.ndarray) -> SourceRender:
-        """uint8 aligned crop -> its full reconstruction and re-rendered code (seconds: once per photo)."""
+    def prepare(self, crop: np.ndarray, rec: Reconstruction | None = None) -> SourceRender:
+        """uint8 aligned crop -> its full reconstruction and re-rendered code (seconds: once per photo).
+        rec: the crop's reconstruction when already made (another change's), reused."""
         from ..recon import reconstruct
 
-        rec = reconstruct(crop, aligned=True, crop_size=self.G.img_resolution)
+        if rec is None:
+            rec = reconstruct(crop, aligned=True, crop_size=self.G.img_resolution)
         if not rec.fit.rmse <= MAX_FIT_RESIDUAL * rec.crop_size:
             raise NoFaceError(f"the head model does not fit this crop as a face (landmark residual "
                               f"{rec.fit.rmse:.1f} px, faces fit within {MAX_FIT_RESIDUAL * rec.crop_size:.1f}): "
