@@ -391,6 +391,20 @@ def test_read_training_learns_the_mix_of_its_pairs_and_leaves_global_state(tmp_p
     after = score_read(G, read, pairs)
     assert all(after[g] > before[g] for g in before), (before, after)
     assert [p.requires_grad for p in G.parameters()] == needs  # the generator is left as it was
+    # the command: the mapper file gets the read (steps from the pair files); no overwrite without --force
+    from click.testing import CliRunner
+
+    from stylerelight.cli import cli
+
+    save_mapper(build_mapper(G, STAGE.directions, geometry=False, hidden=32), tmp_path / "m.pt")
+    args = ["train", "read", "--pairs", str(tmp_path / "new.npz"), "--val", str(tmp_path / "old.npz"), "--mapper",
+            str(tmp_path / "m.pt"), "-o", str(tmp_path / "m_read.pt"), "--epochs", "1", "--mix", "0.5"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    got = load_mapper(tmp_path / "m_read.pt")
+    assert got.read.steps == 20 and got.info["read"]["mix"] == 0.5 and got.net.hidden == 32
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1 and "pass --force" in r.output and len(r.output.strip().splitlines()) == 1, r.output
 
 
 def test_pairs_follow_their_modes(bank_dir, captures):
