@@ -27,6 +27,9 @@ full reconstruction's ray-traced re-renders under the target and under the sourc
 (mapper/rerender.py): seconds per edit. `Editor.method = "fused"` mixes the two codes
 ((1 - FUSE_MIX) mapper + FUSE_MIX re-render change): seconds per edit, the most faithful of the three
 on the virtual light stage (`stylerelight edit` uses it by default; the live page keeps the mapper).
+`Editor.method = "guided"` reads the two codes by the mapper file's learnt re-render read instead of
+a fixed mix (`networks.RerenderRead`, `stylerelight train read`; a file without one is refused):
+its re-renders are inverted with the steps its read was trained on (docs/mapper.md).
 """
 
 from __future__ import annotations

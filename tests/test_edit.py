@@ -272,11 +272,12 @@ def test_guided_method_reads_the_mapper_and_rerender_codes(ed, render):
 
     from stylerelight.lighting import disk_light
 
-    plain = Editor(ed.G, ed.encoder, ed.mapper, method="guided")
+    M = copy.deepcopy(ed.mapper)
+    M.read = None
+    plain = Editor(ed.G, ed.encoder, M, method="guided")
     lat = plain.invert(render, aligned=True)
     with pytest.raises(EditError, match="no re-render read"):
         plain.map([lat], [plain.resolve_light(None, 0.0, lat)], [10.0], [0.0])
-    M = copy.deepcopy(ed.mapper)
     read = M.add_read(hidden=8, steps=0)  # encoder codes of the re-renders: other steps than the fused method's
     with torch.no_grad():
         read.a.copy_(torch.tensor([0.2, 0.5, 0.8])[:, None, None].expand_as(read.a))

@@ -166,6 +166,17 @@ save_mapper(M.half(), sys.argv[3])" runs/map64_enc8_direct/mapper.pt runs/map64_
 fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
+# 4b. (session 31) the file's re-render read (the Editor's "guided" method; docs/mapper.md): the eval's edits of
+#     201 training subjects (seeds 0-200) and 16 validation ones (4,000,000-4,000,015) with encoder-only
+#     inversions of the re-renders (about 22 s a subject a process; ~40 min with two), then 6 epochs (~10 min)
+mkdir -p data/read0
+$PY benchmarks/fuse_sweep.py --rr-steps 0 --mixes 0 --offset 0 --subjects 100 --threads 1 --codes data/read0/tr_a.npz &
+$PY benchmarks/fuse_sweep.py --rr-steps 0 --mixes 0 --offset 100 --subjects 101 --threads 1 --codes data/read0/tr_b.npz
+wait
+$PY benchmarks/fuse_sweep.py --rr-steps 0 --mixes 0 --offset 4000000 --subjects 16 --threads 2 --codes data/read0/val.npz
+$PY -m stylerelight train read --pairs data/read0/tr_a.npz,data/read0/tr_b.npz --val data/read0/val.npz \
+    --mapper checkpoints/lightstage_mapper.pt -o runs/read0/mapper_read.pt --mix 0.4 --epochs 6 --threads 1 --force
+cp runs/read0/mapper_read.pt checkpoints/lightstage_mapper.pt
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_vcarry/mapper.pt \
     --json checkpoints/lightstage_mapper_eval.json
 # 5. optional (REFINED=1; measured worse, not the bundled file): fine-tune the step-2 mapper on a latent bank of
