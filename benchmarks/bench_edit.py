@@ -1,7 +1,8 @@
 """The interactive loop's speed: `Editor.relight` (mapper + synthesis) at batch 1 against one
 `G.synthesis` call in the same run, plus the mapper alone, `Editor.invert` (once per photo) and
 a whole `Editor.edit` of the astronaut photo; the fused edit (`stylerelight edit`'s default):
-its once-per-photo reconstruction and its per-edit cost.
+its once-per-photo reconstruction and its per-edit cost; the guided edit's per-edit cost (a mapper file with a
+re-render read).
 
     python benchmarks/bench_edit.py [--threads 2] [--mapper PATH]
 """
@@ -60,6 +61,13 @@ def main():
     t_prep = time.perf_counter() - t0
     t_fused = timeit(lambda: fused.relight(lat, env, yaw=10.0, rotate_light=float(next(angle) % 360)), repeat=3,
                      min_time=0.0)
+    t_guided = None
+    if ed.mapper.read is not None:  # the mapper file's re-render read: its own re-render of the same reconstruction
+        guided = Editor(ed.G, ed.encoder, ed.mapper, method="guided")
+        guided._rerender = fused._rerender_change()
+        guided._rerender_source(lat)
+        t_guided = timeit(lambda: guided.relight(lat, env, yaw=10.0, rotate_light=float(next(angle) % 360)),
+                          repeat=3, min_time=0.0)
     print(f"torch threads: {args.threads}; generator {ed.resolution}^2, {ed.G.num_ws} ws; "
           f"mapper geometry conditioning: {ed.mapper.geometry}")
     print(f"G.synthesis, batch 1:                       {t_syn * 1e3:8.2f} ms")
@@ -77,6 +85,9 @@ def main():
     print(f"Editor.edit of the astronaut (512^2 photo: detect, align, invert, map, paste): {t_edit:.2f} s")
     print(f"fused edit: {t_prep:.2f} s once per photo (full reconstruction, re-render, inversion), then "
           f"{t_fused:.2f} s per edit (a re-render, its 20-step inversion, the mapper) = {t_fused / t_rel:.0f}x relight")
+    if t_guided is not None:
+        print(f"guided edit (the mapper's re-render read; {ed.mapper.read.steps} steps on its re-renders): "
+              f"{t_guided:.2f} s per edit = {t_guided / t_rel:.0f}x relight, {t_guided / t_fused:.2f}x the fused edit")
 
 
 if __name__ == "__main__":

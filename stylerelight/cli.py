@@ -181,9 +181,6 @@ def align(photo, out, size, face_index, detector, force):
               help="encoder: one forward pass; optimize: W+ optimisation from the average w; hybrid: encoder, then "
               "--steps of optimisation. Default: hybrid when an encoder is available, else optimize.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Latent file (.pt).")
-@click.option("--mix", type=click.FloatRange(0, 1), default=0.6, show_default=True,
-              help="The read's starting mix of the re-render's code (0.6: the fused edit's, best for 20-step "
-              "re-render inversions on validation; 0.4 was best for encoder-only ones).")
 @click.option("--steps", type=click.IntRange(min=0), default=None,
               help="Optimisation steps (default: 500 for optimize, 20 for hybrid; encoder uses none).")
 @click.option("--optimizer", type=click.Choice(["auto", "adam", "lbfgs"]), default="auto", show_default=True,
