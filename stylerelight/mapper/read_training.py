@@ -79,16 +79,17 @@ def score_read(G, read: RerenderRead | None, pairs: ReadPairs, batch: int = 64) 
     """Mean PSNR (dB, uint8 images as the eval scores them) per case of the read's codes against the
     targets; read None scores the mapper's edit m itself."""
     from ..imageio import gan_to_uint8
+    from ..invert import psnr
 
     out: dict[str, list] = {}
     with torch.no_grad():
         for i in range(0, len(pairs), batch):
             s = slice(i, i + batch)
             ws = pairs.m[s] if read is None else read(pairs.m[s], pairs.r[s], pairs.kind[s])
-            imgs = gan_to_uint8(G.synthesis(ws, noise_mode="const")).astype(np.float64)
-            mse = ((imgs - pairs.target[s].astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
-            for g, e in zip(pairs.group[s], mse, strict=True):
-                out.setdefault(str(g), []).append(10 * np.log10(255**2 / max(e, 1e-12)))
+            imgs = torch.from_numpy(gan_to_uint8(G.synthesis(ws, noise_mode="const")))
+            p = psnr(imgs.double(), torch.from_numpy(pairs.target[s]).double(), data_range=255.0)
+            for g, v in zip(pairs.group[s], p.tolist(), strict=True):
+                out.setdefault(str(g), []).append(v)
     return {g: round(float(np.mean(v)), 2) for g, v in out.items()}
 
 
