@@ -177,6 +177,22 @@ $PY benchmarks/fuse_sweep.py --rr-steps 0 --mixes 0 --offset 4000000 --subjects 
 $PY -m stylerelight train read --pairs data/read0/tr_a.npz,data/read0/tr_b.npz --val data/read0/val.npz \
     --mapper checkpoints/lightstage_mapper.pt -o runs/read0/mapper_read.pt --mix 0.4 --epochs 6 --threads 1 --force
 cp runs/read0/mapper_read.pt checkpoints/lightstage_mapper.pt
+# 4c. (session 31, measured, not shipped: READ_STEPS=4 or 20) reads of re-renders inverted with that many L-BFGS
+#     steps: 40 + 40 training subjects (48 + 48 for 20 steps; 34 / 37 s a subject a process), the 16 validation
+#     ones, then 8 (10) epochs starting from the fused edit's mix 0.6
+if [ -n "${READ_STEPS:-}" ]; then
+    K=$READ_STEPS; N=$([ "$K" = 20 ] && echo 48 || echo 40); D=data/read$K
+    mkdir -p $D
+    $PY benchmarks/fuse_sweep.py --rr-steps $K --mixes 0 --offset 0 --subjects $N --threads 1 --codes $D/tr_a.npz &
+    $PY benchmarks/fuse_sweep.py --rr-steps $K --mixes 0 --offset 100 --subjects $N --threads 1 --codes $D/tr_b.npz
+    wait
+    $PY benchmarks/fuse_sweep.py --rr-steps $K --mixes 0 --offset 4000000 --subjects 8 --threads 1 --codes $D/val_a.npz &
+    $PY benchmarks/fuse_sweep.py --rr-steps $K --mixes 0 --offset 4000008 --subjects 8 --threads 1 --codes $D/val_b.npz
+    wait
+    $PY -m stylerelight train read --pairs $D/tr_a.npz,$D/tr_b.npz --val $D/val_a.npz,$D/val_b.npz --steps $K \
+        --mapper checkpoints/lightstage_mapper.pt -o runs/read$K/mapper_read.pt --mix 0.6 \
+        --epochs $([ "$K" = 20 ] && echo 10 || echo 8) --threads 2 --force
+fi
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_vcarry/mapper.pt \
     --json checkpoints/lightstage_mapper_eval.json
 # 5. optional (REFINED=1; measured worse, not the bundled file): fine-tune the step-2 mapper on a latent bank of
