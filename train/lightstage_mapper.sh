@@ -166,7 +166,8 @@ save_mapper(M.half(), sys.argv[3])" runs/map64_enc8_direct/mapper.pt runs/map64_
 fi
 # 4. evaluation against Mitsuba ground truth on held-out subjects, and shipping
 cp runs/map64_carry2/mapper.pt checkpoints/lightstage_mapper.pt
-# 4b. (session 31) the file's re-render read (the Editor's "guided" method; docs/mapper.md): the eval's edits of
+# 4b. (session 31; bundled first, then replaced by 4c's) a re-render read (the Editor's "guided" method;
+#     docs/mapper.md) of encoder-only re-render inversions: the eval's edits of
 #     201 training subjects (seeds 0-200) and 16 validation ones (4,000,000-4,000,015) with encoder-only
 #     inversions of the re-renders (about 22 s a subject a process; ~40 min with two), then 6 epochs (~10 min)
 mkdir -p data/read0
@@ -176,12 +177,12 @@ wait
 $PY benchmarks/fuse_sweep.py --rr-steps 0 --mixes 0 --offset 4000000 --subjects 16 --threads 2 --codes data/read0/val.npz
 $PY -m stylerelight train read --pairs data/read0/tr_a.npz,data/read0/tr_b.npz --val data/read0/val.npz \
     --mapper checkpoints/lightstage_mapper.pt -o runs/read0/mapper_read.pt --mix 0.4 --epochs 6 --threads 1 --force
-cp runs/read0/mapper_read.pt checkpoints/lightstage_mapper.pt
-# 4c. (session 31, measured, not shipped: READ_STEPS=4 or 20) reads of re-renders inverted with that many L-BFGS
-#     steps: 40 + 40 training subjects (48 + 48 for 20 steps; 34 / 37 s a subject a process), the 16 validation
-#     ones, then 8 (10) epochs starting from the fused edit's mix 0.6
-if [ -n "${READ_STEPS:-}" ]; then
-    K=$READ_STEPS; N=$([ "$K" = 20 ] && echo 48 || echo 40); D=data/read$K
+# 4c. (session 31) the bundled file's read: re-renders inverted with 4 L-BFGS steps (READ_STEPS=20: the one
+#     measured and not shipped): 40 + 40 training subjects (48 + 48 for 20 steps; 34 / 37 s a subject a
+#     process), the 16 validation ones, then 8 (10) epochs starting from the fused edit's mix 0.6
+K=${READ_STEPS:-4}
+if [ "$K" = 4 ] || [ "$K" = 20 ]; then
+    N=$([ "$K" = 20 ] && echo 48 || echo 40); D=data/read$K
     mkdir -p $D
     $PY benchmarks/fuse_sweep.py --rr-steps $K --mixes 0 --offset 0 --subjects $N --threads 1 --codes $D/tr_a.npz &
     $PY benchmarks/fuse_sweep.py --rr-steps $K --mixes 0 --offset 100 --subjects $N --threads 1 --codes $D/tr_b.npz
@@ -192,6 +193,7 @@ if [ -n "${READ_STEPS:-}" ]; then
     $PY -m stylerelight train read --pairs $D/tr_a.npz,$D/tr_b.npz --val $D/val_a.npz,$D/val_b.npz --steps $K \
         --mapper checkpoints/lightstage_mapper.pt -o runs/read$K/mapper_read.pt --mix 0.6 \
         --epochs $([ "$K" = 20 ] && echo 10 || echo 8) --threads 2 --force
+    if [ "$K" = 4 ]; then cp runs/read4/mapper_read.pt checkpoints/lightstage_mapper.pt; fi
 fi
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_vcarry/mapper.pt \
     --json checkpoints/lightstage_mapper_eval.json
