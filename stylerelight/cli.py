@@ -1001,7 +1001,7 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
 
 @train.command("read")
 @click.option("--pairs", required=True, help="Comma-separated pair files of training subjects "
-              "(`python benchmarks/fuse_sweep.py --mixes 0 --offset 0 --codes F.npz`).")
+              "(`python benchmarks/fuse_sweep.py --rr-steps 4 --mixes 0 --offset 0 --codes F.npz`).")
 @click.option("--mapper", "mapper_path", required=True, type=click.Path(dir_okay=False, exists=True),
               help="The mapper whose edits the pairs hold (its file gets the read).")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="The mapper file with the read.")
@@ -1021,14 +1021,16 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
 def train_read(pairs, mapper_path, out, val, checkpoint, epochs, hidden, mix, steps, seed, threads, force):
     """Train the mapper's re-render read (the Editor's "guided" method) on edits of training subjects.
 
-    The read takes the mapper's edit and the photo's code moved by the encoded change between two
-    ray-traced re-renders of its reconstruction, and learns per layer and kind of edit how to combine
+    The read takes the mapper's edit and the photo's code moved by the change between two ray-traced
+    re-renders of its reconstruction (each inverted by the encoder and the pairs' refinement steps), and
+    learns per layer and kind of edit how to combine
     them, by the generator's image loss against Mitsuba's targets (docs/mapper.md). Minutes on a CPU.
 
     \b
     Example:
-      python benchmarks/fuse_sweep.py --mixes 0 --offset 0 --subjects 96 --codes train.npz
-      stylerelight train read --pairs train.npz --mapper checkpoints/lightstage_mapper.pt -o mapper_read.pt
+      python benchmarks/fuse_sweep.py --rr-steps 4 --mixes 0 --offset 0 --subjects 80 --codes train.npz
+      stylerelight train read --pairs train.npz --mapper checkpoints/lightstage_mapper.pt -o mapper_read.pt \\
+          --mix 0.6 --epochs 8
     """
     import time
 
