@@ -37,6 +37,7 @@ from eval_edit import metrics, subject_case  # noqa: E402
 
 from stylerelight.edit import REFINE_STEPS, EditError, Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
+from stylerelight.mapper.networks import read_kind  # noqa: E402
 from stylerelight.synth import Camera, render_portrait  # noqa: E402
 
 CASES = [("same (true light)", 0, 0, -1), ("relight", 0, 0, 0), ("relight", 0, 0, 1), ("relight", 0, 0, 2),
@@ -113,7 +114,8 @@ def main():
                 res.setdefault(group, {}).setdefault(b, []).append(v)
             pairs.append({"seed": seed, "group": group, "yaw": dy, "pitch": dp, "psnr": psnrs,
                           **light_descriptors(ed.stage, env_s, env, cam)})
-            kind = -1 if k == -1 else (0 if dy == dp == 0 else 1 if k is None else 2)  # READ_KINDS; -1: identity
+            # READ_KINDS index; -1: the identity edit (left out of a read's pairs)
+            kind = -1 if k == -1 else int(read_kind(torch.tensor(k is not None), torch.tensor(dy != 0 or dp != 0)))
             for key, v in zip(codes, (ws_m[0].numpy(), ws_r[0].numpy(), tgt, group, seed, kind), strict=True):
                 codes[key].append(v)
         if args.codes:

@@ -34,8 +34,9 @@ from eval_edit import metrics  # noqa: E402
 
 from stylerelight.edit import Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
+from stylerelight.mapper.read_training import GROUP_KINDS  # noqa: E402
 
-KINDS = {"relight": 0, "yaw +-15": 1, "yaw +-30": 1, "pitch +-10": 1, "relight + yaw 15": 2}
+KINDS = GROUP_KINDS  # fuse_sweep's case names -> relight, turn, both
 FIXED_MIX = 0.4  # the best single mix of the encoded change on validation (fuse_sweep.py --rr-steps 0)
 
 

@@ -71,10 +71,6 @@ def load_read_pairs(paths: Sequence[str]) -> ReadPairs:
                      torch.from_numpy(cat[3]).long(), cat[4], steps.pop() if steps else None)
 
 
-def _to_gan(t: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(t).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def score_read(G, read: RerenderRead | None, pairs: ReadPairs, batch: int = 64) -> dict[str, float]:
     """Mean PSNR (dB, uint8 images as the eval scores them) per case of the read's codes against the
     targets; read None scores the mapper's edit m itself."""
@@ -104,7 +100,9 @@ def fit_read(G, read: RerenderRead, pairs: ReadPairs, epochs: int = 8, batch: in
     read.train()
     opt = torch.optim.Adam(read.parameters(), lr=lr)
     rng = torch.Generator().manual_seed(seed)
-    target = _to_gan(pairs.target)
+    from ..imageio import uint8_to_gan
+
+    target = uint8_to_gan(pairs.target)
     losses = []
     try:
         for ep in range(epochs):
