@@ -69,6 +69,33 @@ EDITORS = {"mapper": ("ed", "enc", False), "mapper w/o geometry": ("ab", "ab", F
            "guided edit": ("gu", "ref", None)}
 
 
+ROW_KEYS = ("case", "method", "psnr", "ssim", "identity_distance", "seconds", "subject")
+PAIRED_NOTE = "mean and its standard error over subjects of each subject's mean difference"
+
+
+def paired_against(rows: list, ref: str) -> dict:
+    """{group: {method: {mean, se, wins, subjects}}}: each method's PSNR minus `ref`'s on the same edits.
+
+    Why: the methods are close (tenths of a dB) and the subjects vary by several dB, so whether one
+    beats another is read from their paired differences; a subject's edits share its face, so the
+    subject (not the edit) is the unit of the standard error."""
+    psnr = {(row[0], row[1], row[6]): row[2] for row in rows}
+    out: dict = {}
+    for g, cases in GROUPS.items():
+        methods = sorted({row[1] for row in rows if row[0] in cases} - {ref})
+        for m in methods:
+            per: dict = {}
+            for (case, method, seed), p in psnr.items():
+                if case in cases and method == m and (case, ref, seed) in psnr:
+                    per.setdefault(seed, []).append(p - psnr[(case, ref, seed)])
+            if len(per) < 2:
+                continue
+            d = np.array([np.mean(v) for v in per.values()])
+            out.setdefault(g, {})[m] = {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))),
+                                        "wins": int((d > 0).sum()), "subjects": len(d)}
+    return out
+
+
 def other_light(rng: np.random.Generator, stage, avoid: list) -> tuple:
     """A procedural env map whose light differs from every one in `avoid` up to exposure.
 
@@ -196,7 +223,7 @@ def main():
             same["encoder + 20 steps"] = gan_to_uint8(ed.G.synthesis(ws20, noise_mode="const"))[0]
         for method, img in same.items():
             p, s_ = metrics(img, src)
-            rows.append(("same", method, p, s_, float(np.asarray(identity_distance(src, img)).ravel()[0]), 0.0))
+            rows.append(("same", method, p, s_, float(np.asarray(identity_distance(src, img)).ravel()[0]), 0.0, seed))
         for name, dy, dp, relight in CASES:
             if args.cases and not any(name in GROUPS[g] for g in args.cases.split(",")):
                 continue
@@ -226,7 +253,7 @@ def main():
             for method, (img, secs) in out.items():
                 p, s = metrics(img, tgt)
                 idist = float(np.asarray(identity_distance(tgt, img)).ravel()[0])
-                rows.append((name, method, p, s, idist, secs))
+                rows.append((name, method, p, s, idist, secs, seed))
         print(f"subject {i + 1}/{args.subjects} done", flush=True)
     methods = ["no-op"] + labels + ["re-render", "GAN ceiling", "encoder only", "encoder + 20 steps"]
     table = {}
@@ -236,7 +263,7 @@ def main():
             r = [row for row in rows if row[0] in cases and row[1] == m]
             if not r:
                 continue
-            a = np.array([row[2:] for row in r], np.float64)
+            a = np.array([row[2:6] for row in r], np.float64)
             mean = a.mean(0)
             table.setdefault(g, {})[m] = {"psnr": mean[0], "ssim": mean[1], "identity_distance": mean[2],
                                           "seconds": mean[3], "n": len(r)}
@@ -247,9 +274,18 @@ def main():
             rr_s = f", re-render {t['re-render']['psnr']:.2f}" if "re-render" in t else ""
             print(f"{g}: default edit {t[DEFAULT]['psnr']:.2f} dB vs half-gap target {half:.2f} dB "
                   f"(no-op {t['no-op']['psnr']:.2f}, ceiling {t['GAN ceiling']['psnr']:.2f}{rr_s})")
+    paired = paired_against(rows, "re-render")
+    if paired:
+        print(f"\nPSNR minus the re-render's, same edits, per subject ({PAIRED_NOTE}):")
+        for g, t in paired.items():
+            for m, d in t.items():
+                table[g][m]["vs_rerender"] = d
+                print(f"{g:9s} {m:34s} {d['mean']:+6.2f} +- {d['se']:.2f} dB  "
+                      f"better on {d['wins']}/{d['subjects']} subjects")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "table": table}, f, indent=1)
+            json.dump({"args": vars(args), "table": table,
+                       "rows": [dict(zip(ROW_KEYS, row, strict=True)) for row in rows]}, f, indent=1)
 
 
 if __name__ == "__main__":

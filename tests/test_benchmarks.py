@@ -1,0 +1,26 @@
+"""Helpers of the benchmark scripts whose numbers the model cards quote."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import eval_edit  # noqa: E402
+
+
+def test_paired_against_reference_is_per_subject():
+    # subject 1: +1 and 0 dB on two relights (mean +0.5); subject 2: -1 dB; subject 3 has no re-render
+    # row for its edit (not paired); the view group has one subject only (no standard error: left out)
+    rows = [("relight", "m", 20, 0, 0, 0, 1), ("relight", "re-render", 19, 0, 0, 0, 1),
+            ("relight-b", "m", 22, 0, 0, 0, 1), ("relight-b", "re-render", 22, 0, 0, 0, 1),
+            ("relight", "m", 25, 0, 0, 0, 2), ("relight", "re-render", 26, 0, 0, 0, 2),
+            ("relight", "m", 30, 0, 0, 0, 3),
+            ("yaw+15", "m", 30, 0, 0, 0, 1), ("yaw+15", "re-render", 29, 0, 0, 0, 1)]
+    out = eval_edit.paired_against(rows, "re-render")
+    d = out["relight"]["m"]
+    assert d["mean"] == pytest.approx(-0.25)
+    assert d["se"] == pytest.approx(np.std([0.5, -1.0], ddof=1) / np.sqrt(2))
+    assert (d["wins"], d["subjects"]) == (1, 2)
+    assert "view15" not in out and "re-render" not in out["relight"]
