@@ -16,7 +16,9 @@ target light is, how far it is from the source's, how far the light's centre mov
 the mapper loses to the re-render change (`--mixes 0,1`; the printout ends with that split).
 `--codes F.npz` also keeps every edit's two codes, its target and its kind (rewritten whole after each
 subject): the pairs of `stylerelight train read` (the read's steps are --rr-steps', default 20).
-A mapper file with a re-render read also gets the guided method's column.
+A mapper file with a re-render read also gets the guided method's column (`--no-guided`: not).
+`--rr-warm S` warm-starts the target re-renders' inversions (`RerenderChange(warm=True)`) from the
+source re-render inverted with S steps (measured in session 32, the mapper's model card; not shipped).
 """
 
 from __future__ import annotations
@@ -67,23 +69,33 @@ def main():
                     "(the ws split in three nearly equal runs)")
     ap.add_argument("--rr-steps", type=int, default=None, help="refinement steps of the re-renders' inversions "
                     "(default: RerenderChange's)")
+    ap.add_argument("--rr-warm", type=int, default=None, metavar="S",
+                    help="warm-started target inversions (RerenderChange warm=True) from a source re-render "
+                    "inverted with S steps")
+    ap.add_argument("--no-guided", action="store_true", help="leave out the mapper file's read (its column)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pairs-json", default=None, help="write every pair's PSNRs and light descriptors here")
     ap.add_argument("--codes", default=None, help="write every edit's default-edit code m, re-render change's code r, "
                     "target t, group and seed here (.npz)")
     args = ap.parse_args()
+    if args.rr_warm is not None and args.codes:
+        sys.exit("--rr-warm measures the warm start's mixes; a read of warm-started re-renders is not supported "
+                 "(drop --codes)")
     torch.set_num_threads(args.threads)
     mixes = args.mixes.split(",")
     ed = Editor.from_pretrained(mapper=args.mapper)
     rr = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
     fu = Editor(ed.G, ed.encoder, ed.mapper, method="fused")
     fu._rerender = rr._rerender_change()  # one re-render of each photo for both
-    gu = Editor(ed.G, ed.encoder, ed.mapper, method="guided") if ed.mapper.read is not None else None
+    gu = Editor(ed.G, ed.encoder, ed.mapper, method="guided") if ed.mapper.read is not None and not args.no_guided \
+        else None
     if gu is not None:
         gu._rerender = rr._rerender_change()  # the same re-renders (its own when its read has other steps)
     extra = ["fused"] + (["guided"] if gu else [])
     if args.rr_steps is not None:
         rr._rerender_change().steps = args.rr_steps
+    if args.rr_warm is not None:
+        rr._rerender_change().warm, rr._rerender_change().source_steps = True, args.rr_warm
     res: dict[str, dict] = {}
     pairs: list[dict] = []
     codes: dict[str, list] = {k: [] for k in ("m", "r", "t", "group", "seed", "kind")}

@@ -297,6 +297,35 @@ def test_guided_method_reads_the_mapper_and_rerender_codes(ed, render):
         torch.testing.assert_close(g, m + a * (r - m), atol=1e-5, rtol=0)
 
 
+def test_warm_started_rerender_change(ed, render):
+    """RerenderChange(warm=True): the target re-render's inversion starts at the source re-render's code
+    moved by the encoder's change. Without refinement steps that is the encoder's change exactly, however
+    far the source's own inversion was refined; keeping light and view is no change; with steps the
+    refinement lowers the target's inversion loss from that start."""
+    from stylerelight.lighting import disk_light
+    from stylerelight.mapper.rerender import RerenderChange
+
+    cold = RerenderChange(ed.G, ed.encoder, ed.stage, steps=0)
+    warm = RerenderChange(ed.G, ed.encoder, ed.stage, steps=0, warm=True, source_steps=3)
+    s_cold = cold.prepare(render)
+    s_warm = warm.prepare(render, rec=s_cold.rec)
+    torch.testing.assert_close(s_warm.enc, s_cold.ws, atol=0, rtol=0)  # cold at 0 steps: the encoder's code
+    assert float((s_warm.ws - s_warm.enc).abs().max()) > 1e-3  # the source's refinement moved it
+    side = disk_light([1.0, 0.3, 0.6], angle_deg=15.0, fill=0.05)
+    light = ed.stage.project(side)
+    torch.testing.assert_close(warm.change(s_warm, light, 10.0, 0.0), cold.change(s_cold, light, 10.0, 0.0),
+                               atol=1e-5, rtol=0)
+    assert float(warm.change(s_warm, warm.source_light(s_warm.rec), 0.0, 0.0).abs().max()) == 0.0
+    target = torch.from_numpy(warm._render(s_warm.rec, light, 0.0, 0.0).astype(np.float32) / 127.5 - 1)
+    w0 = s_warm.ws + warm.change(s_warm, light, 0.0, 0.0)
+    warm.steps = 3
+    w3 = s_warm.ws + warm.change(s_warm, light, 0.0, 0.0)
+    with torch.no_grad():
+        p0, p3 = (float(psnr(ed.G.synthesis(w, noise_mode="const"), target.permute(2, 0, 1)[None]))
+                  for w in (w0, w3))
+    assert p3 > p0, (p0, p3)
+
+
 def test_a_crop_that_is_no_face_is_not_re_rendered(ed):
     """tests/data/not_a_face_64.png is the bundled generator's image of the astronaut photo's
     encoder-only code by session 20's encoder: a blob, not a face. The head model misses its

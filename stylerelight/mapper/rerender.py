@@ -46,25 +46,36 @@ class SourceRender:
     """What one photo needs once: its reconstruction and the code of its re-render."""
     rec: Reconstruction
     ws: torch.Tensor  # [1, num_ws, w_dim]: the inverted re-render under the source's estimated light and view
+    enc: torch.Tensor | None = None  # the encoder's code of that re-render (a warm start's reference)
+    image: np.ndarray | None = None  # that re-render (uint8)
 
 
 class RerenderChange:
     """change(source, light, yaw, pitch) -> the W+ change [1, num_ws, w_dim] for one edit."""
 
-    def __init__(self, G, encoder, stage: LightStage, steps: int = 20, spp: int = RENDER_SPP):
+    def __init__(self, G, encoder, stage: LightStage, steps: int = 20, spp: int = RENDER_SPP,
+                 warm: bool = False, source_steps: int | None = None):
+        """warm: each target re-render's inversion starts at the source re-render's code moved by the
+        encoder's change (src.ws + enc(target) - enc(source)) instead of at the encoder's code, so its
+        `steps` refine from what the source's inversion already found; source_steps: the source
+        re-render's refinement (once per photo; default `steps`)."""
         self.G, self.encoder, self.stage, self.steps, self.spp = G, encoder, stage, steps, spp
+        self.warm, self.source_steps = warm, source_steps
         self._recent: dict = {}  # the last few changes: editors sharing this object share them
 
-    def _invert(self, img: np.ndarray) -> torch.Tensor:
+    def _invert(self, img: np.ndarray, steps: int,
+                start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(refined code, encoder's code); start: added to the encoder's code as the refinement's start."""
         from ..invert import invert
 
         dev = next(self.G.parameters()).device
         x = torch.from_numpy(img.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None].to(dev)
         with torch.no_grad():
-            ws = self.encoder(x)
-        if self.steps:
-            ws = invert(self.G, x, steps=self.steps, init=ws, progress=False)
-        return ws.detach()
+            enc = self.encoder(x)
+        ws = enc if start is None else enc + start
+        if steps:
+            ws = invert(self.G, x, steps=steps, init=ws, progress=False)
+        return ws.detach(), enc
 
     def _render(self, rec: Reconstruction, light: np.ndarray | torch.Tensor, yaw: float, pitch: float) -> np.ndarray:
         env = light_to_envmap(np.asarray(normalise_light(light), np.float64), self.stage)
@@ -87,17 +98,23 @@ class RerenderChange:
             raise NoFaceError(f"the head model does not fit this crop as a face (landmark residual "
                               f"{rec.fit.rmse:.1f} px, faces fit within {MAX_FIT_RESIDUAL * rec.crop_size:.1f}): "
                               "nothing to re-render; use --method mapper")
-        return SourceRender(rec, self._invert(self._render(rec, self.source_light(rec), 0.0, 0.0)))
+        img = self._render(rec, self.source_light(rec), 0.0, 0.0)
+        steps = self.steps if self.source_steps is None else self.source_steps
+        return SourceRender(rec, *self._invert(img, steps), image=img)
 
     def change(self, src: SourceRender, light, yaw: float, pitch: float) -> torch.Tensor:
         """light: [L, 3] target coefficients (any scale; only the shape matters, as for the mapper).
         The same request again (e.g. the fused and the rerender edit of one photo) is not recomputed."""
         c = torch.as_tensor(light).detach().cpu().float().contiguous()
-        key = (id(src), c.numpy().tobytes(), float(yaw), float(pitch), self.steps, self.spp)
+        key = (id(src), c.numpy().tobytes(), float(yaw), float(pitch), self.steps, self.spp, self.warm)
         hit = self._recent.get(key)
         if hit is not None and hit[0] is src:
             return hit[1]
-        out = self._invert(self._render(src.rec, light, yaw, pitch)) - src.ws
+        img = self._render(src.rec, light, yaw, pitch)
+        if self.warm and src.image is not None and np.array_equal(img, src.image):
+            out = torch.zeros_like(src.ws)  # the same image: no change (a refinement would move on)
+        else:
+            out = self._invert(img, self.steps, src.ws - src.enc if self.warm else None)[0] - src.ws
         if len(self._recent) >= 16:
             self._recent.pop(next(iter(self._recent)))
         self._recent[key] = (src, out)
