@@ -26,6 +26,10 @@ mapper's read of its default edit and the re-render change (docs/mapper.md).
 
     python benchmarks/eval_edit.py --subjects 8 --mapper checkpoints/lightstage_mapper.pt \
         --ablation runs/map64_nogeo/mapper.pt --json checkpoints/lightstage_mapper_eval.json
+
+The printout ends with each method's PSNR minus the re-render's on the same edits, per subject (mean,
+standard error over subjects, wins): the methods differ by tenths of a dB, the subjects by dB. Runs over
+subject ranges in parallel (`--offset`, `--json` each) join into one table with `--merge a.json,b.json`.
 """
 
 from __future__ import annotations
@@ -131,6 +135,61 @@ def metrics(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(p), float(ssim(t(a), t(b)).mean())
 
 
+def summarise(rows: list, methods: list[str]) -> dict:
+    """Print the table (mean per group and method, in `methods`' order), the half-gap lines and the paired
+    comparison with the re-render; return the table."""
+    table = {}
+    print(f"\n{'group':9s} {'method':20s} {'PSNR':>7s} {'SSIM':>6s} {'id dist':>8s} {'s/edit':>8s}  n")
+    for g, cases in GROUPS.items():
+        for m in methods:
+            r = [row for row in rows if row[0] in cases and row[1] == m]
+            if not r:
+                continue
+            a = np.array([row[2:6] for row in r], np.float64)
+            mean = a.mean(0)
+            table.setdefault(g, {})[m] = {"psnr": mean[0], "ssim": mean[1], "identity_distance": mean[2],
+                                          "seconds": mean[3], "n": len(r)}
+            print(f"{g:9s} {m:20s} {mean[0]:7.2f} {mean[1]:6.3f} {mean[2]:8.3f} {mean[3]:8.4f}  {len(r)}")
+    for g, t in table.items():
+        if "no-op" in t and "GAN ceiling" in t and DEFAULT in t:
+            half = (t["no-op"]["psnr"] + t["GAN ceiling"]["psnr"]) / 2
+            rr_s = f", re-render {t['re-render']['psnr']:.2f}" if "re-render" in t else ""
+            print(f"{g}: default edit {t[DEFAULT]['psnr']:.2f} dB vs half-gap target {half:.2f} dB "
+                  f"(no-op {t['no-op']['psnr']:.2f}, ceiling {t['GAN ceiling']['psnr']:.2f}{rr_s})")
+    paired = paired_against(rows, "re-render")
+    if paired:
+        print(f"\nPSNR minus the re-render's, same edits, per subject ({PAIRED_NOTE}):")
+        for g, t in paired.items():
+            for m, d in t.items():
+                table[g][m]["vs_rerender"] = d
+                print(f"{g:9s} {m:34s} {d['mean']:+6.2f} +- {d['se']:.2f} dB  "
+                      f"better on {d['wins']}/{d['subjects']} subjects")
+    return table
+
+
+def merge(paths: list[str], out: str | None) -> None:
+    """One table of several runs' JSON rows (e.g. subject ranges run in parallel); each edit kept once."""
+    rows, runs, seen = [], [], set()
+    for p in paths:
+        with open(p) as f:
+            d = json.load(f)
+        if "rows" not in d:
+            sys.exit(f"{p}: no per-edit rows (written before session 32); run the evaluation again")
+        runs.append({"json": p, "args": d["args"]})
+        for r in d["rows"]:
+            row = tuple(r[k] for k in ROW_KEYS)
+            if (row[0], row[1], row[6]) not in seen:
+                seen.add((row[0], row[1], row[6]))
+                rows.append(row)
+    order = ["no-op"] + list(dict.fromkeys(r[1] for r in rows if r[1] not in ("no-op",)))
+    table = summarise(rows, order)
+    print(f"(subjects {len({r[6] for r in rows})}, from {len(paths)} runs)")
+    if out:
+        with open(out, "w") as f:
+            json.dump({"merged": runs, "table": table,
+                       "rows": [dict(zip(ROW_KEYS, row, strict=True)) for row in rows]}, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subjects", type=int, default=8)
@@ -148,7 +207,11 @@ def main():
     ap.add_argument("--cases", default=None, help=f"comma-separated groups to run, of {','.join(GROUPS)} "
                     "(default: all; 'same' always runs)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--merge", default=None, help="comma-separated JSON files of earlier runs: print (and with "
+                    "--json write) their rows' one table instead of evaluating")
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge.split(","), args.json)
     torch.set_num_threads(args.threads)
     ed = Editor.from_pretrained(mapper=args.mapper, encoder=args.encoder)
     ab = Editor.from_pretrained(mapper=args.ablation, encoder=args.encoder) if args.ablation else None
@@ -256,32 +319,7 @@ def main():
                 rows.append((name, method, p, s, idist, secs, seed))
         print(f"subject {i + 1}/{args.subjects} done", flush=True)
     methods = ["no-op"] + labels + ["re-render", "GAN ceiling", "encoder only", "encoder + 20 steps"]
-    table = {}
-    print(f"\n{'group':9s} {'method':20s} {'PSNR':>7s} {'SSIM':>6s} {'id dist':>8s} {'s/edit':>8s}  n")
-    for g, cases in GROUPS.items():
-        for m in methods:
-            r = [row for row in rows if row[0] in cases and row[1] == m]
-            if not r:
-                continue
-            a = np.array([row[2:6] for row in r], np.float64)
-            mean = a.mean(0)
-            table.setdefault(g, {})[m] = {"psnr": mean[0], "ssim": mean[1], "identity_distance": mean[2],
-                                          "seconds": mean[3], "n": len(r)}
-            print(f"{g:9s} {m:20s} {mean[0]:7.2f} {mean[1]:6.3f} {mean[2]:8.3f} {mean[3]:8.4f}  {len(r)}")
-    for g, t in table.items():
-        if "no-op" in t and "GAN ceiling" in t and DEFAULT in t:
-            half = (t["no-op"]["psnr"] + t["GAN ceiling"]["psnr"]) / 2
-            rr_s = f", re-render {t['re-render']['psnr']:.2f}" if "re-render" in t else ""
-            print(f"{g}: default edit {t[DEFAULT]['psnr']:.2f} dB vs half-gap target {half:.2f} dB "
-                  f"(no-op {t['no-op']['psnr']:.2f}, ceiling {t['GAN ceiling']['psnr']:.2f}{rr_s})")
-    paired = paired_against(rows, "re-render")
-    if paired:
-        print(f"\nPSNR minus the re-render's, same edits, per subject ({PAIRED_NOTE}):")
-        for g, t in paired.items():
-            for m, d in t.items():
-                table[g][m]["vs_rerender"] = d
-                print(f"{g:9s} {m:34s} {d['mean']:+6.2f} +- {d['se']:.2f} dB  "
-                      f"better on {d['wins']}/{d['subjects']} subjects")
+    table = summarise(rows, methods)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "table": table,

@@ -24,3 +24,21 @@ def test_paired_against_reference_is_per_subject():
     assert d["se"] == pytest.approx(np.std([0.5, -1.0], ddof=1) / np.sqrt(2))
     assert (d["wins"], d["subjects"]) == (1, 2)
     assert "view15" not in out and "re-render" not in out["relight"]
+
+
+def test_merge_joins_runs_and_keeps_each_edit_once(tmp_path, capsys):
+    import json
+
+    def run(seeds, psnr):
+        rows = [dict(zip(eval_edit.ROW_KEYS, (case, m, psnr + (m == "guided edit"), 0.8, 0.4, 0.1, s), strict=True))
+                for s in seeds for case in ("relight", "yaw+15") for m in ("re-render", "guided edit")]
+        return {"args": {}, "table": {}, "rows": rows}
+
+    for name, seeds, p in (("a", [1, 2], 20.0), ("b", [2, 3], 30.0)):  # subject 2 twice: the first run's kept
+        (tmp_path / f"{name}.json").write_text(json.dumps(run(seeds, p)))
+    eval_edit.merge([str(tmp_path / "a.json"), str(tmp_path / "b.json")], str(tmp_path / "m.json"))
+    out = json.loads((tmp_path / "m.json").read_text())
+    t = out["table"]["relight"]
+    assert t["re-render"]["n"] == 3 and t["re-render"]["psnr"] == pytest.approx((20 + 20 + 30) / 3)
+    assert t["guided edit"]["vs_rerender"]["mean"] == pytest.approx(1.0)
+    assert "(subjects 3, from 2 runs)" in capsys.readouterr().out
