@@ -177,12 +177,14 @@ wait
 $PY benchmarks/fuse_sweep.py --rr-steps 0 --mixes 0 --offset 4000000 --subjects 16 --threads 2 --codes data/read0/val.npz
 $PY -m stylerelight train read --pairs data/read0/tr_a.npz,data/read0/tr_b.npz --val data/read0/val.npz \
     --mapper checkpoints/lightstage_mapper.pt -o runs/read0/mapper_read.pt --mix 0.4 --epochs 6 --threads 1 --force
-# 4c. (session 31) the bundled file's read: re-renders inverted with 4 L-BFGS steps (READ_STEPS=20: the one
-#     measured and not shipped): 40 + 40 training subjects (48 + 48 for 20 steps; 34 / 37 s a subject a
-#     process), the 16 validation ones, then 8 (10) epochs starting from the fused edit's mix 0.6
-K=${READ_STEPS:-4}
-if [ "$K" = 4 ] || [ "$K" = 20 ]; then
+# 4c. the bundled file's read (session 32): re-renders inverted with 8 L-BFGS steps, 40 + 40 training subjects
+#     (37 s a subject a process), the 16 validation ones, then 5 epochs from the fused edit's mix 0.6 (on
+#     validation epochs 4-5 were its best; 8 overfit). READ_STEPS=4: session 31's read (bundled until session 32,
+#     8 epochs); READ_STEPS=20: the one measured and not shipped (48 + 48 subjects, 10 epochs)
+K=${READ_STEPS:-8}
+if [ "$K" = 4 ] || [ "$K" = 8 ] || [ "$K" = 20 ]; then
     N=$([ "$K" = 20 ] && echo 48 || echo 40); D=data/read$K
+    EP=$(case $K in 4) echo 8;; 8) echo 5;; *) echo 10;; esac)
     mkdir -p $D
     $PY benchmarks/fuse_sweep.py --rr-steps $K --mixes 0 --offset 0 --subjects $N --threads 1 --codes $D/tr_a.npz &
     $PY benchmarks/fuse_sweep.py --rr-steps $K --mixes 0 --offset 100 --subjects $N --threads 1 --codes $D/tr_b.npz
@@ -191,9 +193,8 @@ if [ "$K" = 4 ] || [ "$K" = 20 ]; then
     $PY benchmarks/fuse_sweep.py --rr-steps $K --mixes 0 --offset 4000008 --subjects 8 --threads 1 --codes $D/val_b.npz
     wait
     $PY -m stylerelight train read --pairs $D/tr_a.npz,$D/tr_b.npz --val $D/val_a.npz,$D/val_b.npz --steps $K \
-        --mapper checkpoints/lightstage_mapper.pt -o runs/read$K/mapper_read.pt --mix 0.6 \
-        --epochs $([ "$K" = 20 ] && echo 10 || echo 8) --threads 2 --force
-    if [ "$K" = 4 ]; then cp runs/read4/mapper_read.pt checkpoints/lightstage_mapper.pt; fi
+        --mapper checkpoints/lightstage_mapper.pt -o runs/read$K/mapper_read.pt --mix 0.6 --epochs $EP --threads 2 --force
+    if [ "$K" = 8 ]; then cp runs/read8/mapper_read.pt checkpoints/lightstage_mapper.pt; fi
 fi
 $PY benchmarks/eval_edit.py --subjects 6 --ablation runs/map64_nogeo_vcarry/mapper.pt \
     --json checkpoints/lightstage_mapper_eval.json
