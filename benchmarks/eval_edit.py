@@ -181,7 +181,7 @@ def merge(paths: list[str], out: str | None) -> None:
             if (row[0], row[1], row[6]) not in seen:
                 seen.add((row[0], row[1], row[6]))
                 rows.append(row)
-    order = ["no-op"] + list(dict.fromkeys(r[1] for r in rows if r[1] not in ("no-op",)))
+    order = ["no-op"] + list(dict.fromkeys(r[1] for r in rows if r[1] != "no-op"))
     table = summarise(rows, order)
     print(f"(subjects {len({r[6] for r in rows})}, from {len(paths)} runs)")
     if out:
