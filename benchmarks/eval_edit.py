@@ -185,9 +185,14 @@ def merge(paths: list[str], out: str | None) -> None:
     table = summarise(rows, order)
     print(f"(subjects {len({r[6] for r in rows})}, from {len(paths)} runs)")
     if out:
-        with open(out, "w") as f:
-            json.dump({"merged": runs, "table": table,
-                       "rows": [dict(zip(ROW_KEYS, row, strict=True)) for row in rows]}, f, indent=1)
+        write_json(out, {"merged": runs}, table, rows)
+
+
+def write_json(path: str, head: dict, table: dict, rows: list) -> None:
+    """The run's (or merge's) description, its table and its per-edit rows (what --merge reads back)."""
+    with open(path, "w") as f:
+        json.dump({**head, "table": table, "rows": [dict(zip(ROW_KEYS, row, strict=True)) for row in rows]},
+                  f, indent=1)
 
 
 def main():
@@ -321,9 +326,7 @@ def main():
     methods = ["no-op"] + labels + ["re-render", "GAN ceiling", "encoder only", "encoder + 20 steps"]
     table = summarise(rows, methods)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "table": table,
-                       "rows": [dict(zip(ROW_KEYS, row, strict=True)) for row in rows]}, f, indent=1)
+        write_json(args.json, {"args": vars(args)}, table, rows)
 
 
 if __name__ == "__main__":
