@@ -565,14 +565,18 @@ class Editor:
         its code). The photo's crop when the latent holds it, else the generator's image of its ws."""
         rr = self._rerender_change()
         slot = "_guide" if rr is self._guide else "_rerender"  # a guided read's own steps: another source code
-        src = _cache_get(lat, slot, rr)  # editors sharing the change share the cache
-        if isinstance(src, Exception):  # a crop found not to be a face: not reconstructed again
-            raise src
-        if src is not None:
-            return src
+        other_slot = "_rerender" if rr is self._guide else "_guide"
+        # editors sharing the change share its source, whichever slot their method keeps it in: a second
+        # preparation would render the source again, and the renderer's parallel sums are not bit-stable
+        for s in (slot, other_slot):
+            src = _cache_get(lat, s, rr)
+            if isinstance(src, Exception):  # a crop found not to be a face: not reconstructed again
+                raise src
+            if src is not None:
+                return src
         from .mapper.rerender import NoFaceError, SourceRender
 
-        other_slot = "_rerender" if rr is self._guide else "_guide"  # the other's source: the same reconstruction
+        # the other change's source: the same reconstruction
         other = getattr(lat, other_slot, None)
         done = _cache_get(lat, other_slot, other[0]) if other is not None else None
         rec = done.rec if isinstance(done, SourceRender) else None

@@ -288,6 +288,8 @@ def test_guided_method_reads_the_mapper_and_rerender_codes(ed, render):
     assert rr0._rerender.steps == 0 and gu._rerender_change() is not gu._rerender
     first = rr._rerender_source(lat)  # the 20-step change's source: one full reconstruction of the photo
     assert gu._rerender_source(lat).rec is first.rec  # reused, not reconstructed again
+    # editors sharing a change share its source (rendered once: the renderer's sums are not bit-stable)
+    assert rr0._rerender_source(lat) is gu._rerender_source(lat)
     torch.testing.assert_close(gu.map([lat], [gu.resolve_light(None, 0.0, lat)], [0.0], [0.0]), lat.ws,
                                atol=1e-6, rtol=0)
     side = disk_light([1.0, 0.3, 0.6], angle_deg=15.0, fill=0.05)
