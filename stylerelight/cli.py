@@ -1001,7 +1001,7 @@ def train_mapper(olat_dir, config_path, run_dir, checkpoint, encoder_path, kimg,
 
 @train.command("read")
 @click.option("--pairs", required=True, help="Comma-separated pair files of training subjects "
-              "(`python benchmarks/fuse_sweep.py --rr-steps 4 --mixes 0 --offset 0 --codes F.npz`).")
+              "(`python benchmarks/fuse_sweep.py --rr-steps 8 --mixes 0 --offset 0 --codes F.npz`).")
 @click.option("--mapper", "mapper_path", required=True, type=click.Path(dir_okay=False, exists=True),
               help="The mapper whose edits the pairs hold (its file gets the read).")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="The mapper file with the read.")
@@ -1028,9 +1028,9 @@ def train_read(pairs, mapper_path, out, val, checkpoint, epochs, hidden, mix, st
 
     \b
     Example:
-      python benchmarks/fuse_sweep.py --rr-steps 4 --mixes 0 --offset 0 --subjects 80 --codes train.npz
+      python benchmarks/fuse_sweep.py --rr-steps 8 --mixes 0 --offset 0 --subjects 80 --codes train.npz
       stylerelight train read --pairs train.npz --mapper checkpoints/lightstage_mapper.pt -o mapper_read.pt \\
-          --mix 0.6 --epochs 8
+          --mix 0.6 --epochs 5      # steps and epochs as the bundled read's (train/lightstage_mapper.sh, 4c)
     """
     import time
 
