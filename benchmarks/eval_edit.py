@@ -28,7 +28,9 @@ mapper's read of its default edit and the re-render change (docs/mapper.md).
         --ablation runs/map64_nogeo/mapper.pt --json checkpoints/lightstage_mapper_eval.json
 
 The printout ends with each method's PSNR minus the re-render's on the same edits, per subject (mean,
-standard error over subjects, wins): the methods differ by tenths of a dB, the subjects by dB. Runs over
+standard error over subjects, wins): the methods differ by tenths of a dB, the subjects by dB. The same
+for the fused and guided edits (and the re-render change) against the default edit, and for the mapper
+against its ablation when given. Runs over
 subject ranges in parallel (`--offset`, `--json` each) join into one table with `--merge a.json,b.json`.
 """
 
@@ -75,6 +77,12 @@ EDITORS = {"mapper": ("ed", "enc", False), "mapper w/o geometry": ("ab", "ab", F
 
 ROW_KEYS = ("case", "method", "psnr", "ssim", "identity_distance", "seconds", "subject")
 PAIRED_NOTE = "mean and its standard error over subjects of each subject's mean difference"
+# (reference, table key, methods compared with it; None: all): the re-render (#13's baseline); the
+# default edit, to which the fused and guided edits add the re-render's information about the
+# reconstruction's geometry under the target light; the mapper trained without geometry conditioning
+PAIRED_REFS = (("re-render", "vs_rerender", None),
+               (DEFAULT, "vs_default_edit", ("re-render change", "fused edit", "guided edit")),
+               ("mapper w/o geometry", "vs_ablation", ("mapper",)))
 
 
 def paired_against(rows: list, ref: str) -> dict:
@@ -156,12 +164,16 @@ def summarise(rows: list, methods: list[str]) -> dict:
             rr_s = f", re-render {t['re-render']['psnr']:.2f}" if "re-render" in t else ""
             print(f"{g}: default edit {t[DEFAULT]['psnr']:.2f} dB vs half-gap target {half:.2f} dB "
                   f"(no-op {t['no-op']['psnr']:.2f}, ceiling {t['GAN ceiling']['psnr']:.2f}{rr_s})")
-    paired = paired_against(rows, "re-render")
-    if paired:
-        print(f"\nPSNR minus the re-render's, same edits, per subject ({PAIRED_NOTE}):")
+    for ref, key, others in PAIRED_REFS:
+        paired = paired_against(rows, ref)
+        if not paired:
+            continue
+        print(f"\nPSNR minus the {ref}'s, same edits, per subject ({PAIRED_NOTE}):")
         for g, t in paired.items():
             for m, d in t.items():
-                table[g][m]["vs_rerender"] = d
+                if others is not None and m not in others:
+                    continue
+                table[g][m][key] = d
                 print(f"{g:9s} {m:34s} {d['mean']:+6.2f} +- {d['se']:.2f} dB  "
                       f"better on {d['wins']}/{d['subjects']} subjects")
     return table

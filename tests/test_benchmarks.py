@@ -42,3 +42,17 @@ def test_merge_joins_runs_and_keeps_each_edit_once(tmp_path, capsys):
     assert t["re-render"]["n"] == 3 and t["re-render"]["psnr"] == pytest.approx((20 + 20 + 30) / 3)
     assert t["guided edit"]["vs_rerender"]["mean"] == pytest.approx(1.0)
     assert "(subjects 3, from 2 runs)" in capsys.readouterr().out
+
+
+def test_summarise_pairs_the_reread_edits_with_the_default_edit(capsys):
+    # two subjects: the guided edit +1 and +2 dB over the default edit, the re-render 0.5 dB under it;
+    # the default edit is not paired with itself, the re-render not with the default edit
+    rows = [(case, m, p + (s == 2) * (m == "guided edit"), 0.8, 0.4, 0.1, s)
+            for s in (1, 2) for case in ("relight", "relight-b")
+            for m, p in (("default edit", 20.0), ("guided edit", 21.0), ("re-render", 19.5))]
+    t = eval_edit.summarise(rows, ["default edit", "guided edit", "re-render"])["relight"]
+    d = t["guided edit"]["vs_default_edit"]
+    assert d["mean"] == pytest.approx(1.5) and d["se"] == pytest.approx(0.5) and d["wins"] == 2
+    assert t["guided edit"]["vs_rerender"]["mean"] == pytest.approx(2.0)
+    assert "vs_default_edit" not in t["re-render"] and "vs_default_edit" not in t["default edit"]
+    assert "PSNR minus the default edit's" in capsys.readouterr().out
