@@ -1,0 +1,115 @@
+"""Pilot: guided turns from re-render changes precomputed on a yaw grid, interpolated between its points.
+
+Why: the guided edit (`Editor(method="guided")`) pays a ray-traced re-render and its 8-step inversion
+per edit (0.6-0.9 s). Under the photo's kept light a turn's re-render change depends on the view alone,
+so it could be computed once per photo on a grid of yaws and read off by interpolation: each turn would
+then cost the mapper's milliseconds. This measures what interpolation loses, on turns halfway between
+grid points (yaw +-7.5 and +-22.5 with a 15-degree grid), against the exact guided edit and the mapper's
+default edit; Mitsuba targets as in `eval_edit.py` (the same subjects and source views). Validation
+subjects by default (seeds 4,000,000+), never the held-out ones' seeds.
+
+    python benchmarks/guided_turn_grid_pilot.py --subjects 8 --offset 4000000 --threads 1 --json a.json
+    python benchmarks/guided_turn_grid_pilot.py --merge a.json,b.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_edit import metrics, subject_case  # noqa: E402
+
+from stylerelight.edit import Editor  # noqa: E402
+from stylerelight.imageio import gan_to_uint8  # noqa: E402
+from stylerelight.synth import Camera, render_portrait  # noqa: E402
+
+TURNS = (7.5, -7.5, 22.5, -22.5)
+METHODS = ("no-op", "default edit", "guided edit", "guided, grid")
+PAIRS = (("guided, grid", "default edit"), ("guided edit", "guided, grid"), ("guided edit", "default edit"))
+
+
+def grid_change(change, step: float):
+    """RerenderChange.change with off-grid yaws interpolated linearly between the two grid points around
+    them (yaw 0 under the kept light is no change: the same image twice)."""
+
+    def interpolated(src, light, yaw, pitch):
+        if yaw % step == 0:
+            return change(src, light, yaw, pitch)
+        lo = math.floor(yaw / step) * step
+        w = (yaw - lo) / step
+        at = {y: change(src, light, y, pitch) for y in (lo, lo + step) if y != 0}
+        zero = torch.zeros_like(next(iter(at.values())))
+        return (1 - w) * at.get(lo, zero) + w * at.get(lo + step, zero)
+
+    return interpolated
+
+
+def report(rows: list) -> None:
+    """Means per turn size and the paired differences per subject (mean +- standard error, subjects ahead)."""
+    seeds = sorted({r["seed"] for r in rows})
+    for band in sorted({abs(r["dy"]) for r in rows}):
+        b = [r for r in rows if abs(r["dy"]) == band]
+        print(f"yaw +-{band}: " + ", ".join(f"{m} {np.mean([r[m] for r in b]):.2f}" for m in METHODS)
+              + f" dB ({len(b)} edits)")
+        for a, c in PAIRS:
+            d = np.array([np.mean([r[a] - r[c] for r in b if r["seed"] == s]) for s in seeds])
+            print(f"  {a} minus {c}: {d.mean():+.2f} +- {d.std(ddof=1) / np.sqrt(len(d)):.2f} dB, "
+                  f"ahead on {(d > 0).sum()}/{len(d)} subjects")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--subjects", type=int, default=8)
+    ap.add_argument("--offset", type=int, default=4_000_000)
+    ap.add_argument("--step", type=float, default=15.0, help="grid spacing in degrees of yaw")
+    ap.add_argument("--spp", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--merge", default=None, help="comma-separated JSON files of earlier runs: report them")
+    args = ap.parse_args()
+    if args.merge:
+        report([r for p in args.merge.split(",") for r in json.loads(Path(p).read_text())["rows"]])
+        return
+    torch.set_num_threads(args.threads)
+    ed = Editor.from_pretrained()
+    if ed.mapper.read is None:
+        sys.exit("the mapper file has no re-render read: the guided edit needs one")
+    gu = Editor(ed.G, ed.encoder, ed.mapper, method="guided")
+    rr = gu._rerender_change()
+    exact, interpolated = rr.change, grid_change(rr.change, args.step)
+    rows = []
+    for seed in range(args.offset, args.offset + args.subjects):
+        subj, cam, env_s, _ = subject_case(seed, ed.stage)
+        src = render_portrait(subj, env_s, cam, ed.resolution, spp=args.spp, seed=seed)
+        lat = gu.invert(src, aligned=True)
+        for dy in TURNS:
+            tgt = render_portrait(subj, env_s, Camera(yaw=cam.yaw + dy, pitch=cam.pitch), ed.resolution,
+                                  spp=args.spp, seed=seed + 1)
+            out = {"no-op": src, "default edit": gan_to_uint8(ed.relight(lat, None, yaw=dy))[0]}
+            t0 = time.perf_counter()
+            out["guided edit"] = gan_to_uint8(gu.relight(lat, None, yaw=dy))[0]
+            seconds = time.perf_counter() - t0
+            rr.change = interpolated
+            try:
+                out["guided, grid"] = gan_to_uint8(gu.relight(lat, None, yaw=dy))[0]
+            finally:
+                rr.change = exact
+            row = {"seed": seed, "dy": dy, **{m: metrics(img, tgt)[0] for m, img in out.items()}}
+            rows.append(row)
+            print(f"subject {seed} yaw {dy:+.1f}: " + ", ".join(f"{m} {row[m]:.2f}" for m in METHODS)
+                  + f" (guided {seconds:.2f} s)", flush=True)
+    report(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
