@@ -31,21 +31,23 @@ from stylerelight.edit import Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.synth import Camera, render_portrait  # noqa: E402
 
-TURNS = (7.5, -7.5, 22.5, -22.5)
+TURNS = {"yaw": (7.5, -7.5, 22.5, -22.5), "pitch": (5.0, -5.0)}  # halfway between grid points (default steps)
+STEPS = {"yaw": 15.0, "pitch": 10.0}
 METHODS = ("no-op", "default edit", "guided edit", "guided, grid")
 PAIRS = (("guided, grid", "default edit"), ("guided edit", "guided, grid"), ("guided edit", "default edit"))
 
 
-def grid_change(change, step: float):
-    """RerenderChange.change with off-grid yaws interpolated linearly between the two grid points around
-    them (yaw 0 under the kept light is no change: the same image twice)."""
+def grid_change(change, step: float, axis: str = "yaw"):
+    """RerenderChange.change with off-grid yaws (or pitches) interpolated linearly between the two grid
+    points around them (0 under the kept light is no change: the same image twice)."""
 
     def interpolated(src, light, yaw, pitch):
-        if yaw % step == 0:
+        v = yaw if axis == "yaw" else pitch
+        if v % step == 0:
             return change(src, light, yaw, pitch)
-        lo = math.floor(yaw / step) * step
-        w = (yaw - lo) / step
-        at = {y: change(src, light, y, pitch) for y in (lo, lo + step) if y != 0}
+        lo = math.floor(v / step) * step
+        w = (v - lo) / step
+        at = {y: change(src, light, *((y, pitch) if axis == "yaw" else (yaw, y))) for y in (lo, lo + step) if y != 0}
         zero = torch.zeros_like(next(iter(at.values())))
         return (1 - w) * at.get(lo, zero) + w * at.get(lo + step, zero)
 
@@ -55,9 +57,9 @@ def grid_change(change, step: float):
 def report(rows: list) -> None:
     """Means per turn size and the paired differences per subject (mean +- standard error, subjects ahead)."""
     seeds = sorted({r["seed"] for r in rows})
-    for band in sorted({abs(r["dy"]) for r in rows}):
-        b = [r for r in rows if abs(r["dy"]) == band]
-        print(f"yaw +-{band}: " + ", ".join(f"{m} {np.mean([r[m] for r in b]):.2f}" for m in METHODS)
+    for band in sorted({(r.get("axis", "yaw"), abs(r["dy"])) for r in rows}):
+        b = [r for r in rows if (r.get("axis", "yaw"), abs(r["dy"])) == band]
+        print(f"{band[0]} +-{band[1]}: " + ", ".join(f"{m} {np.mean([r[m] for r in b]):.2f}" for m in METHODS)
               + f" dB ({len(b)} edits)")
         for a, c in PAIRS:
             d = np.array([np.mean([r[a] - r[c] for r in b if r["seed"] == s]) for s in seeds])
@@ -69,7 +71,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subjects", type=int, default=8)
     ap.add_argument("--offset", type=int, default=4_000_000)
-    ap.add_argument("--step", type=float, default=15.0, help="grid spacing in degrees of yaw")
+    ap.add_argument("--axis", choices=("yaw", "pitch"), default="yaw", help="the turn's axis (the other stays)")
+    ap.add_argument("--step", type=float, default=None, help="grid spacing in degrees (default: yaw 15, pitch 10)")
     ap.add_argument("--spp", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
@@ -84,27 +87,30 @@ def main() -> None:
         sys.exit("the mapper file has no re-render read: the guided edit needs one")
     gu = Editor(ed.G, ed.encoder, ed.mapper, method="guided")
     rr = gu._rerender_change()
-    exact, interpolated = rr.change, grid_change(rr.change, args.step)
+    step = args.step or STEPS[args.axis]
+    exact, interpolated = rr.change, grid_change(rr.change, step, args.axis)
+    turns = [d * step / STEPS[args.axis] for d in TURNS[args.axis]]
     rows = []
     for seed in range(args.offset, args.offset + args.subjects):
         subj, cam, env_s, _ = subject_case(seed, ed.stage)
         src = render_portrait(subj, env_s, cam, ed.resolution, spp=args.spp, seed=seed)
         lat = gu.invert(src, aligned=True)
-        for dy in TURNS:
-            tgt = render_portrait(subj, env_s, Camera(yaw=cam.yaw + dy, pitch=cam.pitch), ed.resolution,
+        for d in turns:
+            dy, dp = (d, 0.0) if args.axis == "yaw" else (0.0, d)
+            tgt = render_portrait(subj, env_s, Camera(yaw=cam.yaw + dy, pitch=cam.pitch + dp), ed.resolution,
                                   spp=args.spp, seed=seed + 1)
-            out = {"no-op": src, "default edit": gan_to_uint8(ed.relight(lat, None, yaw=dy))[0]}
+            out = {"no-op": src, "default edit": gan_to_uint8(ed.relight(lat, None, yaw=dy, pitch=dp))[0]}
             t0 = time.perf_counter()
-            out["guided edit"] = gan_to_uint8(gu.relight(lat, None, yaw=dy))[0]
+            out["guided edit"] = gan_to_uint8(gu.relight(lat, None, yaw=dy, pitch=dp))[0]
             seconds = time.perf_counter() - t0
             rr.change = interpolated
             try:
-                out["guided, grid"] = gan_to_uint8(gu.relight(lat, None, yaw=dy))[0]
+                out["guided, grid"] = gan_to_uint8(gu.relight(lat, None, yaw=dy, pitch=dp))[0]
             finally:
                 rr.change = exact
-            row = {"seed": seed, "dy": dy, **{m: metrics(img, tgt)[0] for m, img in out.items()}}
+            row = {"seed": seed, "axis": args.axis, "dy": d, **{m: metrics(img, tgt)[0] for m, img in out.items()}}
             rows.append(row)
-            print(f"subject {seed} yaw {dy:+.1f}: " + ", ".join(f"{m} {row[m]:.2f}" for m in METHODS)
+            print(f"subject {seed} {args.axis} {d:+.1f}: " + ", ".join(f"{m} {row[m]:.2f}" for m in METHODS)
                   + f" (guided {seconds:.2f} s)", flush=True)
     report(rows)
     if args.json:
