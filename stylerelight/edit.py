@@ -133,6 +133,24 @@ class Editor:
         self.method = method
         self._rerender = None
         self._guide = None  # "guided": the re-render change with its read's refinement steps, when not the default
+        self.turn_grid = None
+
+    @property
+    def turn_grid(self) -> tuple[float, float] | None:
+        """(yaw, pitch) steps in degrees: the rerender, fused and guided methods read a turn between
+        grid views off the re-render changes at the grid views around it (bilinear; each computed once
+        per photo and light), so sweeps and view sliders cost milliseconds after the first frames.
+        None (default): every turn's re-render is its own (docs/editing.md)."""
+        return self._turn_grid
+
+    @turn_grid.setter
+    def turn_grid(self, grid) -> None:
+        from .mapper.rerender import check_grid
+
+        try:
+            self._turn_grid = check_grid(grid)
+        except ValueError as e:
+            raise EditError(str(e)) from None
 
     @property
     def method(self) -> str:
@@ -557,7 +575,9 @@ class Editor:
         if self.method == "guided" and self.mapper.read is not None and self.mapper.read.steps != self._rerender.steps:
             if self._guide is None or self._guide.steps != self.mapper.read.steps:
                 self._guide = RerenderChange(self.G, self.encoder, self.stage, steps=self.mapper.read.steps)
+            self._guide.grid = self.turn_grid
             return self._guide
+        self._rerender.grid = self.turn_grid
         return self._rerender
 
     def _rerender_source(self, lat: Latent):

@@ -299,6 +299,47 @@ def test_guided_method_reads_the_mapper_and_rerender_codes(ed, render):
         torch.testing.assert_close(g, m + a * (r - m), atol=1e-5, rtol=0)
 
 
+def test_turn_grid_reads_turns_off_the_changes_at_grid_views(ed, render, tmp_path):
+    """RerenderChange(grid=(yaw, pitch)): on a grid view the exact change; between grid views the bilinear
+    mix of the exact changes at the views around it (under the kept light the source view's is none,
+    under another light it is that light's relight); near the exact change between them. Editor.turn_grid
+    gives the grid to its methods' changes; a bad grid is refused in one line (API and CLI)."""
+    from stylerelight.lighting import disk_light
+    from stylerelight.mapper.rerender import RerenderChange
+
+    rc = RerenderChange(ed.G, ed.encoder, ed.stage, steps=0)
+    src = rc.prepare(render)
+    keep = rc.source_light(src.rec)
+    side = ed.stage.project(disk_light([1.0, 0.3, 0.6], angle_deg=15.0, fill=0.05))
+    views = ((15.0, 0.0), (0.0, 10.0), (15.0, 10.0), (7.5, 0.0))
+    exact = {v: rc.change(src, keep, *v) for v in views}
+    side0, side15 = rc.change(src, side, 0.0, 0.0), rc.change(src, side, 15.0, 0.0)
+    assert float(rc.change(src, keep, 0.0, 0.0).abs().max()) == 0.0 and float(side0.abs().max()) > 0.05
+    rc.grid = (15.0, 10.0)
+    torch.testing.assert_close(rc.change(src, keep, 15.0, 0.0), exact[(15.0, 0.0)], atol=0, rtol=0)
+    half = rc.change(src, keep, 7.5, 0.0)
+    torch.testing.assert_close(half, 0.5 * exact[(15.0, 0.0)], atol=1e-6, rtol=0)
+    torch.testing.assert_close(rc.change(src, keep, 11.25, 5.0), 0.125 * exact[(0.0, 10.0)] + 0.375 * (
+        exact[(15.0, 0.0)] + exact[(15.0, 10.0)]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(rc.change(src, side, 7.5, 0.0), 0.5 * (side0 + side15), atol=1e-6, rtol=0)
+    # near the exact change: the re-render at yaw 7.5 as the generator shows each (24.3 / 31.1 / 31.3 dB)
+    target = torch.from_numpy(rc._render(src.rec, keep, 7.5, 0.0).astype(np.float32) / 127.5 - 1)
+    with torch.no_grad():
+        p_none, p_half, p_exact = (float(psnr(ed.G.synthesis(src.ws + d, noise_mode="const"),
+                                              target.permute(2, 0, 1)[None])) for d in (0.0, half, exact[(7.5, 0.0)]))
+    assert p_half > p_none + 3 and p_half > p_exact - 1, (p_none, p_half, p_exact)
+
+    e = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
+    e.turn_grid = (15, 10)
+    lat = e.invert(render, aligned=True, steps=0)
+    light = e.resolve_light(None, 0.0, lat)
+    m0, m7, m15 = (e.map([lat], [light], [y], [0.0]) for y in (0.0, 7.5, 15.0))
+    torch.testing.assert_close(m7, 0.5 * (m0 + m15), atol=1e-5, rtol=0)
+    with pytest.raises(EditError, match="two positive steps"):
+        e.turn_grid = (15.0,)
+    _one_line_error(_run("edit", tmp_path / "any.png", "--turn-grid", "15", "-o", tmp_path / "o.png"), "YAW,PITCH")
+
+
 def test_warm_started_rerender_change(ed, render):
     """RerenderChange(warm=True): the target re-render's inversion starts at the source re-render's code
     moved by the encoder's change. Without refinement steps that is the encoder's change exactly, however

@@ -1,22 +1,22 @@
-"""Pilot: guided turns from re-render changes precomputed on a yaw grid, interpolated between its points.
+"""Guided turns read off re-render changes at grid views (`Editor.turn_grid`), between the grid's views.
 
 Why: the guided edit (`Editor(method="guided")`) pays a ray-traced re-render and its 8-step inversion
-per edit (0.6-0.9 s). Under the photo's kept light a turn's re-render change depends on the view alone,
-so it could be computed once per photo on a grid of yaws and read off by interpolation: each turn would
-then cost the mapper's milliseconds. This measures what interpolation loses, on turns halfway between
-grid points (yaw +-7.5 and +-22.5 with a 15-degree grid), against the exact guided edit and the mapper's
+per edit (0.6-0.9 s). Under one light a turn's re-render change varies smoothly with the view, so with
+`Editor.turn_grid` it is made once per photo at grid views and interpolated between them: each turn
+after the grid's views then costs the mapper's milliseconds. This measures what interpolation loses,
+on turns under the kept light halfway between grid views (yaw +-7.5 and +-22.5 with a 15-degree yaw
+step; `--axis pitch`: pitch +-5 with a 10-degree step), against the exact guided edit and the mapper's
 default edit; Mitsuba targets as in `eval_edit.py` (the same subjects and source views). Validation
 subjects by default (seeds 4,000,000+), never the held-out ones' seeds.
 
-    python benchmarks/guided_turn_grid_pilot.py --subjects 8 --offset 4000000 --threads 1 --json a.json
-    python benchmarks/guided_turn_grid_pilot.py --merge a.json,b.json
+    python benchmarks/turn_grid.py --subjects 8 --offset 4000000 --threads 1 --json a.json
+    python benchmarks/turn_grid.py --merge a.json,b.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -37,23 +37,6 @@ METHODS = ("no-op", "default edit", "guided edit", "guided, grid")
 PAIRS = (("guided, grid", "default edit"), ("guided edit", "guided, grid"), ("guided edit", "default edit"))
 
 
-def grid_change(change, step: float, axis: str = "yaw"):
-    """RerenderChange.change with off-grid yaws (or pitches) interpolated linearly between the two grid
-    points around them (0 under the kept light is no change: the same image twice)."""
-
-    def interpolated(src, light, yaw, pitch):
-        v = yaw if axis == "yaw" else pitch
-        if v % step == 0:
-            return change(src, light, yaw, pitch)
-        lo = math.floor(v / step) * step
-        w = (v - lo) / step
-        at = {y: change(src, light, *((y, pitch) if axis == "yaw" else (yaw, y))) for y in (lo, lo + step) if y != 0}
-        zero = torch.zeros_like(next(iter(at.values())))
-        return (1 - w) * at.get(lo, zero) + w * at.get(lo + step, zero)
-
-    return interpolated
-
-
 def report(rows: list) -> None:
     """Means per turn size and the paired differences per subject (mean +- standard error, subjects ahead)."""
     seeds = sorted({r["seed"] for r in rows})
@@ -72,7 +55,7 @@ def main() -> None:
     ap.add_argument("--subjects", type=int, default=8)
     ap.add_argument("--offset", type=int, default=4_000_000)
     ap.add_argument("--axis", choices=("yaw", "pitch"), default="yaw", help="the turn's axis (the other stays)")
-    ap.add_argument("--step", type=float, default=None, help="grid spacing in degrees (default: yaw 15, pitch 10)")
+    ap.add_argument("--grid", default="15,10", help="the turn grid, YAW,PITCH degrees")
     ap.add_argument("--spp", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
@@ -86,10 +69,8 @@ def main() -> None:
     if ed.mapper.read is None:
         sys.exit("the mapper file has no re-render read: the guided edit needs one")
     gu = Editor(ed.G, ed.encoder, ed.mapper, method="guided")
-    rr = gu._rerender_change()
-    step = args.step or STEPS[args.axis]
-    exact, interpolated = rr.change, grid_change(rr.change, step, args.axis)
-    turns = [d * step / STEPS[args.axis] for d in TURNS[args.axis]]
+    grid = tuple(float(v) for v in args.grid.split(","))
+    turns = [d * grid[args.axis == "pitch"] / STEPS[args.axis] for d in TURNS[args.axis]]
     rows = []
     for seed in range(args.offset, args.offset + args.subjects):
         subj, cam, env_s, _ = subject_case(seed, ed.stage)
@@ -103,11 +84,11 @@ def main() -> None:
             t0 = time.perf_counter()
             out["guided edit"] = gan_to_uint8(gu.relight(lat, None, yaw=dy, pitch=dp))[0]
             seconds = time.perf_counter() - t0
-            rr.change = interpolated
+            gu.turn_grid = grid
             try:
                 out["guided, grid"] = gan_to_uint8(gu.relight(lat, None, yaw=dy, pitch=dp))[0]
             finally:
-                rr.change = exact
+                gu.turn_grid = None
             row = {"seed": seed, "axis": args.axis, "dy": d, **{m: metrics(img, tgt)[0] for m, img in out.items()}}
             rows.append(row)
             print(f"subject {seed} {args.axis} {d:+.1f}: " + ", ".join(f"{m} {row[m]:.2f}" for m in METHODS)
