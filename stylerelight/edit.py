@@ -575,7 +575,7 @@ class Editor:
         if self.method == "guided" and self.mapper.read is not None and self.mapper.read.steps != self._rerender.steps:
             if self._guide is None or self._guide.steps != self.mapper.read.steps:
                 self._guide = RerenderChange(self.G, self.encoder, self.stage, steps=self.mapper.read.steps)
-            self._guide.grid = self.turn_grid
+            self._guide.grid = self.turn_grid  # the editor's grid, on whichever change it uses now
             return self._guide
         self._rerender.grid = self.turn_grid
         return self._rerender

@@ -17,8 +17,8 @@ mapper in benchmarks/eval_edit.py and the mapper's model card.
 With a view grid (`grid=(yaw step, pitch step)`, `Editor.turn_grid`), a turn between grid views is
 read off the changes at the four grid views around it, bilinearly, each computed once and kept:
 under one light the change varies smoothly with the view, so a sweep or a view slider pays a render
-and an inversion per grid view, not per edit (the model card's session-33 pilot: 80-90% of the guided
-edit's gain over the mapper's on turns halfway between grid points).
+and an inversion per grid view, not per edit (the mapper's model card, "The turn grid": 80-90% of the
+guided edit's gain over the mapper's on turns halfway between grid views).
 """
 
 from __future__ import annotations
