@@ -6,7 +6,8 @@ per edit (0.6-0.9 s). Under one light a turn's re-render change varies smoothly 
 after the grid's views then costs the mapper's milliseconds. This measures what interpolation loses,
 on turns under the kept light halfway between grid views (yaw +-7.5 and +-22.5 with a 15-degree yaw
 step; `--axis pitch`: pitch +-5 with a 10-degree step), against the exact guided edit and the mapper's
-default edit; Mitsuba targets as in `eval_edit.py` (the same subjects and source views). Validation
+default edit (`--relight`: the same turns under the eval's first other env map, a relight and a turn);
+Mitsuba targets as in `eval_edit.py` (the same subjects and source views). Validation
 subjects by default (seeds 4,000,000+), never the held-out ones' seeds.
 
     python benchmarks/turn_grid.py --subjects 8 --offset 4000000 --threads 1 --json a.json
@@ -56,6 +57,8 @@ def main() -> None:
     ap.add_argument("--offset", type=int, default=4_000_000)
     ap.add_argument("--axis", choices=("yaw", "pitch"), default="yaw", help="the turn's axis (the other stays)")
     ap.add_argument("--grid", default="15,10", help="the turn grid, YAW,PITCH degrees")
+    ap.add_argument("--relight", action="store_true", help="turn under another env map (the eval's first other "
+                    "light: relight + turn) instead of the kept light")
     ap.add_argument("--spp", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
@@ -73,23 +76,26 @@ def main() -> None:
     turns = [d * grid[args.axis == "pitch"] / STEPS[args.axis] for d in TURNS[args.axis]]
     rows = []
     for seed in range(args.offset, args.offset + args.subjects):
-        subj, cam, env_s, _ = subject_case(seed, ed.stage)
+        subj, cam, env_s, others = subject_case(seed, ed.stage)
         src = render_portrait(subj, env_s, cam, ed.resolution, spp=args.spp, seed=seed)
+        env_t = others[0] if args.relight else env_s  # the eval's "both" case's light, or the kept one
+        light = ed.stage.project(env_t) if args.relight else None
         lat = gu.invert(src, aligned=True)
         for d in turns:
             dy, dp = (d, 0.0) if args.axis == "yaw" else (0.0, d)
-            tgt = render_portrait(subj, env_s, Camera(yaw=cam.yaw + dy, pitch=cam.pitch + dp), ed.resolution,
+            tgt = render_portrait(subj, env_t, Camera(yaw=cam.yaw + dy, pitch=cam.pitch + dp), ed.resolution,
                                   spp=args.spp, seed=seed + 1)
-            out = {"no-op": src, "default edit": gan_to_uint8(ed.relight(lat, None, yaw=dy, pitch=dp))[0]}
+            out = {"no-op": src, "default edit": gan_to_uint8(ed.relight(lat, light, yaw=dy, pitch=dp))[0]}
             t0 = time.perf_counter()
-            out["guided edit"] = gan_to_uint8(gu.relight(lat, None, yaw=dy, pitch=dp))[0]
+            out["guided edit"] = gan_to_uint8(gu.relight(lat, light, yaw=dy, pitch=dp))[0]
             seconds = time.perf_counter() - t0
             gu.turn_grid = grid
             try:
-                out["guided, grid"] = gan_to_uint8(gu.relight(lat, None, yaw=dy, pitch=dp))[0]
+                out["guided, grid"] = gan_to_uint8(gu.relight(lat, light, yaw=dy, pitch=dp))[0]
             finally:
                 gu.turn_grid = None
-            row = {"seed": seed, "axis": args.axis, "dy": d, **{m: metrics(img, tgt)[0] for m, img in out.items()}}
+            row = {"seed": seed, "axis": args.axis + (" + relight" if args.relight else ""), "dy": d,
+                   **{m: metrics(img, tgt)[0] for m, img in out.items()}}
             rows.append(row)
             print(f"subject {seed} {args.axis} {d:+.1f}: " + ", ".join(f"{m} {row[m]:.2f}" for m in METHODS)
                   + f" (guided {seconds:.2f} s)", flush=True)
