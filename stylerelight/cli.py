@@ -369,7 +369,7 @@ def _angle(text: str | None, name: str) -> float:
 @click.option("--turn-grid", default=None, metavar="YAW,PITCH",
               help="rerender, fused, guided: read turns between the views of this grid (degrees, e.g. 15,10) "
               "off the re-render changes at the grid views around them, each made once: a --yaw or --pitch "
-              "sweep pays one re-render per grid view instead of one per frame, for about 0.1-0.25 dB "
+              "sweep pays one re-render per grid view instead of one per frame, for 0.1-0.5 dB "
               "between grid views (docs/editing.md).")
 @_editor_options
 @click.option("--force", is_flag=True, help="Overwrite outputs that exist (a folder run redoes finished files).")
