@@ -114,10 +114,9 @@ class RerenderChange:
         """light: [L, 3] target coefficients (any scale; only the shape matters, as for the mapper).
         The same request again (e.g. the fused and the rerender edit of one photo) is not recomputed."""
         c = torch.as_tensor(light).detach().cpu().float().contiguous()
-        if self.grid is not None:
-            corners = grid_corners(float(yaw), float(pitch), self.grid)
-            if len(corners) > 1:  # between grid views: their changes, bilinearly
-                return sum(w * self._exact(src, light, c, y, p) for (y, p), w in corners)
+        if self.grid is not None:  # the grid views around the turn, bilinearly (one, weight 1, on a grid view)
+            return sum(w * self._exact(src, light, c, y, p) for (y, p), w in grid_corners(float(yaw), float(pitch),
+                                                                                        self.grid))
         return self._exact(src, light, c, float(yaw), float(pitch))
 
     def _exact(self, src: SourceRender, light, c: torch.Tensor, yaw: float, pitch: float) -> torch.Tensor:
