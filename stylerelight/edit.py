@@ -171,6 +171,18 @@ class Editor:
         finally:
             self._method = before
 
+    def twin(self, method: str | None = None, turn_grid=None) -> Editor:
+        """Another editor on the same models and settings (blends, cancel bias), editing by `method`
+        with `turn_grid`, with caches of its own: e.g. the live page's guided refinement runs beside
+        its mapper frames (each editor in one thread at a time) instead of switching one editor's method."""
+        with warnings.catch_warnings():  # the encoder's mismatch, if any, was said for this editor
+            warnings.simplefilter("ignore")
+            out = Editor(self.G, self.encoder, self.mapper, recon=self.recon, device=self.device,
+                         method=method or self.method)
+        out.cancel_bias, out.light_blend, out.image_blend = self.cancel_bias, self.light_blend, self.image_blend
+        out.turn_grid = turn_grid
+        return out
+
     @classmethod
     def from_pretrained(cls, device: str | torch.device = "cpu", checkpoint=None, encoder=None,
                         mapper=None, method: str = "mapper") -> Editor:

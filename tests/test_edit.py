@@ -107,6 +107,21 @@ def test_identity_edit_gives_the_input_back(ed, render):
     assert float((same - enc).square().mean()) < 0.01
 
 
+def test_twin_edits_as_the_editor_with_its_own_method_and_caches(ed, render):
+    lat = ed.invert(render, aligned=True)
+    ed.light_blend, before = (0.2, 0.5), ed.light_blend
+    try:
+        tw = ed.twin("guided", turn_grid=(15, 10))
+        assert (tw.method, tw.turn_grid, ed.method, ed.turn_grid) == ("guided", (15.0, 10.0), "mapper", None)
+        assert tw.G is ed.G and tw.mapper is ed.mapper and tw.light_blend == (0.2, 0.5)
+        env = sample_envmap(7, kind="sun_sky")
+        with tw.using("mapper"):  # the same models and settings: the same edit
+            assert torch.equal(tw.relight(lat, env, yaw=10), ed.relight(lat, env, yaw=10))
+        assert tw._rerender is None and tw._guide is None  # re-render caches of its own, made when used
+    finally:
+        ed.light_blend = before
+
+
 def test_refined_sources_are_edited_by_the_mappers_change(ed, render):
     """The default inversion refines the encoder's code (L-BFGS); such a code is edited by the
     mapper's change, so keeping light and view returns it exactly and a turn moves it by what the

@@ -4,8 +4,17 @@ session (photo, latent, uploaded env map, a temporary folder) that ends when its
 Endpoints (JSON unless said): GET / (the page), GET /api/envmaps, GET /api/samples,
 POST /api/session, POST /api/session/{sid}/photo (multipart `file`), POST .../sample/{name},
 POST .../light (multipart `file`: .hdr/.exr), GET .../download/photo (PNG), GET .../download/latent
-(.pt), WS /ws/{sid} (send {"seq", "light", "rotate", "yaw", "pitch", "exposure"}; receive
-{"seq", "image", "ms"} or {"error"}).
+(.pt), WS /ws/{sid} (send {"seq", "light", "rotate", "yaw", "pitch", "exposure", "refine"}; receive
+{"seq", "image", "ms"} or {"error"}; with "refine" true, once the sliders rest, also {"seq", "image",
+"ms", "refined": true}: the guided edit of that request).
+
+Refinement: each slider move is answered by the mapper's edit (milliseconds); when no newer move is
+waiting, the server also makes the guided edit (the mapper's read of the ray-traced re-render's
+change; docs/editing.md) of the newest request and sends it unless a newer move arrived meanwhile.
+It runs on a twin of the Editor with its own lock, so mapper frames never wait for it. Turns use a
+turn grid (REFINE_GRID): after a light's grid views are made, a turn under that light is read off
+them in milliseconds; a new light costs a re-render and its inversion per grid view (about 0.7 s
+each), the photo's first refinement its full reconstruction too (6-9 s).
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ from ..lighting import envmap_preview
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # photos and env maps
 STATIC = Path(__file__).parent / "static"
 ENVMAP_KINDS = ("studio", "sun_sky", "overcast", "indoor", "colored", "hard")
+REFINE_GRID = (15.0, 10.0)  # the refinement's turn grid, degrees (yaw, pitch): the model card's "The turn grid"
+DOWNLOAD_METHODS = ("mapper", "fused", "guided")
 
 
 def png_data_url(img: np.ndarray, scale: int = 1) -> str:
@@ -83,6 +94,7 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
 
     app = FastAPI(title="stylerelight", lifespan=lifespan)
     lock = threading.Lock()  # the Editor (torch) runs one request at a time
+    refine_lock = threading.Lock()  # ...and its guided twin one refinement at a time, beside it
     state: dict = {}
 
     def editor():
@@ -90,6 +102,16 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
             if "ed" not in state:
                 state["ed"] = editor_factory()
         return state["ed"]
+
+    def refiner():
+        """The guided twin of the editor, or None when its mapper file has no re-render read."""
+        ed = editor()
+        if ed.mapper.read is None:
+            return None
+        with refine_lock:
+            if "guided" not in state:
+                state["guided"] = ed.twin("guided", turn_grid=REFINE_GRID)
+        return state["guided"]
 
     envmaps = {k: sample_envmap(100 + i, kind=k) for i, k in enumerate(ENVMAP_KINDS)}
 
@@ -143,7 +165,8 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         folder = Path(tempfile.mkdtemp(prefix=f"stylerelight-{sid[:8]}-", dir=tmp_root))
         sessions[sid] = Session(sid, folder)
         ed = editor()
-        return {"session": sid, "yaw_range": ed.mapper.pose_range["yaw"], "pitch_range": ed.mapper.pose_range["pitch"]}
+        return {"session": sid, "yaw_range": ed.mapper.pose_range["yaw"], "pitch_range": ed.mapper.pose_range["pitch"],
+                "refine": ed.mapper.read is not None}
 
     def set_photo(s: Session, img: np.ndarray) -> dict:
         ed = editor()
@@ -218,24 +241,33 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         return envmaps[name]
 
     def render(s: Session, p: dict, method: str = "mapper") -> np.ndarray:
-        """The edit as the page asks it; method "fused" (the download's refined edit) costs seconds."""
+        """The edit as the page asks it; methods "fused" and "guided" (the refinement, on the twin with
+        its turn grid) cost up to seconds."""
         from ..imageio import gan_to_uint8
 
         if s.latent is None:
             raise UserError("choose a photo first")
-        ed = editor()
-        with lock, ed.using(method):
-            img = ed.relight(s.latent, light_of(s, str(p.get("light", "source"))), float(p.get("yaw", 0)),
-                             float(p.get("pitch", 0)), float(p.get("rotate", 0)))
+        args = (s.latent, light_of(s, str(p.get("light", "source"))), float(p.get("yaw", 0)),
+                float(p.get("pitch", 0)), float(p.get("rotate", 0)))
+        if method == "guided":
+            gu = refiner()
+            if gu is None:
+                raise UserError("this mapper file has no re-render read: nothing to refine with")
+            with refine_lock:
+                img = gu.relight(*args)
+        else:
+            ed = editor()
+            with lock, ed.using(method):
+                img = ed.relight(*args)
         return apply_exposure(gan_to_uint8(img)[0], float(p.get("exposure", 0)))
 
     @app.get("/api/session/{sid}/download/photo")
     def download_photo(sid: str, method: str = "mapper"):
-        """method: "mapper" (what the page shows) or "fused" (mixed with the ray-traced re-render's
-        change: more faithful, a few seconds; docs/editing.md)."""
+        """method: "mapper" (the page's fast frames), "guided" (its refined frames) or "fused" (mixed with
+        the ray-traced re-render's change at a fixed share: a few seconds; docs/editing.md)."""
         s = session(sid)
-        if method not in ("mapper", "fused"):
-            raise UserError(f"unknown download method {method!r}; use mapper or fused")
+        if method not in DOWNLOAD_METHODS:
+            raise UserError(f"unknown download method {method!r}; use {', '.join(DOWNLOAD_METHODS)}")
         crop = render(s, s.params, method)
         out = crop if s.latent.alignment is None else editor().paste(s.photo, s.latent, crop)
         buf = io.BytesIO()
@@ -266,37 +298,63 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         s.connected = True
         latest: dict = {}
         wake = asyncio.Event()
+        # the refinement running, the request waiting for one, the newest request answered
+        refining: dict = {"task": None, "want": None, "shown": None}
 
         async def receive():
             while True:
                 latest["msg"] = await ws.receive_json()  # newer requests overwrite older ones
                 wake.set()
 
+        def refine(msg: dict) -> tuple[dict, np.ndarray | None, str | None, float]:
+            t0 = time.perf_counter()
+            try:
+                return msg, render(s, msg, "guided"), None, time.perf_counter() - t0
+            except (ValueError, TypeError) as e:
+                return msg, None, str(e).splitlines()[0], time.perf_counter() - t0
+
         recv = asyncio.create_task(receive())
         try:
             while True:
                 wait = asyncio.create_task(wake.wait())
-                done, _ = await asyncio.wait({wait, recv}, return_when=asyncio.FIRST_COMPLETED)
+                pending = {wait, recv} | ({refining["task"]} if refining["task"] else set())
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if recv in done:
                     wait.cancel()
                     recv.result()  # raises the disconnect
-                wake.clear()
-                msg = latest.pop("msg", None)
-                if msg is None:
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    img = await asyncio.to_thread(render, s, msg)
-                    s.params = dict(msg)
-                    await ws.send_json({"seq": msg.get("seq"), "image": png_data_url(img, 4),
-                                        "ms": (time.perf_counter() - t0) * 1e3})
-                except (ValueError, TypeError) as e:
-                    await ws.send_json({"seq": msg.get("seq"), "error": str(e).splitlines()[0]})
+                task = refining["task"]
+                if task is not None and task in done:
+                    refining["task"] = None
+                    msg, img, err, dt = task.result()
+                    if "msg" not in latest and msg is refining["shown"]:  # still the page's newest request
+                        await ws.send_json({"seq": msg.get("seq"), "refined": True, "ms": dt * 1e3,
+                                            **({"error": err} if err else {"image": png_data_url(img, 4)})})
+                if wake.is_set():
+                    wake.clear()
+                    msg = latest.pop("msg", None)
+                    if msg is not None:
+                        t0 = time.perf_counter()
+                        try:
+                            img = await asyncio.to_thread(render, s, msg)
+                            s.params = dict(msg)
+                            refining["shown"] = msg
+                            await ws.send_json({"seq": msg.get("seq"), "image": png_data_url(img, 4),
+                                                "ms": (time.perf_counter() - t0) * 1e3})
+                            refining["want"] = msg if msg.get("refine") else None
+                        except (ValueError, TypeError) as e:
+                            await ws.send_json({"seq": msg.get("seq"), "error": str(e).splitlines()[0]})
+                            refining["want"] = refining["shown"] = None
+                if not wait.done():
+                    wait.cancel()
+                # the sliders rest (no newer request waiting) and nothing refines: refine the newest request
+                if refining["task"] is None and refining["want"] is not None and "msg" not in latest:
+                    refining["task"] = asyncio.create_task(asyncio.to_thread(refine, refining["want"]))
+                    refining["want"] = None
         except WebSocketDisconnect:
             pass
         finally:
             recv.cancel()
-            end(sid)
+            end(sid)  # a refinement still running finishes in its thread; its answer goes nowhere
 
     app.state.sessions = sessions
     return app
