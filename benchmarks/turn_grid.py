@@ -1,8 +1,9 @@
 """Guided turns read off re-render changes at grid views (`Editor.turn_grid`), between the grid's views.
 
 Why: the guided edit (`Editor(method="guided")`) pays a ray-traced re-render and its 8-step inversion
-per edit (0.6-0.9 s). Under one light a turn's re-render change varies smoothly with the view, so with
-`Editor.turn_grid` it is made once per photo at grid views and interpolated between them: each turn
+per edit (0.6-0.9 s; `--method fused`: the fused edit, 20-step inversions, about 1.2 s). Under one
+light a turn's re-render change varies smoothly with the view, so with `Editor.turn_grid` it is made
+once per photo at grid views and interpolated between them: each turn
 after the grid's views then costs the mapper's milliseconds. This measures what interpolation loses,
 on turns under the kept light halfway between grid views (yaw +-7.5 and +-22.5 with a 15-degree yaw
 step; `--axis pitch`: pitch +-5 with a 10-degree step), against the exact guided edit and the mapper's
@@ -34,13 +35,18 @@ from stylerelight.synth import Camera, render_portrait  # noqa: E402
 
 TURNS = {"yaw": (7.5, -7.5, 22.5, -22.5), "pitch": (5.0, -5.0)}  # halfway between grid points (default steps)
 STEPS = {"yaw": 15.0, "pitch": 10.0}
-METHODS = ("no-op", "default edit", "guided edit", "guided, grid")
-PAIRS = (("guided, grid", "default edit"), ("guided edit", "guided, grid"), ("guided edit", "default edit"))
+
+
+def labels(method: str) -> tuple[tuple, tuple]:
+    """The rows and paired comparisons for the edit method measured (guided or fused)."""
+    exact, grid = f"{method} edit", f"{method}, grid"
+    return ("no-op", "default edit", exact, grid), ((grid, "default edit"), (exact, grid), (exact, "default edit"))
 
 
 def report(rows: list) -> None:
     """Means per turn size and the paired differences per subject (mean +- standard error, subjects ahead)."""
     seeds = sorted({r["seed"] for r in rows})
+    METHODS, PAIRS = labels("fused" if "fused edit" in rows[0] else "guided")  # noqa: N806
     for band in sorted({(r.get("axis", "yaw"), abs(r["dy"])) for r in rows}):
         b = [r for r in rows if (r.get("axis", "yaw"), abs(r["dy"])) == band]
         print(f"{band[0]} +-{band[1]}: " + ", ".join(f"{m} {np.mean([r[m] for r in b]):.2f}" for m in METHODS)
@@ -59,6 +65,7 @@ def main() -> None:
     ap.add_argument("--grid", default="15,10", help="the turn grid, YAW,PITCH degrees")
     ap.add_argument("--relight", action="store_true", help="turn under another env map (the eval's first other "
                     "light: relight + turn) instead of the kept light")
+    ap.add_argument("--method", choices=("guided", "fused"), default="guided", help="the edit read off the grid")
     ap.add_argument("--spp", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
@@ -69,9 +76,10 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     ed = Editor.from_pretrained()
-    if ed.mapper.read is None:
+    if args.method == "guided" and ed.mapper.read is None:
         sys.exit("the mapper file has no re-render read: the guided edit needs one")
-    gu = Editor(ed.G, ed.encoder, ed.mapper, method="guided")
+    gu = ed.twin(args.method)
+    METHODS, _ = labels(args.method)  # noqa: N806
     grid = tuple(float(v) for v in args.grid.split(","))
     turns = [d * grid[args.axis == "pitch"] / STEPS[args.axis] for d in TURNS[args.axis]]
     rows = []
@@ -87,18 +95,18 @@ def main() -> None:
                                   spp=args.spp, seed=seed + 1)
             out = {"no-op": src, "default edit": gan_to_uint8(ed.relight(lat, light, yaw=dy, pitch=dp))[0]}
             t0 = time.perf_counter()
-            out["guided edit"] = gan_to_uint8(gu.relight(lat, light, yaw=dy, pitch=dp))[0]
+            out[METHODS[2]] = gan_to_uint8(gu.relight(lat, light, yaw=dy, pitch=dp))[0]
             seconds = time.perf_counter() - t0
             gu.turn_grid = grid
             try:
-                out["guided, grid"] = gan_to_uint8(gu.relight(lat, light, yaw=dy, pitch=dp))[0]
+                out[METHODS[3]] = gan_to_uint8(gu.relight(lat, light, yaw=dy, pitch=dp))[0]
             finally:
                 gu.turn_grid = None
             row = {"seed": seed, "axis": args.axis + (" + relight" if args.relight else ""), "dy": d,
                    **{m: metrics(img, tgt)[0] for m, img in out.items()}}
             rows.append(row)
             print(f"subject {seed} {args.axis} {d:+.1f}: " + ", ".join(f"{m} {row[m]:.2f}" for m in METHODS)
-                  + f" (guided {seconds:.2f} s)", flush=True)
+                  + f" ({args.method} {seconds:.2f} s)", flush=True)
     report(rows)
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))

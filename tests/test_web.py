@@ -1,6 +1,6 @@
 """The live page in a real browser (Debian's headless Chromium driven by Selenium): upload a render,
 move the light dial and the yaw slider and see the image follow, matching `Editor.relight`, and
-refined by the guided edit once the sliders rest; a corrupt upload shows a message and the server
+refined by the fused edit once the sliders rest; a corrupt upload shows a message and the server
 keeps serving; two tabs keep their own state; stale requests are dropped; session folders go when
 the tab closes."""
 
@@ -164,12 +164,12 @@ def test_page_follows_the_sliders_and_matches_the_editor(server, browser, editor
         browser.save_screenshot(shot)
 
 
-def test_refinement_follows_the_resting_sliders_with_the_guided_edit(server, browser, editor, tmp_path):
+def test_refinement_follows_the_resting_sliders_with_the_fused_edit(server, browser, editor, tmp_path):
     url, _, _ = server
     render = render_portrait(sample_subject(1_000_778), sample_envmap(4, kind="studio"), Camera(yaw=-6), 64, spp=16)
     Image.fromarray(render).save(tmp_path / "face.png")
     _open(browser, url)
-    assert browser.find_element("id", "refine").is_displayed()  # the bundled mapper file has a read
+    assert browser.find_element("id", "refine").is_displayed()
     browser.find_element("id", "photo").send_keys(str(tmp_path / "face.png"))
     _wait(lambda: _shown(browser) > 0, what="first image")
     browser.find_element("id", "refine").click()
@@ -184,8 +184,9 @@ def test_refinement_follows_the_resting_sliders_with_the_guided_edit(server, bro
     shown = _img(browser, "result")[::4, ::4].astype(int)
     from stylerelight.web.app import REFINE_GRID
 
+    assert editor.method == "mapper"  # the page's editor: its refinement is the fused edit on a twin
     lat = editor.invert(render, aligned=True)
-    want = gan_to_uint8(editor.twin("guided", turn_grid=REFINE_GRID).relight(lat, None, yaw=12.0))[0]
+    want = gan_to_uint8(editor.twin("fused", turn_grid=REFINE_GRID).relight(lat, None, yaw=12.0))[0]
     fast = gan_to_uint8(editor.relight(lat, None, yaw=12.0))[0]
     assert np.abs(shown - want).mean() < 0.5 and np.abs(shown - fast).mean() > 0.5
     # the download is what the page shows
@@ -193,7 +194,7 @@ def test_refinement_follows_the_resting_sliders_with_the_guided_edit(server, bro
 
     sid = browser.execute_script("return sid")
     got = np.asarray(Image.open(io.BytesIO(urllib.request.urlopen(
-        f"{url}/api/session/{sid}/download/photo?method=guided", timeout=120).read())).convert("RGB")).astype(int)
+        f"{url}/api/session/{sid}/download/photo?method=refined", timeout=120).read())).convert("RGB")).astype(int)
     assert np.abs(got - shown).max() <= 1
 
 

@@ -6,15 +6,16 @@ POST /api/session, POST /api/session/{sid}/photo (multipart `file`), POST .../sa
 POST .../light (multipart `file`: .hdr/.exr), GET .../download/photo (PNG), GET .../download/latent
 (.pt), WS /ws/{sid} (send {"seq", "light", "rotate", "yaw", "pitch", "exposure", "refine"}; receive
 {"seq", "image", "ms"} or {"error"}; with "refine" true, once the sliders rest, also {"seq", "image",
-"ms", "refined": true}: the guided edit of that request).
+"ms", "refined": true}: the fused edit of that request).
 
 Refinement: each slider move is answered by the mapper's edit (milliseconds); when no newer move is
-waiting, the server also makes the guided edit (the mapper's read of the ray-traced re-render's
-change; docs/editing.md) of the newest request and sends it unless a newer move arrived meanwhile.
-It runs on a twin of the Editor with its own lock, so mapper frames never wait for it. Turns use a
-turn grid (REFINE_GRID): after a light's grid views are made, a turn under that light is read off
-them in milliseconds; a new light costs a re-render and its inversion per grid view (about 0.7 s
-each), the photo's first refinement its full reconstruction too (6-9 s).
+waiting, the server also makes the REFINE_METHOD edit (the mapper's edit mixed with the ray-traced
+re-render's change: the most faithful edit on the held-out set, `stylerelight edit`'s default;
+docs/editing.md) of the newest request and sends it unless a newer move arrived meanwhile. It runs
+on a twin of the Editor with its own lock, so mapper frames never wait for it. Turns use a turn
+grid (REFINE_GRID): after a light's grid views are made, a turn under that light is read off them
+in milliseconds; a new light costs a re-render and its inversion per grid view around the view
+(about 1.2 s each), the photo's first refinement its full reconstruction too (6-9 s).
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ from ..lighting import envmap_preview
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # photos and env maps
 STATIC = Path(__file__).parent / "static"
 ENVMAP_KINDS = ("studio", "sun_sky", "overcast", "indoor", "colored", "hard")
+REFINE_METHOD = "fused"  # the refinement's edit (the Editor's methods)
 REFINE_GRID = (15.0, 10.0)  # the refinement's turn grid, degrees (yaw, pitch): the model card's "The turn grid"
-DOWNLOAD_METHODS = ("mapper", "fused", "guided")
+DOWNLOAD_METHODS = ("mapper", "fused", "refined")
 
 
 def png_data_url(img: np.ndarray, scale: int = 1) -> str:
@@ -94,7 +96,7 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
 
     app = FastAPI(title="stylerelight", lifespan=lifespan)
     lock = threading.Lock()  # the Editor (torch) runs one request at a time
-    refine_lock = threading.Lock()  # ...and its guided twin one refinement at a time, beside it
+    refine_lock = threading.Lock()  # ...and its refining twin one refinement at a time, beside it
     state: dict = {}
 
     def editor():
@@ -104,14 +106,12 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         return state["ed"]
 
     def refiner():
-        """The guided twin of the editor, or None when its mapper file has no re-render read."""
+        """The editor's twin that makes the refined frames (REFINE_METHOD with the turn grid)."""
         ed = editor()
-        if ed.mapper.read is None:
-            return None
         with refine_lock:
-            if "guided" not in state:
-                state["guided"] = ed.twin("guided", turn_grid=REFINE_GRID)
-        return state["guided"]
+            if "refiner" not in state:
+                state["refiner"] = ed.twin(REFINE_METHOD, turn_grid=REFINE_GRID)
+        return state["refiner"]
 
     envmaps = {k: sample_envmap(100 + i, kind=k) for i, k in enumerate(ENVMAP_KINDS)}
 
@@ -166,7 +166,7 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         sessions[sid] = Session(sid, folder)
         ed = editor()
         return {"session": sid, "yaw_range": ed.mapper.pose_range["yaw"], "pitch_range": ed.mapper.pose_range["pitch"],
-                "refine": ed.mapper.read is not None}
+                "refine": REFINE_METHOD}
 
     def set_photo(s: Session, img: np.ndarray) -> dict:
         ed = editor()
@@ -241,7 +241,7 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         return envmaps[name]
 
     def render(s: Session, p: dict, method: str = "mapper") -> np.ndarray:
-        """The edit as the page asks it; methods "fused" and "guided" (the refinement, on the twin with
+        """The edit as the page asks it; methods "fused" and "refined" (REFINE_METHOD on the twin with
         its turn grid) cost up to seconds."""
         from ..imageio import gan_to_uint8
 
@@ -249,12 +249,10 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
             raise UserError("choose a photo first")
         args = (s.latent, light_of(s, str(p.get("light", "source"))), float(p.get("yaw", 0)),
                 float(p.get("pitch", 0)), float(p.get("rotate", 0)))
-        if method == "guided":
-            gu = refiner()
-            if gu is None:
-                raise UserError("this mapper file has no re-render read: nothing to refine with")
+        if method == "refined":
+            tw = refiner()
             with refine_lock:
-                img = gu.relight(*args)
+                img = tw.relight(*args)
         else:
             ed = editor()
             with lock, ed.using(method):
@@ -263,8 +261,8 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
 
     @app.get("/api/session/{sid}/download/photo")
     def download_photo(sid: str, method: str = "mapper"):
-        """method: "mapper" (the page's fast frames), "guided" (its refined frames) or "fused" (mixed with
-        the ray-traced re-render's change at a fixed share: a few seconds; docs/editing.md)."""
+        """method: "mapper" (the page's fast frames), "refined" (its refined frames) or "fused" (the same,
+        every turn's re-render its own: a few seconds; docs/editing.md)."""
         s = session(sid)
         if method not in DOWNLOAD_METHODS:
             raise UserError(f"unknown download method {method!r}; use {', '.join(DOWNLOAD_METHODS)}")
@@ -309,7 +307,7 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         def refine(msg: dict) -> tuple[dict, np.ndarray | None, str | None, float]:
             t0 = time.perf_counter()
             try:
-                return msg, render(s, msg, "guided"), None, time.perf_counter() - t0
+                return msg, render(s, msg, "refined"), None, time.perf_counter() - t0
             except (ValueError, TypeError) as e:
                 return msg, None, str(e).splitlines()[0], time.perf_counter() - t0
 
