@@ -106,7 +106,8 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         return state["ed"]
 
     def refiner():
-        """The editor's twin that makes the refined frames (REFINE_METHOD with the turn grid)."""
+        """The editor's twin that makes the refined frames (REFINE_METHOD with the turn grid) and the
+        fused downloads (the same without it)."""
         ed = editor()
         with refine_lock:
             if "refiner" not in state:
@@ -249,14 +250,15 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
             raise UserError("choose a photo first")
         args = (s.latent, light_of(s, str(p.get("light", "source"))), float(p.get("yaw", 0)),
                 float(p.get("pitch", 0)), float(p.get("rotate", 0)))
-        if method == "refined":
-            tw = refiner()
-            with refine_lock:
-                img = tw.relight(*args)
-        else:
+        if method == "mapper":
             ed = editor()
-            with lock, ed.using(method):
+            with lock, ed.using("mapper"):
                 img = ed.relight(*args)
+        else:  # the twin for both: they share its photo's reconstruction and re-render changes (a second
+            tw = refiner()  # editor would reconstruct the photo again and evict the twin's from the latent)
+            with refine_lock, tw.using("fused" if method == "fused" else REFINE_METHOD):
+                tw.turn_grid = REFINE_GRID if method == "refined" else None
+                img = tw.relight(*args)
         return apply_exposure(gan_to_uint8(img)[0], float(p.get("exposure", 0)))
 
     @app.get("/api/session/{sid}/download/photo")
