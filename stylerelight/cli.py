@@ -1195,8 +1195,11 @@ def demo(out, resolution, checkpoint, steps):
 def serve(host, port, checkpoint, encoder_path, mapper_path, device):
     """The live editing page: drop a portrait, drag the light and the head.
 
-    Uploads are limited to 10 MB and validated before anything runs; each browser tab keeps its
-    own photo in a temporary folder that is removed when the tab closes.
+    Every move is answered by the mapper's edit (milliseconds); tick "refine when the sliders
+    rest" and the resting position is also redone by the fused edit (the ray-traced re-render's
+    change mixed in: more faithful, about a second per new light, 10-20 s the first time for a
+    photo). Uploads are limited to 10 MB and validated before anything runs; each browser tab
+    keeps its own photo in a temporary folder that is removed when the tab closes.
 
     \b
     Example:
