@@ -41,6 +41,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -141,6 +142,27 @@ def metrics(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     p = 10 * np.log10(255**2 / max(((a - b) ** 2).mean(), 1e-12))
     t = lambda x: torch.from_numpy(x / 127.5 - 1).permute(2, 0, 1)[None].float()  # noqa: E731
     return float(p), float(ssim(t(a), t(b)).mean())
+
+
+def pilot_arguments(ap: argparse.ArgumentParser, subjects: int) -> None:
+    """The arguments every validation pilot takes (turn_grid.py, relight_anchors.py): subjects from
+    --offset, torch threads, a JSON of its rows, or --merge: the rows of earlier runs' JSONs."""
+    ap.add_argument("--subjects", type=int, default=subjects)
+    ap.add_argument("--offset", type=int, default=4_000_000, help="first subject seed (validation: 4,000,000+)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--merge", default=None, help="comma-separated JSON files of earlier runs: report them")
+
+
+def pilot_start(ap: argparse.ArgumentParser, report) -> tuple | None:
+    """Parse a pilot's arguments; with --merge report the earlier runs' rows joined and return None,
+    else set torch's threads and return (args, the bundled Editor)."""
+    args = ap.parse_args()
+    if args.merge:
+        report([r for p in args.merge.split(",") for r in json.loads(Path(p).read_text())["rows"]])
+        return None
+    torch.set_num_threads(args.threads)
+    return args, Editor.from_pretrained()
 
 
 def summarise(rows: list, methods: list[str]) -> dict:

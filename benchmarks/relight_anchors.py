@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_edit import metrics, subject_case  # noqa: E402
+from eval_edit import metrics, pilot_arguments, pilot_start, subject_case  # noqa: E402
 
 from stylerelight.align import align_from_landmarks  # noqa: E402
 from stylerelight.edit import Editor  # noqa: E402
@@ -80,18 +80,12 @@ def report(rows: list) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--subjects", type=int, default=4)
-    ap.add_argument("--offset", type=int, default=4_000_000)
-    ap.add_argument("--anchors", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--merge", default=None, help="comma-separated JSON files of earlier runs: report them")
-    args = ap.parse_args()
-    if args.merge:
-        report([r for p in args.merge.split(",") for r in json.loads(Path(p).read_text())["rows"]])
+    pilot_arguments(ap, subjects=4)
+    ap.add_argument("--anchors", type=int, default=16, help="anchor lights per photo")
+    started = pilot_start(ap, report)
+    if started is None:
         return
-    torch.set_num_threads(args.threads)
-    ed = Editor.from_pretrained()
+    args, ed = started
     gu = Editor(ed.G, ed.encoder, ed.mapper, method="guided")
     res, rows = ed.resolution, []
 

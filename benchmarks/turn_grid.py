@@ -24,12 +24,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_edit import metrics, subject_case  # noqa: E402
+from eval_edit import metrics, pilot_arguments, pilot_start, subject_case  # noqa: E402
 
-from stylerelight.edit import Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.synth import Camera, render_portrait  # noqa: E402
 
@@ -59,23 +57,17 @@ def report(rows: list) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--subjects", type=int, default=8)
-    ap.add_argument("--offset", type=int, default=4_000_000)
+    pilot_arguments(ap, subjects=8)
     ap.add_argument("--axis", choices=("yaw", "pitch"), default="yaw", help="the turn's axis (the other stays)")
     ap.add_argument("--grid", default="15,10", help="the turn grid, YAW,PITCH degrees")
     ap.add_argument("--relight", action="store_true", help="turn under another env map (the eval's first other "
                     "light: relight + turn) instead of the kept light")
     ap.add_argument("--method", choices=("guided", "fused"), default="guided", help="the edit read off the grid")
     ap.add_argument("--spp", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--merge", default=None, help="comma-separated JSON files of earlier runs: report them")
-    args = ap.parse_args()
-    if args.merge:
-        report([r for p in args.merge.split(",") for r in json.loads(Path(p).read_text())["rows"]])
+    started = pilot_start(ap, report)
+    if started is None:
         return
-    torch.set_num_threads(args.threads)
-    ed = Editor.from_pretrained()
+    args, ed = started
     if args.method == "guided" and ed.mapper.read is None:
         sys.exit("the mapper file has no re-render read: the guided edit needs one")
     gu = ed.twin(args.method)
