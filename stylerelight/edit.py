@@ -626,6 +626,18 @@ class Editor:
         _cache_set(lat, slot, rr, src)
         return src
 
+    def rerender_problem(self, latent: Latent) -> str | None:
+        """Why this editor's re-render methods edited the latent by the mapper alone (its crop was
+        found not to be a face: one line), or None (not found so, or not tried yet)."""
+        from .mapper.rerender import NoFaceError
+
+        rr = self._rerender_change()
+        for slot in ("_rerender", "_guide"):
+            found = _cache_get(latent, slot, rr)
+            if isinstance(found, NoFaceError):
+                return str(found).splitlines()[0]
+        return None
+
     def _normals(self, lat: Latent) -> torch.Tensor | None:
         """The shading probe's normals of the latent's shape (None for a mapper without geometry)."""
         probe = self.mapper.conditioner.probe

@@ -400,6 +400,7 @@ def test_a_crop_that_is_no_face_is_not_re_rendered(ed):
     fu = Editor(ed.G, ed.encoder, ed.mapper, method="fused")
     fu._rerender = rr._rerender_change()
     side = disk_light([1.0, 0.3, 0.6], angle_deg=15.0, fill=0.05)
+    assert fu.rerender_problem(lat) is None  # not tried yet
     with pytest.raises(NoFaceError, match="does not fit this crop as a face") as e:
         rr.map([lat], [rr.resolve_light(side, 0.0, lat)], [0.0], [0.0])
     assert len(str(e.value).splitlines()) == 1
@@ -408,6 +409,7 @@ def test_a_crop_that_is_no_face_is_not_re_rendered(ed):
             f = fu.map([lat], [fu.resolve_light(light, 0.0, lat)], [yaw], [0.0])
         torch.testing.assert_close(f, ed.map([lat], [ed.resolve_light(light, 0.0, lat)], [yaw], [0.0]),
                                    atol=1e-6, rtol=0)
+    assert "does not fit this crop as a face" in fu.rerender_problem(lat)  # what the live page tells
 
 
 def test_positive_yaw_shows_more_of_the_left_cheek(ed, render):

@@ -198,6 +198,25 @@ def test_refinement_follows_the_resting_sliders_with_the_fused_edit(server, brow
     assert np.abs(got - shown).max() <= 1
 
 
+def test_a_photo_that_cannot_be_refined_says_so(server, browser):
+    """tests/data/not_a_face_64.png: the head model does not fit it, so the fused edit falls back to the
+    mapper's; the refined frame is that edit, and the page says it is not refined."""
+    url, _, _ = server
+    _open(browser, url)
+    browser.find_element("id", "photo").send_keys(str(Path(__file__).parent / "data" / "not_a_face_64.png"))
+    _wait(lambda: _shown(browser) > 0, what="first image")
+    fast = _img(browser, "result").astype(int)
+    browser.find_element("id", "refine").click()
+    last = browser.execute_script("return seq")
+    _wait(lambda: _shown(browser) == last and
+          browser.find_element("id", "result").get_attribute("data-refined") == "1", timeout=300,
+          what="the refinement's answer")
+    msg = browser.find_element("id", "message").text
+    assert msg.startswith("not refined: the head model does not fit this crop as a face"), msg
+    assert "(not refined)" in browser.find_element("id", "latency").text
+    assert np.abs(_img(browser, "result").astype(int) - fast).max() <= 1  # the mapper's edit
+
+
 def test_bad_uploads_show_a_message_and_the_server_keeps_serving(server, browser, tmp_path):
     url, _, _ = server
     _open(browser, url)

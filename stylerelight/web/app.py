@@ -6,7 +6,7 @@ POST /api/session, POST /api/session/{sid}/photo (multipart `file`), POST .../sa
 POST .../light (multipart `file`: .hdr/.exr), GET .../download/photo (PNG), GET .../download/latent
 (.pt), WS /ws/{sid} (send {"seq", "light", "rotate", "yaw", "pitch", "exposure", "refine"}; receive
 {"seq", "image", "ms"} or {"error"}; with "refine" true, once the sliders rest, also {"seq", "image",
-"ms", "refined": true}: the fused edit of that request).
+"ms", "refined": true[, "note"]}: the fused edit of that request; "note" when it could not be refined).
 
 Refinement: each slider move is answered by the mapper's edit (milliseconds); when no newer move is
 waiting, the server also makes the REFINE_METHOD edit (the mapper's edit mixed with the ray-traced
@@ -306,12 +306,19 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
                 latest["msg"] = await ws.receive_json()  # newer requests overwrite older ones
                 wake.set()
 
-        def refine(msg: dict) -> tuple[dict, np.ndarray | None, str | None, float]:
+        def refine(msg: dict) -> tuple[dict, dict]:
             t0 = time.perf_counter()
             try:
-                return msg, render(s, msg, "refined"), None, time.perf_counter() - t0
+                img = render(s, msg, "refined")
             except (ValueError, TypeError) as e:
-                return msg, None, str(e).splitlines()[0], time.perf_counter() - t0
+                return msg, {"error": str(e).splitlines()[0], "ms": (time.perf_counter() - t0) * 1e3}
+            out = {"image": png_data_url(img, 4), "ms": (time.perf_counter() - t0) * 1e3}
+            tw = refiner()
+            with refine_lock:
+                problem = tw.rerender_problem(s.latent)
+            if problem:  # the fused edit fell back to the mapper's: the page must not call it refined
+                out["note"] = f"not refined: {problem.split(':')[0]}; this is the mapper's edit"
+            return msg, out
 
         recv = asyncio.create_task(receive())
         try:
@@ -325,10 +332,9 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
                 task = refining["task"]
                 if task is not None and task in done:
                     refining["task"] = None
-                    msg, img, err, dt = task.result()
+                    msg, out = task.result()
                     if "msg" not in latest and msg is refining["shown"]:  # still the page's newest request
-                        await ws.send_json({"seq": msg.get("seq"), "refined": True, "ms": dt * 1e3,
-                                            **({"error": err} if err else {"image": png_data_url(img, 4)})})
+                        await ws.send_json({"seq": msg.get("seq"), "refined": True, **out})
                 if wake.is_set():
                     wake.clear()
                     msg = latest.pop("msg", None)
