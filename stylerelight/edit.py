@@ -173,7 +173,7 @@ class Editor:
 
     def twin(self, method: str | None = None, turn_grid=None) -> Editor:
         """Another editor on the same models and settings (blends, cancel bias), editing by `method`
-        with `turn_grid`, with caches of its own: e.g. the live page's guided refinement runs beside
+        with `turn_grid`, with caches of its own: e.g. the live page's refinement (fused) runs beside
         its mapper frames (each editor in one thread at a time) instead of switching one editor's method."""
         with warnings.catch_warnings():  # the encoder's mismatch, if any, was said for this editor
             warnings.simplefilter("ignore")

@@ -166,8 +166,7 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         folder = Path(tempfile.mkdtemp(prefix=f"stylerelight-{sid[:8]}-", dir=tmp_root))
         sessions[sid] = Session(sid, folder)
         ed = editor()
-        return {"session": sid, "yaw_range": ed.mapper.pose_range["yaw"], "pitch_range": ed.mapper.pose_range["pitch"],
-                "refine": REFINE_METHOD}
+        return {"session": sid, "yaw_range": ed.mapper.pose_range["yaw"], "pitch_range": ed.mapper.pose_range["pitch"]}
 
     def set_photo(s: Session, img: np.ndarray) -> dict:
         ed = editor()
