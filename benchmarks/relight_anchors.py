@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_edit import metrics, pilot_arguments, pilot_start, subject_case  # noqa: E402
 
 from stylerelight.align import align_from_landmarks  # noqa: E402
-from stylerelight.edit import Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.lighting.display import face_display  # noqa: E402
 from stylerelight.mapper.conditioning import normalise_light  # noqa: E402
@@ -86,7 +85,7 @@ def main() -> None:
     if started is None:
         return
     args, ed = started
-    gu = Editor(ed.G, ed.encoder, ed.mapper, method="guided")
+    gu = ed.twin("guided")
     res, rows = ed.resolution, []
 
     def enc(img: np.ndarray) -> torch.Tensor:
