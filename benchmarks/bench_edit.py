@@ -2,7 +2,8 @@
 `G.synthesis` call in the same run, plus the mapper alone, `Editor.invert` (once per photo) and
 a whole `Editor.edit` of the astronaut photo; the fused edit (`stylerelight edit`'s default):
 its once-per-photo reconstruction and its per-edit cost; the guided edit's per-edit cost (a mapper file with a
-re-render read).
+re-render read); `Editor.relight` while a fused edit runs in another thread on `Editor.twin` (the live page's
+mapper frames beside its refinement: they share the CPU).
 
     python benchmarks/bench_edit.py [--threads 2] [--mapper PATH]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 
 import torch
@@ -68,6 +70,21 @@ def main():
         guided._rerender_source(lat)
         t_guided = timeit(lambda: guided.relight(lat, env, yaw=10.0, rotate_light=float(next(angle) % 360)),
                           repeat=3, min_time=0.0)
+    stop = threading.Event()
+
+    def refine_loop():  # the live page's refinement: fused edits under ever new lights, on a twin
+        tw, k = ed.twin("fused"), 0
+        tw._rerender = fused._rerender_change()  # the photo's reconstruction already made
+        while not stop.is_set():
+            tw.relight(lat, sample_envmap(500 + k), yaw=10.0)
+            k += 1
+
+    th = threading.Thread(target=refine_loop, daemon=True)
+    th.start()
+    time.sleep(2.0)
+    t_beside = timeit(lambda: ed.relight(lat, env, yaw=10.0, rotate_light=float(next(angle) % 360)), repeat=5)
+    stop.set()
+    th.join()
     print(f"torch threads: {args.threads}; generator {ed.resolution}^2, {ed.G.num_ws} ws; "
           f"mapper geometry conditioning: {ed.mapper.geometry}")
     print(f"G.synthesis, batch 1:                       {t_syn * 1e3:8.2f} ms")
@@ -85,6 +102,8 @@ def main():
     print(f"Editor.edit of the astronaut (512^2 photo: detect, align, invert, map, paste): {t_edit:.2f} s")
     print(f"fused edit: {t_prep:.2f} s once per photo (full reconstruction, re-render, inversion), then "
           f"{t_fused:.2f} s per edit (a re-render, its 20-step inversion, the mapper) = {t_fused / t_rel:.0f}x relight")
+    print(f"Editor.relight, new rotation, beside a fused edit in another thread: {t_beside * 1e3:8.2f} ms "
+          f"= {t_beside / t_drag:.2f}x alone (the live page's mapper frames while it refines)")
     if t_guided is not None:
         print(f"guided edit (the mapper's re-render read; {ed.mapper.read.steps} steps on its re-renders): "
               f"{t_guided:.2f} s per edit = {t_guided / t_rel:.0f}x relight, {t_guided / t_fused:.2f}x the fused edit")
