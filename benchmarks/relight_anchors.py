@@ -126,8 +126,6 @@ def main() -> None:
             tgt = render_portrait(subj, env_t, cam, res, spp=64, seed=seed + 1)
             light_in = ed.stage.project(env_t)
             rl = light_of(env_t)
-            c = torch.as_tensor(rl).detach().cpu().float().contiguous()
-            key = (id(S), c.numpy().tobytes(), 0.0, 0.0, rr.steps, rr.spp, rr.warm)
             img = rr._render(S.rec, rl, 0, 0)
             bimg = basis(normalise_light(rl))
             R, E = rr._invert(img, rr.steps)
@@ -147,7 +145,7 @@ def main() -> None:
                    "basis vs render": metrics(bimg, img)[0],
                    "re-render": metrics(S.rec.render(env_t, view, resolution=res, spp=64), tgt)[0]}
             for name, change in changes.items():  # the guided edit reading this change (its cache's entry)
-                rr._recent[key] = (S, change)
+                rr.hold(S, rl, 0.0, 0.0, change)
                 row[name] = metrics(gan_to_uint8(gu.relight(lat, light_in))[0], tgt)[0]
             rows.append(row)
             print(f"  light {i}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k not in ("seed", "light")),

@@ -119,9 +119,23 @@ class RerenderChange:
                                                                                         self.grid))
         return self._exact(src, light, c, float(yaw), float(pitch))
 
+    def _key(self, src: SourceRender, c: torch.Tensor, yaw: float, pitch: float) -> tuple:
+        """The cache's key of the change at one view (c: the light as change() holds it)."""
+        return id(src), c.numpy().tobytes(), float(yaw), float(pitch), self.steps, self.spp, self.warm
+
+    def hold(self, src: SourceRender, light, yaw: float, pitch: float, change: torch.Tensor) -> None:
+        """Hold `change` as the change at one view, as if computed (benchmarks substitute their own)."""
+        self._remember(self._key(src, torch.as_tensor(light).detach().cpu().float().contiguous(), yaw, pitch),
+                       src, change)
+
+    def _remember(self, key: tuple, src: SourceRender, change: torch.Tensor) -> None:
+        if len(self._recent) >= 64:
+            self._recent.pop(next(iter(self._recent)))
+        self._recent[key] = (src, change)
+
     def _exact(self, src: SourceRender, light, c: torch.Tensor, yaw: float, pitch: float) -> torch.Tensor:
         """The change at one view, rendered and inverted (c: the light as the cache's key)."""
-        key = (id(src), c.numpy().tobytes(), float(yaw), float(pitch), self.steps, self.spp, self.warm)
+        key = self._key(src, c, yaw, pitch)
         hit = self._recent.get(key)
         if hit is not None and hit[0] is src:
             return hit[1]
@@ -130,9 +144,7 @@ class RerenderChange:
             out = torch.zeros_like(src.ws)  # the same image: no change (a refinement would move on)
         else:
             out = self._invert(img, self.steps, src.ws - src.enc if self.warm else None)[0] - src.ws
-        if len(self._recent) >= 64:
-            self._recent.pop(next(iter(self._recent)))
-        self._recent[key] = (src, out)
+        self._remember(key, src, out)
         return out
 
 

@@ -298,7 +298,7 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         latest: dict = {}
         wake = asyncio.Event()
         # the refinement running, the request waiting for one, the newest request answered
-        refining: dict = {"task": None, "want": None, "shown": None}
+        refining = want = shown = None
 
         async def receive():
             while True:
@@ -323,16 +323,15 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         try:
             while True:
                 wait = asyncio.create_task(wake.wait())
-                pending = {wait, recv} | ({refining["task"]} if refining["task"] else set())
+                pending = {wait, recv} | ({refining} if refining else set())
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if recv in done:
                     wait.cancel()
                     recv.result()  # raises the disconnect
-                task = refining["task"]
-                if task is not None and task in done:
-                    refining["task"] = None
-                    msg, out = task.result()
-                    if "msg" not in latest and msg is refining["shown"]:  # still the page's newest request
+                if refining is not None and refining in done:
+                    msg, out = refining.result()
+                    refining = None
+                    if "msg" not in latest and msg is shown:  # still the page's newest request
                         await ws.send_json({"seq": msg.get("seq"), "refined": True, **out})
                 if wake.is_set():
                     wake.clear()
@@ -342,19 +341,18 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
                         try:
                             img = await asyncio.to_thread(render, s, msg)
                             s.params = dict(msg)
-                            refining["shown"] = msg
+                            shown = msg
                             await ws.send_json({"seq": msg.get("seq"), "image": png_data_url(img, 4),
                                                 "ms": (time.perf_counter() - t0) * 1e3})
-                            refining["want"] = msg if msg.get("refine") else None
+                            want = msg if msg.get("refine") else None
                         except (ValueError, TypeError) as e:
                             await ws.send_json({"seq": msg.get("seq"), "error": str(e).splitlines()[0]})
-                            refining["want"] = refining["shown"] = None
+                            want = shown = None
                 if not wait.done():
                     wait.cancel()
                 # the sliders rest (no newer request waiting) and nothing refines: refine the newest request
-                if refining["task"] is None and refining["want"] is not None and "msg" not in latest:
-                    refining["task"] = asyncio.create_task(asyncio.to_thread(refine, refining["want"]))
-                    refining["want"] = None
+                if refining is None and want is not None and "msg" not in latest:
+                    refining, want = asyncio.create_task(asyncio.to_thread(refine, want)), None
         except WebSocketDisconnect:
             pass
         finally:
