@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,6 +71,14 @@ def main():
         guided._rerender_source(lat)
         t_guided = timeit(lambda: guided.relight(lat, env, yaw=10.0, rotate_light=float(next(angle) % 360)),
                           repeat=3, min_time=0.0)
+    fused.light_grid = 15.0  # the page's refinement: light rotations read off grid rotations once made
+    t0 = time.perf_counter()
+    for r in range(0, 91, 15):
+        fused.relight(lat, env, yaw=10.0, rotate_light=float(r))
+    t_lgrid_make = (time.perf_counter() - t0) / 7
+    between = iter(np.random.default_rng(0).uniform(0, 90, 10**4))
+    t_lgrid = timeit(lambda: fused.relight(lat, env, yaw=10.0, rotate_light=float(next(between))), repeat=9)
+    fused.light_grid = None
     stop = threading.Event()
 
     def refine_loop():  # the live page's refinement: fused edits under ever new lights, on a twin
@@ -102,6 +111,9 @@ def main():
     print(f"Editor.edit of the astronaut (512^2 photo: detect, align, invert, map, paste): {t_edit:.2f} s")
     print(f"fused edit: {t_prep:.2f} s once per photo (full reconstruction, re-render, inversion), then "
           f"{t_fused:.2f} s per edit (a re-render, its 20-step inversion, the mapper) = {t_fused / t_rel:.0f}x relight")
+    print(f"fused edit on a 15-deg light grid (Editor.light_grid): {t_lgrid_make:.2f} s per grid rotation (once per "
+          f"photo, env map and view), then {t_lgrid * 1e3:.2f} ms per rotation between them = {t_lgrid / t_drag:.2f}x "
+          f"the mapper's relight")
     print(f"Editor.relight, new rotation, beside a fused edit in another thread: {t_beside * 1e3:8.2f} ms "
           f"= {t_beside / t_drag:.2f}x alone (the live page's mapper frames while it refines)")
     if t_guided is not None:

@@ -311,6 +311,22 @@ def _turn_grid(text: str | None, method: str) -> tuple[float, float] | None:
                                    "(e.g. 15,10)") from None
 
 
+def _light_grid(value: float | None, method: str) -> float | None:
+    """--light-grid DEG -> the step; one line for anything else."""
+    if value is None:
+        return None
+    if method == "mapper":
+        raise click.ClickException("--light-grid reads re-render changes: use it with --method rerender, fused "
+                                   "or guided")
+    from .mapper.rerender import check_light_grid
+
+    try:
+        return check_light_grid(value)
+    except ValueError:
+        raise click.ClickException(f"--light-grid {value:g}: give one step in degrees of the light's rotation, "
+                                   "in (0, 180] (e.g. 15)") from None
+
+
 def _sweep(text: str | None, name: str):
     """'a:b:s' -> values a, a+s, ..., b (inclusive); a plain number -> None (not a sweep)."""
     if text is None or ":" not in str(text):
@@ -371,11 +387,15 @@ def _angle(text: str | None, name: str) -> float:
               "off the re-render changes at the grid views around them, each made once: a --yaw or --pitch "
               "sweep pays one re-render per grid view instead of one per frame, for 0.1-0.5 dB "
               "between grid views (docs/editing.md).")
+@click.option("--light-grid", type=float, default=None, metavar="DEG",
+              help="rerender, fused, guided: read a --rotate-light between the rotations of this grid (degrees, "
+              "e.g. 15) off the re-render changes at the two grid rotations around it, each made once: a "
+              "light sweep pays one re-render per grid rotation instead of one per frame (docs/editing.md).")
 @_editor_options
 @click.option("--force", is_flag=True, help="Overwrite outputs that exist (a folder run redoes finished files).")
 @user_errors
 def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_latent, out, batch_size, method,
-         turn_grid, checkpoint, encoder_path, mapper_path, device, force):
+         turn_grid, light_grid, checkpoint, encoder_path, mapper_path, device, force):
     """Relight a portrait and turn the head: align, invert, map in W+, synthesise, paste back.
 
     INPUT is a photo, a latent file (.pt from `invert` or --save-latent) or a folder of photos
@@ -385,13 +405,14 @@ def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_laten
     Examples:
       stylerelight edit photo.jpg --light studio.hdr --yaw 20 -o out.png
       stylerelight edit photo.jpg --light studio.hdr --rotate-light 0:360:30 -o sweep.gif
+      stylerelight edit photo.jpg --light studio.hdr --rotate-light 0:355:5 --light-grid 15 -o sweep.mp4
       stylerelight edit photo.jpg --yaw -30:30:10 -o turn.png          # a grid of the sweep
       stylerelight edit photos/ --light sunset.exr -o edited/ --batch-size 32
       stylerelight edit photos/ --light sunset.exr -o edited/ --method mapper   # milliseconds per edit
     """
     from . import imageio
 
-    grid = _turn_grid(turn_grid, method)
+    grid, lgrid = _turn_grid(turn_grid, method), _light_grid(light_grid, method)
     sweeps = {k: v for k, v in (("yaw", _sweep(yaw, "yaw")), ("pitch", _sweep(pitch, "pitch")),
                                 ("rotate_light", _sweep(rotate_light, "rotate-light"))) if v is not None}
     if len(sweeps) > 1:
@@ -416,7 +437,7 @@ def edit(input_path, light, yaw, pitch, rotate_light, steps, aligned, save_laten
     if save_latent:
         imageio.check_writable(save_latent, force)
     ed = _load_editor(checkpoint, encoder_path, mapper_path, device)
-    ed.method, ed.turn_grid = method, grid
+    ed.method, ed.turn_grid, ed.light_grid = method, grid, lgrid
     if light is not None:
         ed.resolve_light(light, 0.0)  # a bad light file fails before any work
     if folder:

@@ -134,6 +134,7 @@ class Editor:
         self._rerender = None
         self._guide = None  # "guided": the re-render change with its read's refinement steps, when not the default
         self.turn_grid = None
+        self.light_grid = None
 
     @property
     def turn_grid(self) -> tuple[float, float] | None:
@@ -149,6 +150,24 @@ class Editor:
 
         try:
             self._turn_grid = check_grid(grid)
+        except ValueError as e:
+            raise EditError(str(e)) from None
+
+    @property
+    def light_grid(self) -> float | None:
+        """A step in degrees of `rotate_light`: the rerender, fused and guided methods read a turn of the
+        light between grid rotations off the re-render changes at the two grid rotations around it
+        (linear; each computed once per photo, env map and view), so a light sweep or the page's light
+        slider costs milliseconds after the first frames. None (default): every rotation's re-render is
+        its own (docs/editing.md)."""
+        return self._light_grid
+
+    @light_grid.setter
+    def light_grid(self, step) -> None:
+        from .mapper.rerender import check_light_grid
+
+        try:
+            self._light_grid = check_light_grid(step)
         except ValueError as e:
             raise EditError(str(e)) from None
 
@@ -171,16 +190,16 @@ class Editor:
         finally:
             self._method = before
 
-    def twin(self, method: str | None = None, turn_grid=None) -> Editor:
+    def twin(self, method: str | None = None, turn_grid=None, light_grid=None) -> Editor:
         """Another editor on the same models and settings (blends, cancel bias), editing by `method`
-        with `turn_grid`, with caches of its own: e.g. the live page's refinement (fused) runs beside
+        with `turn_grid` and `light_grid`, with caches of its own: e.g. the live page's refinement (fused) runs beside
         its mapper frames (each editor in one thread at a time) instead of switching one editor's method."""
         with warnings.catch_warnings():  # the encoder's mismatch, if any, was said for this editor
             warnings.simplefilter("ignore")
             out = Editor(self.G, self.encoder, self.mapper, recon=self.recon, device=self.device,
                          method=method or self.method)
         out.cancel_bias, out.light_blend, out.image_blend = self.cancel_bias, self.light_blend, self.image_blend
-        out.turn_grid = turn_grid
+        out.turn_grid, out.light_grid = turn_grid, light_grid
         return out
 
     @classmethod
@@ -337,8 +356,10 @@ class Editor:
 
     # -- the interactive loop --------------------------------------------------------------------
 
-    def map(self, latents: list[Latent], lights: list[torch.Tensor], yaws, pitches) -> torch.Tensor:
-        """Edited ws [N, num_ws, w_dim] for latents with one light/yaw/pitch each."""
+    def map(self, latents: list[Latent], lights: list[torch.Tensor], yaws, pitches, turned=None) -> torch.Tensor:
+        """Edited ws [N, num_ws, w_dim] for latents with one light/yaw/pitch each. turned: per latent the
+        (light, rotate_light) each light was resolved from, which `light_grid` needs (without it every
+        rotation's re-render change is exact)."""
         for lat in latents:
             self._check(lat)
             self.ensure_reconstruction(lat)
@@ -355,7 +376,7 @@ class Editor:
         with torch.no_grad():
             for i, (lat, light, y, p) in enumerate(zip(latents, lights, yaws, pitches, strict=True)):
                 try:
-                    change = rr.change(self._rerender_source(lat), self._rerender_light(lat, light), y, p)
+                    change = self._change(rr, lat, light, y, p, None if turned is None else turned[i])
                 except NoFaceError as e:
                     if self.method == "rerender":
                         raise
@@ -382,6 +403,17 @@ class Editor:
         with torch.no_grad():
             read = self.mapper.read(mapped, moved, read_kind(relit, turn).to(self.device))
         return mapped + g * (read - mapped)
+
+    def _change(self, rr, lat: Latent, light: torch.Tensor, yaw: float, pitch: float, turned) -> torch.Tensor:
+        """The re-render change of one edit: exact, or with `light_grid` and the light's (source, rotation)
+        known, the linear mix of the changes at the grid rotations around that rotation."""
+        src = self._rerender_source(lat)
+        if self.light_grid is None or turned is None:
+            return rr.change(src, self._rerender_light(lat, light), yaw, pitch)
+        from .mapper.rerender import rotation_corners
+
+        return sum(w * rr.change(src, self._rerender_light(lat, self.resolve_light(turned[0], r, lat)), yaw, pitch)
+                   for r, w in rotation_corners(turned[1], self.light_grid))
 
     @staticmethod
     def _fast_light(lat: Latent) -> torch.Tensor:
@@ -673,7 +705,7 @@ class Editor:
         self._check(latent)
         self.ensure_reconstruction(latent)
         lights = [self.resolve_light(light, rotate_light, latent)]
-        ws = self.map([latent], lights, [yaw], [pitch])
+        ws = self.map([latent], lights, [yaw], [pitch], [(light, rotate_light)])
         with torch.no_grad():
             return self.G.synthesis(ws, noise_mode="const")
 
@@ -703,7 +735,8 @@ class Editor:
             idx = range(i0, i0 + len(chunk))
             lights = [self.resolve_light(per["light"][i], per["rotate_light"][i], lat) for i, lat in zip(idx, latents,
                                                                                                        strict=True)]
-            ws = self.map(latents, lights, [per["yaw"][i] for i in idx], [per["pitch"][i] for i in idx])
+            ws = self.map(latents, lights, [per["yaw"][i] for i in idx], [per["pitch"][i] for i in idx],
+                          [(per["light"][i], per["rotate_light"][i]) for i in idx])
             with torch.no_grad():
                 imgs = self.G.synthesis(ws, noise_mode="const")
             from .imageio import gan_to_uint8

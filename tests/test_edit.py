@@ -355,6 +355,43 @@ def test_turn_grid_reads_turns_off_the_changes_at_grid_views(ed, render, tmp_pat
     _one_line_error(_run("edit", tmp_path / "any.png", "--turn-grid", "15", "-o", tmp_path / "o.png"), "YAW,PITCH")
 
 
+def test_light_grid_reads_light_turns_off_the_changes_at_grid_rotations(ed, render, tmp_path):
+    """Editor.light_grid: a light turned between grid rotations takes the linear mix of the re-render
+    changes at the two grid rotations around it (the rerender method moves the code by exactly that mix),
+    wrapping at 360; on a grid rotation the exact change; the mix lands nearer the exact rotation's edit
+    than either grid rotation's; relight and edit_batch read it alike; a bad step is refused in one line
+    (API and CLI)."""
+    from stylerelight.lighting import disk_light
+
+    env = disk_light([1.0, 0.3, 0.6], angle_deg=15.0, fill=0.05)
+    e = Editor(ed.G, ed.encoder, ed.mapper, method="rerender")
+    lat = e.invert(render, aligned=True, steps=0)
+
+    def at(r: float) -> torch.Tensor:
+        return e.map([lat], [e.resolve_light(env, r, lat)], [0.0], [0.0], [(env, r)])
+
+    exact = {r: at(r) for r in (0.0, 30.0, 330.0, 15.0)}
+    assert float((exact[0.0] - exact[30.0]).abs().max()) > 0.05
+    e.light_grid = 30
+    torch.testing.assert_close(at(30.0), exact[30.0], atol=0, rtol=0)
+    half = at(15.0)
+    torch.testing.assert_close(half, 0.5 * (exact[0.0] + exact[30.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(at(345.0), 0.5 * (exact[330.0] + exact[0.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(at(7.5), 0.75 * exact[0.0] + 0.25 * exact[30.0], atol=1e-5, rtol=0)
+    with torch.no_grad():
+        img = {k: ed.G.synthesis(w, noise_mode="const") for k, w in (("half", half), *exact.items())}
+    near = float(psnr(img["half"], img[15.0]))
+    assert near > max(float(psnr(img[r], img[15.0])) for r in (0.0, 30.0)) + 1, near
+    torch.testing.assert_close(e.relight(lat, env, rotate_light=15.0), img["half"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(e.edit_batch([lat], env, rotate_light=15.0)[0].ws, half, atol=1e-5, rtol=0)
+    with pytest.raises(EditError, match="light grid"):
+        e.light_grid = 0
+    assert e.twin(light_grid=15).light_grid == 15.0 and e.twin().light_grid is None
+    _one_line_error(_run("edit", tmp_path / "any.png", "--light-grid", "0", "-o", tmp_path / "o.png"), "(0, 180]")
+    _one_line_error(_run("edit", tmp_path / "any.png", "--method", "mapper", "--light-grid", "15", "-o",
+                         tmp_path / "o.png"), "--method rerender")
+
+
 def test_warm_started_rerender_change(ed, render):
     """RerenderChange(warm=True): the target re-render's inversion starts at the source re-render's code
     moved by the encoder's change. Without refinement steps that is the encoder's change exactly, however

@@ -140,6 +140,10 @@ def test_gauss_newton_blocks_match_the_exact_jacobian():
     assert rel < 0.1, float(rel)
     # blocks are symmetric positive semi-definite
     assert torch.allclose(est, est.transpose(1, 2)) and torch.linalg.eigvalsh(est).min() > -1e-9 * est.abs().max()
+    # the same under no_grad (a first refinement inside an edit's no_grad block computes it there)
+    few = gauss_newton_blocks(G, samples=2, probes=2, psi=0.8, seed=1)
+    with torch.no_grad():
+        assert torch.equal(gauss_newton_blocks(G, samples=2, probes=2, psi=0.8, seed=1), few)
 
 
 def test_preconditioner_whitens_the_shifted_blocks():

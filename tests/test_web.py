@@ -182,11 +182,12 @@ def test_refinement_follows_the_resting_sliders_with_the_fused_edit(server, brow
     refined = browser.execute_script("return window.stylerelight.refined")
     assert refined[-1] == last and len(refined) <= 2  # the drag's stale refinements were not sent
     shown = _img(browser, "result")[::4, ::4].astype(int)
-    from stylerelight.web.app import REFINE_GRID
+    from stylerelight.web.app import REFINE_GRID, REFINE_LIGHT_GRID
 
     assert editor.method == "mapper"  # the page's editor: its refinement is the fused edit on a twin
     lat = editor.invert(render, aligned=True)
-    want = gan_to_uint8(editor.twin("fused", turn_grid=REFINE_GRID).relight(lat, None, yaw=12.0))[0]
+    want = gan_to_uint8(editor.twin("fused", turn_grid=REFINE_GRID, light_grid=REFINE_LIGHT_GRID).relight(
+        lat, None, yaw=12.0))[0]
     fast = gan_to_uint8(editor.relight(lat, None, yaw=12.0))[0]
     assert np.abs(shown - want).mean() < 0.5 and np.abs(shown - fast).mean() > 0.5
     # the download is what the page shows

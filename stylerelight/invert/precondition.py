@@ -50,6 +50,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("STYLERELIGHT_CACHE") or Path.home() / ".cache" / "stylerelight")
 
 
+@torch.enable_grad()  # also when called under no_grad (a first refinement inside an edit's no_grad block)
 def gauss_newton_blocks(G, samples: int = GN_SAMPLES, probes: int = GN_PROBES, psi: float = GN_PSI,
                         seed: int = GN_SEED, batch: int = 8, progress: bool = False) -> torch.Tensor:
     """[num_ws, w_dim, w_dim] float64: E[J_l^T J_l] over `samples` generator samples (truncation

@@ -42,6 +42,7 @@ RENDER_SEED = 0  # one seed for both: their Monte Carlo noise is the same and ca
 # inside the head: its re-renders were black. Not a face detector: the landmark network gives most
 # images (a cat, a colour blob) a face-like fit within 0.02; this catches fits that went wrong.
 MAX_FIT_RESIDUAL = 0.1
+KEEP = 256  # changes kept per RerenderChange: a light turned through 360 deg on a 15-deg grid is 24 of them
 
 
 class NoFaceError(ValueError):
@@ -129,7 +130,7 @@ class RerenderChange:
                        src, change)
 
     def _remember(self, key: tuple, src: SourceRender, change: torch.Tensor) -> None:
-        if len(self._recent) >= 64:
+        if len(self._recent) >= KEEP:
             self._recent.pop(next(iter(self._recent)))
         self._recent[key] = (src, change)
 
@@ -159,6 +160,25 @@ def check_grid(grid) -> tuple[float, float] | None:
     if len(g) != 2 or not all(v > 0 for v in g):
         raise ValueError(f"a turn grid is two positive steps in degrees (yaw, pitch), got {grid}")
     return g
+
+
+def check_light_grid(step) -> float | None:
+    """A light-rotation grid step in degrees (> 0, at most 180), or None."""
+    if step is None:
+        return None
+    try:
+        s = float(step)
+    except (TypeError, ValueError):
+        s = float("nan")
+    if not 0 < s <= 180:
+        raise ValueError(f"a light grid is one step in degrees of the light's rotation, in (0, 180], got {step}")
+    return s
+
+
+def rotation_corners(rotate: float, step: float) -> list[tuple[float, float]]:
+    """The grid rotations (degrees in [0, 360)) around `rotate` with their linear weights; one, weight 1,
+    on a grid rotation."""
+    return [(y % 360.0, w) for (y, _), w in grid_corners(float(rotate), 0.0, (step, 1.0))]
 
 
 def grid_corners(yaw: float, pitch: float, grid: tuple[float, float]) -> list[tuple[tuple[float, float], float]]:

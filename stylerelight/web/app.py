@@ -13,9 +13,10 @@ waiting, the server also makes the REFINE_METHOD edit (the mapper's edit mixed w
 re-render's change: the most faithful edit on the held-out set, `stylerelight edit`'s default;
 docs/editing.md) of the newest request and sends it unless a newer move arrived meanwhile. It runs
 on a twin of the Editor with its own lock, so mapper frames never wait for it. Turns use a turn
-grid (REFINE_GRID): after a light's grid views are made, a turn under that light is read off them
-in milliseconds; a new light costs a re-render and its inversion per grid view around the view
-(about 1.2 s each), the photo's first refinement its full reconstruction too (6-9 s).
+grid (REFINE_GRID) and the light slider's rotations a light grid (REFINE_LIGHT_GRID): once the grid
+views and rotations around a request are made, it is read off them in milliseconds; a new env map
+costs a re-render and its inversion per grid view and rotation around the request (about 1.2 s
+each), the photo's first refinement its full reconstruction too (6-9 s).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ STATIC = Path(__file__).parent / "static"
 ENVMAP_KINDS = ("studio", "sun_sky", "overcast", "indoor", "colored", "hard")
 REFINE_METHOD = "fused"  # the refinement's edit (the Editor's methods)
 REFINE_GRID = (15.0, 10.0)  # the refinement's turn grid, degrees (yaw, pitch): the model card's "The turn grid"
+REFINE_LIGHT_GRID = 15.0  # its light-rotation grid, degrees (the model card's "The light grid")
 DOWNLOAD_METHODS = ("mapper", "fused", "refined")
 
 
@@ -106,12 +108,12 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         return state["ed"]
 
     def refiner():
-        """The editor's twin that makes the refined frames (REFINE_METHOD with the turn grid) and the
-        fused downloads (the same without it)."""
+        """The editor's twin that makes the refined frames (REFINE_METHOD with the turn and light grids)
+        and the fused downloads (the same without them)."""
         ed = editor()
         with refine_lock:
             if "refiner" not in state:
-                state["refiner"] = ed.twin(REFINE_METHOD, turn_grid=REFINE_GRID)
+                state["refiner"] = ed.twin(REFINE_METHOD, turn_grid=REFINE_GRID, light_grid=REFINE_LIGHT_GRID)
         return state["refiner"]
 
     envmaps = {k: sample_envmap(100 + i, kind=k) for i, k in enumerate(ENVMAP_KINDS)}
@@ -256,7 +258,7 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         else:  # the twin for both: they share its photo's reconstruction and re-render changes (a second
             tw = refiner()  # editor would reconstruct the photo again and evict the twin's from the latent)
             with refine_lock, tw.using("fused" if method == "fused" else REFINE_METHOD):
-                tw.turn_grid = REFINE_GRID if method == "refined" else None
+                tw.turn_grid, tw.light_grid = (REFINE_GRID, REFINE_LIGHT_GRID) if method == "refined" else (None, None)
                 img = tw.relight(*args)
         return apply_exposure(gan_to_uint8(img)[0], float(p.get("exposure", 0)))
 
