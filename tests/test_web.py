@@ -199,6 +199,47 @@ def test_refinement_follows_the_resting_sliders_with_the_fused_edit(server, brow
     assert np.abs(got - shown).max() <= 1
 
 
+def test_grid_ring_orders_the_other_grid_rotations_nearest_first():
+    from stylerelight.web.app import grid_ring
+
+    rot = [m["rotate"] for m in grid_ring({"seq": 3, "rotate": 37}, 15.0)]
+    assert len(rot) == 22 and rot[:4] == [15.0, 60.0, 0.0, 75.0] and not {30.0, 45.0} & set(rot)
+    on = grid_ring({"seq": 3, "rotate": 360 + 15, "yaw": 4}, 15.0)
+    assert len(on) == 23 and [m["rotate"] for m in on[:2]] in ([0.0, 30.0], [30.0, 0.0]) and on[0]["yaw"] == 4
+
+
+def test_a_resting_page_refines_the_light_slider_ahead(server, browser, editor, tmp_path):
+    """After a refinement, while the sliders rest, the server refines the light grid's other rotations of that
+    env map and view one by one (the page counts them); a rotation between grid rotations is then refined as
+    an independent twin with the page's grids edits it."""
+    from stylerelight.web.app import ENVMAP_KINDS, REFINE_GRID, REFINE_LIGHT_GRID, grid_ring
+
+    url, _, _ = server
+    render = render_portrait(sample_subject(1_000_779), sample_envmap(6, kind="studio"), Camera(yaw=4), 64, spp=16)
+    Image.fromarray(render).save(tmp_path / "face.png")
+    _open(browser, url)
+    browser.find_element("id", "photo").send_keys(str(tmp_path / "face.png"))
+    _wait(lambda: _shown(browser) > 0, what="first image")
+    browser.execute_script("const e = document.getElementById('light'); e.value = 'studio';"
+                           "e.dispatchEvent(new Event('change'));")
+    browser.find_element("id", "refine").click()
+    last = browser.execute_script("return seq")
+    n = len(grid_ring({"rotate": 0}, REFINE_LIGHT_GRID))
+    _wait(lambda: browser.execute_script("return window.stylerelight.ahead") == [last, n, n], timeout=400,
+          what=f"the {n} other grid rotations refined ahead")
+    assert browser.find_element("id", "ahead").text == "light slider refined all round"
+    _set_range(browser, "rotate-light", 37)
+    last = browser.execute_script("return seq")
+    _wait(lambda: _shown(browser) == last and
+          browser.find_element("id", "result").get_attribute("data-refined") == "1", timeout=120,
+          what="the refined rotation")
+    lat = editor.invert(render, aligned=True)
+    env = sample_envmap(100 + ENVMAP_KINDS.index("studio"), kind="studio")  # the page's "studio"
+    want = gan_to_uint8(editor.twin("fused", turn_grid=REFINE_GRID, light_grid=REFINE_LIGHT_GRID).relight(
+        lat, env, rotate_light=37.0))[0]
+    assert np.abs(_img(browser, "result")[::4, ::4].astype(int) - want).mean() < 0.5
+
+
 def test_a_photo_that_cannot_be_refined_says_so(server, browser):
     """tests/data/not_a_face_64.png: the head model does not fit it, so the fused edit falls back to the
     mapper's; the refined frame is that edit, and the page says it is not refined."""

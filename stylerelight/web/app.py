@@ -6,7 +6,8 @@ POST /api/session, POST /api/session/{sid}/photo (multipart `file`), POST .../sa
 POST .../light (multipart `file`: .hdr/.exr), GET .../download/photo (PNG), GET .../download/latent
 (.pt), WS /ws/{sid} (send {"seq", "light", "rotate", "yaw", "pitch", "exposure", "refine"}; receive
 {"seq", "image", "ms"} or {"error"}; with "refine" true, once the sliders rest, also {"seq", "image",
-"ms", "refined": true[, "note"]}: the fused edit of that request; "note" when it could not be refined).
+"ms", "refined": true[, "note"]}: the fused edit of that request; "note" when it could not be refined;
+then, while they still rest, {"seq", "ahead", "of"}: the light grid's rotations refined ahead).
 
 Refinement: each slider move is answered by the mapper's edit (milliseconds); when no newer move is
 waiting, the server also makes the REFINE_METHOD edit (the mapper's edit mixed with the ray-traced
@@ -16,7 +17,10 @@ on a twin of the Editor with its own lock, so mapper frames never wait for it. T
 grid (REFINE_GRID) and the light slider's rotations a light grid (REFINE_LIGHT_GRID): once the grid
 views and rotations around a request are made, it is read off them in milliseconds; a new env map
 costs a re-render and its inversion per grid view and rotation around the request (about 1.2 s
-each), the photo's first refinement its full reconstruction too (6-9 s).
+each), the photo's first refinement its full reconstruction too (6-9 s). While the sliders rest after a
+refinement, the server goes on to the light grid's other rotations under the same env map and view
+(`grid_ring`, nearest first, one at a time, dropped at the next move), so the light slider is then
+refined in milliseconds all the way round.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import math
 import shutil
 import tempfile
 import threading
@@ -46,6 +51,19 @@ REFINE_METHOD = "fused"  # the refinement's edit (the Editor's methods)
 REFINE_GRID = (15.0, 10.0)  # the refinement's turn grid, degrees (yaw, pitch): the model card's "The turn grid"
 REFINE_LIGHT_GRID = 15.0  # its light-rotation grid, degrees (the model card's "The light grid")
 DOWNLOAD_METHODS = ("mapper", "fused", "refined")
+
+
+def grid_ring(msg: dict, step: float = REFINE_LIGHT_GRID) -> list[dict]:
+    """`msg` at the light grid's other rotations, nearest first: what a resting page refines ahead, so
+    that later refinements of the light slider are read off the grid (the one or two grid rotations
+    around msg's own are made by its refinement)."""
+    r = float(msg.get("rotate", 0)) % 360
+
+    def dist(a: float) -> float:
+        return min(abs(a - r), 360 - abs(a - r))
+
+    angles = [k * step % 360 for k in range(math.ceil(360 / step - 1e-9))]
+    return [{**msg, "rotate": a} for a in sorted(angles, key=dist) if dist(a) >= step - 1e-9]
 
 
 def png_data_url(img: np.ndarray, scale: int = 1) -> str:
@@ -301,6 +319,14 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         wake = asyncio.Event()
         # the refinement running, the request waiting for one, the newest request answered
         refining = want = shown = None
+        ahead, made = [], 0  # requests at the light grid's other rotations, to refine while the sliders rest
+
+        def prefetch(msg: dict) -> tuple[None, dict]:
+            try:
+                render(s, msg, "refined")  # kept in the twin's re-render changes; the image is not sent
+            except (ValueError, TypeError):
+                pass
+            return None, msg
 
         async def receive():
             while True:
@@ -333,12 +359,19 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
                 if refining is not None and refining in done:
                     msg, out = refining.result()
                     refining = None
-                    if "msg" not in latest and msg is shown:  # still the page's newest request
+                    if msg is None:  # a rotation refined ahead
+                        made += 1
+                        if "msg" not in latest and shown is not None:
+                            await ws.send_json({"seq": shown.get("seq"), "ahead": made, "of": made + len(ahead)})
+                    elif "msg" not in latest and msg is shown:  # still the page's newest request
                         await ws.send_json({"seq": msg.get("seq"), "refined": True, **out})
+                        if "error" not in out and "note" not in out:
+                            ahead, made = grid_ring(msg), 0
                 if wake.is_set():
                     wake.clear()
                     msg = latest.pop("msg", None)
                     if msg is not None:
+                        ahead = []  # the next move: what was ahead of the last one may not be
                         t0 = time.perf_counter()
                         try:
                             img = await asyncio.to_thread(render, s, msg)
@@ -352,9 +385,13 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
                             want = shown = None
                 if not wait.done():
                     wait.cancel()
-                # the sliders rest (no newer request waiting) and nothing refines: refine the newest request
-                if refining is None and want is not None and "msg" not in latest:
-                    refining, want = asyncio.create_task(asyncio.to_thread(refine, want)), None
+                # the sliders rest (no newer request waiting) and nothing refines: refine the newest request,
+                # then the light grid's other rotations
+                if refining is None and "msg" not in latest:
+                    if want is not None:
+                        refining, want = asyncio.create_task(asyncio.to_thread(refine, want)), None
+                    elif ahead:
+                        refining = asyncio.create_task(asyncio.to_thread(prefetch, ahead.pop(0)))
         except WebSocketDisconnect:
             pass
         finally:
