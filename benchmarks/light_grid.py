@@ -85,15 +85,14 @@ def main() -> None:
                        "re-render": metrics(S.rec.render(env.rotate(rot), view, resolution=ed.resolution,
                                                          spp=args.spp), tgt)[0]}
                 lt = light(env, rot)
-                rr.change(S, lt, 0.0, 0.0)  # the exact change (cached unless a grid rotation)
+                exact_change = rr.change(S, lt, 0.0, 0.0)  # cached unless a grid rotation
                 row[exact] = metrics(gan_to_uint8(gu.relight(lat, env, rotate_light=rot))[0], tgt)[0]
                 for step in (15.0, 30.0):
                     w = (off % step) / step
                     lo = off - (off % step)
                     rr.hold(S, lt, 0.0, 0.0, (1 - w) * grid[lo] + w * grid[lo + step] if w else grid[lo])
                     row[f"grid {step:g}"] = metrics(gan_to_uint8(gu.relight(lat, env, rotate_light=rot))[0], tgt)[0]
-                rr._recent.clear()
-                grid = {d: rr.change(S, light(env, base + d), 0.0, 0.0) for d in (0.0, 15.0, 30.0)}
+                rr.hold(S, lt, 0.0, 0.0, exact_change)  # the exact change again (base + 15 is a grid rotation)
                 rows.append(row)
                 print(f"subject {seed} light {i} rotate {rot:.1f}: "
                       + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k not in ("seed", "light", "rotate",
