@@ -192,3 +192,23 @@ def test_scalar_fallback_without_llvm(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "OLAT: OLAT rendering needs" in r.stdout
+
+
+def test_mitsuba_renders_take_turns_across_threads():
+    """Renders run one at a time in a process (two threads rendering at once crashed the LLVM backend): a
+    render in another thread waits while the lock is held, then gives what a render in this thread gives."""
+    import threading
+    import time
+
+    from stylerelight.synth import Camera, render_portrait, sample_envmap, sample_subject
+    from stylerelight.synth.mitsuba_setup import MITSUBA_LOCK
+
+    args = (sample_subject(3), sample_envmap(3), Camera(yaw=5))
+    out = {}
+    worker = threading.Thread(target=lambda: out.setdefault("img", render_portrait(*args, 16, spp=2)))
+    with MITSUBA_LOCK:
+        worker.start()
+        time.sleep(0.5)
+        assert worker.is_alive() and "img" not in out
+    worker.join(timeout=120)
+    assert np.array_equal(out["img"], render_portrait(*args, 16, spp=2))

@@ -28,6 +28,7 @@ import torch
 from ..recon.pose_fit import _project, camera_origin
 from ..recon.reconstruction import _vertex_normals
 from ..synth.camera import Camera
+from ..synth.mitsuba_setup import one_at_a_time
 
 LUMA = np.array([0.2126, 0.7152, 0.0722])
 LIGHT_EPS = 0.02
@@ -167,6 +168,7 @@ def splat(uv: torch.Tensor, values: torch.Tensor, keep: torch.Tensor, size: int)
 
 
 @lru_cache(maxsize=4)
+@one_at_a_time
 def _probe_tables(directions: tuple) -> dict:
     """Probe vertices (the front of the face), their regions, the mesh pieces that give their
     normals, and their visibility [P, L] of each light on the mean head."""

@@ -7,13 +7,28 @@ Dr.Jit's LLVM backend crashes with LLVM 14/15, so we look for LLVM >= 17 ourselv
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
+import threading
 import warnings
 
 _MIN_LLVM = 17
 _chosen: str | None = None
+# One Mitsuba scene build and render at a time in a process: two threads rendering at once crashed
+# the LLVM backend (a segfault in the test suite: the live page's background refinement in the
+# server's thread beside a render in the test's own). Each render is itself parallel across cores.
+MITSUBA_LOCK = threading.RLock()
+
+
+def one_at_a_time(fn):
+    """Decorator: `fn` (which builds or renders Mitsuba scenes) runs under MITSUBA_LOCK."""
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with MITSUBA_LOCK:
+            return fn(*args, **kwargs)
+    return locked
 
 
 def find_libllvm() -> str | None:

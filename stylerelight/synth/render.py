@@ -15,7 +15,7 @@ import numpy as np
 
 from ..lighting import FACE_BACKGROUND, EnvMap, LightStage, OLATCapture, face_display
 from .camera import Camera, default_rig
-from .mitsuba_setup import set_variant
+from .mitsuba_setup import one_at_a_time, set_variant
 from .subject import Subject
 
 LIGHT_DISTANCE = 30.0  # head units (the head is about 2 units tall)
@@ -88,6 +88,7 @@ def light_disk(distance: float = LIGHT_DISTANCE, radius_deg: float = LIGHT_RADIU
     return r, 1.0 / omega
 
 
+@one_at_a_time
 def render_olat(subject: Subject, stage: LightStage | None = None, cameras: list[Camera] | None = None,
                 resolution: int = 64, spp: int = 4, seed: int = 0, lights_per_batch: int = 50,
                 progress=None) -> OLATCapture:
@@ -163,6 +164,7 @@ def _envmap_emitter(env: EnvMap) -> dict:
             "to_world": mi.ScalarTransform4f().rotate([0, 1, 0], 180.0)}
 
 
+@one_at_a_time
 def render_envmap(subject: Subject, env: EnvMap, camera: Camera, resolution: int = 64, spp: int = 256,
                   seed: int = 0, return_mask: bool = False):
     """Linear [H, W, 3] of the subject lit directly by `env` (Mitsuba's envmap emitter, direct
