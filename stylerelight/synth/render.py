@@ -4,7 +4,9 @@ OLAT: for every pixel sample and every light, Mitsuba traces the primary ray, sa
 the light's disk, traces a shadow ray and evaluates the head's BSDF (Mitsuba's own, the same one
 the env-map render uses), so the only difference between relighting and the ground truth is the
 light stage's discretisation of the env map. All lights and samples of one camera go through
-Mitsuba as one wide vectorised batch.
+Mitsuba as one wide vectorised batch. Renders run one at a time per process (`render_olat` and
+`render_envmap` take `mitsuba_setup.MITSUBA_LOCK`): two threads rendering at once crashed the LLVM
+backend, e.g. the live page's background refinement beside another render.
 """
 
 from __future__ import annotations
