@@ -144,6 +144,30 @@ def metrics(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(p), float(ssim(t(a), t(b)).mean())
 
 
+class OLATBasis:
+    """A reconstruction's OLAT images at its own view (one `render_olat`, 7.5-10 s), from which its re-render
+    under any light is a weighted sum: the per-photo shortcut of the relight pilots (relight_anchors.py,
+    rerender_inverter.py)."""
+
+    def __init__(self, rec, stage, resolution: int):
+        from stylerelight.synth.render import render_olat
+
+        y, p, _ = rec.pose
+        head, self.view = rec.subject(), Camera(yaw=y, pitch=p)
+        self.cap = render_olat(head, stage, [self.view], 3 * resolution, spp=4, seed=0)
+        self.lm = self.view.project(head.landmarks3d(), 3 * resolution)
+        self.resolution = resolution
+
+    def __call__(self, light) -> np.ndarray:
+        """The re-render under `light` ([L, 3] scale-free: `normalise_light`'s) as uint8 in the generator's crop."""
+        from stylerelight.align import align_from_landmarks
+        from stylerelight.lighting.display import face_display
+
+        img = np.einsum("lhwk,lk->hwk", self.cap.olat[0].astype(np.float64), np.asarray(light, np.float64))
+        return align_from_landmarks(face_display(img, self.cap.mask[0])[0], self.lm,
+                                    output_size=self.resolution).image
+
+
 def pilot_arguments(ap: argparse.ArgumentParser, subjects: int) -> None:
     """The arguments every validation pilot takes (turn_grid.py, relight_anchors.py): subjects from
     --offset, torch threads, a JSON of its rows, or --merge: the rows of earlier runs' JSONs."""

@@ -33,15 +33,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_edit import metrics, pilot_arguments, pilot_start, subject_case  # noqa: E402
+from eval_edit import OLATBasis, metrics, pilot_arguments, pilot_start, subject_case  # noqa: E402
 
-from stylerelight.align import align_from_landmarks  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
-from stylerelight.lighting.display import face_display  # noqa: E402
 from stylerelight.mapper.conditioning import normalise_light  # noqa: E402
-from stylerelight.synth import Camera, render_portrait  # noqa: E402
+from stylerelight.synth import render_portrait  # noqa: E402
 from stylerelight.synth.envmaps import sample_envmap  # noqa: E402
-from stylerelight.synth.render import render_olat  # noqa: E402
 
 ANCHOR_SEEDS = 9_000_000  # the anchors' env maps: seeds of their own, not the eval's lights
 
@@ -98,15 +95,9 @@ def main() -> None:
         lat = gu.invert(src, aligned=True)
         rr, S = gu._rerender_change(), gu._rerender_source(lat)
         t0 = time.perf_counter()
-        y, p, _ = S.rec.pose
-        head, view = S.rec.subject(), Camera(yaw=y, pitch=p)
-        cap = render_olat(head, ed.stage, [view], 3 * res, spp=4, seed=0)
-        lm = view.project(head.landmarks3d(), 3 * res)
+        basis = OLATBasis(S.rec, ed.stage, res)
+        view = basis.view
         t_basis = time.perf_counter() - t0
-
-        def basis(light, cap=cap, lm=lm) -> np.ndarray:
-            img = np.einsum("lhwk,lk->hwk", cap.olat[0].astype(np.float64), np.asarray(light, np.float64))
-            return align_from_landmarks(face_display(img, cap.mask[0])[0], lm, output_size=res).image
 
         def light_of(env):
             return gu._rerender_light(lat, gu.resolve_light(ed.stage.project(env), 0.0, lat))
