@@ -319,14 +319,16 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         wake = asyncio.Event()
         # the refinement running, the request waiting for one, the newest request answered
         refining = want = shown = None
-        ahead, made = [], 0  # requests at the light grid's other rotations, to refine while the sliders rest
+        # requests at the light grid's other rotations to refine while the sliders rest, the request whose
+        # ring they are, and how many of them are made
+        ahead, ring_of, made = [], None, 0
 
-        def prefetch(msg: dict) -> tuple[None, dict]:
+        def prefetch(msg: dict) -> tuple[None, None]:
             try:
                 render(s, msg, "refined")  # kept in the twin's re-render changes; the image is not sent
             except (ValueError, TypeError):
                 pass
-            return None, msg
+            return None, None
 
         async def receive():
             while True:
@@ -361,17 +363,17 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
                     refining = None
                     if msg is None:  # a rotation refined ahead
                         made += 1
-                        if "msg" not in latest and shown is not None:
+                        if "msg" not in latest and ring_of is not None and ring_of is shown:
                             await ws.send_json({"seq": shown.get("seq"), "ahead": made, "of": made + len(ahead)})
                     elif "msg" not in latest and msg is shown:  # still the page's newest request
                         await ws.send_json({"seq": msg.get("seq"), "refined": True, **out})
                         if "error" not in out and "note" not in out:
-                            ahead, made = grid_ring(msg), 0
+                            ahead, ring_of, made = grid_ring(msg), msg, 0
                 if wake.is_set():
                     wake.clear()
                     msg = latest.pop("msg", None)
                     if msg is not None:
-                        ahead = []  # the next move: what was ahead of the last one may not be
+                        ahead, ring_of = [], None  # the next move: what was ahead of the last one may not be
                         t0 = time.perf_counter()
                         try:
                             img = await asyncio.to_thread(render, s, msg)
