@@ -168,6 +168,12 @@ class OLATBasis:
                                     output_size=self.resolution).image
 
 
+def encode(E, img: np.ndarray) -> torch.Tensor:
+    """An encoder's code [1, num_ws, w_dim] of one uint8 crop (no refinement)."""
+    with torch.no_grad():
+        return E(torch.from_numpy(img.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None])
+
+
 def pilot_arguments(ap: argparse.ArgumentParser, subjects: int) -> None:
     """The arguments every validation pilot takes (turn_grid.py, relight_anchors.py): subjects from
     --offset, torch threads, a JSON of its rows, or --merge: the rows of earlier runs' JSONs."""

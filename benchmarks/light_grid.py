@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_edit import metrics, pilot_arguments, pilot_start, subject_case  # noqa: E402
 
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
+from stylerelight.mapper.rerender import rotation_corners  # noqa: E402
 from stylerelight.synth import Camera, render_portrait  # noqa: E402
 
 OFFSETS = (7.5, 15.0)  # rotations past a multiple of 30 degrees
@@ -87,10 +88,8 @@ def main() -> None:
                 lt = light(env, rot)
                 exact_change = rr.change(S, lt, 0.0, 0.0)  # cached unless a grid rotation
                 row[exact] = metrics(gan_to_uint8(gu.relight(lat, env, rotate_light=rot))[0], tgt)[0]
-                for step in (15.0, 30.0):
-                    w = (off % step) / step
-                    lo = off - (off % step)
-                    rr.hold(S, lt, 0.0, 0.0, (1 - w) * grid[lo] + w * grid[lo + step] if w else grid[lo])
+                for step in (15.0, 30.0):  # the Editor's corners and weights (offsets stay within 0-30)
+                    rr.hold(S, lt, 0.0, 0.0, sum(w * grid[r] for r, w in rotation_corners(off, step)))
                     row[f"grid {step:g}"] = metrics(gan_to_uint8(gu.relight(lat, env, rotate_light=rot))[0], tgt)[0]
                 rr.hold(S, lt, 0.0, 0.0, exact_change)  # the exact change again (base + 15 is a grid rotation)
                 rows.append(row)

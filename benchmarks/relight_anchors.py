@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_edit import OLATBasis, metrics, pilot_arguments, pilot_start, subject_case  # noqa: E402
+from eval_edit import OLATBasis, encode, metrics, pilot_arguments, pilot_start, subject_case  # noqa: E402
 
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.mapper.conditioning import normalise_light  # noqa: E402
@@ -85,10 +85,6 @@ def main() -> None:
     gu = ed.twin("guided")
     res, rows = ed.resolution, []
 
-    def enc(img: np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
-            return ed.encoder(torch.from_numpy(img.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None])
-
     for seed in range(args.offset, args.offset + args.subjects):
         subj, cam, env_s, others = subject_case(seed, ed.stage)
         src = render_portrait(subj, env_s, cam, res, spp=64, seed=seed)
@@ -108,7 +104,7 @@ def main() -> None:
             light = light_of(sample_envmap(ANCHOR_SEEDS + 1000 * (seed - 4_000_000) + k))
             R, E = rr._invert(rr._render(S.rec, light, 0, 0), rr.steps)
             X.append((E - S.enc).flatten())
-            Xb.append((enc(basis(normalise_light(light))) - S.enc).flatten())
+            Xb.append((encode(ed.encoder, basis(normalise_light(light))) - S.enc).flatten())
             Y.append(((R - E) - (S.ws - S.enc)).flatten())
         X, Xb, Y = (torch.stack(v).double() for v in (X, Xb, Y))
         print(f"subject {seed}: OLAT basis {t_basis:.1f} s, {args.anchors} anchors {time.perf_counter() - t0:.1f} s",
@@ -120,7 +116,7 @@ def main() -> None:
             img = rr._render(S.rec, rl, 0, 0)
             bimg = basis(normalise_light(rl))
             R, E = rr._invert(img, rr.steps)
-            Eb = enc(bimg)
+            Eb = encode(ed.encoder, bimg)
             x, xb = (E - S.enc).flatten().double(), (Eb - S.enc).flatten().double()
             changes = {"exact": R - S.ws, "encoder only": E - S.enc, "encoder only basis": Eb - S.enc}
             for k in sorted({8, 16, args.anchors}):

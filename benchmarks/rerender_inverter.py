@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_edit import OLATBasis, metrics, subject_case  # noqa: E402
+from eval_edit import OLATBasis, encode, metrics, subject_case  # noqa: E402
 
 from stylerelight.edit import Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
@@ -58,11 +58,6 @@ class Photo:
     def basis(self, light) -> np.ndarray:
         """The re-render under `light` (any scale) from the OLAT basis (uint8, the generator's crop)."""
         return self.olat(normalise_light(light))
-
-
-def encode(E, img: np.ndarray) -> torch.Tensor:
-    with torch.no_grad():
-        return E(torch.from_numpy(img.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None])
 
 
 def make(args, ed: Editor) -> None:
