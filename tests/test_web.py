@@ -208,11 +208,52 @@ def test_grid_ring_orders_the_other_grid_rotations_nearest_first():
     assert len(on) == 23 and [m["rotate"] for m in on[:2]] in ([0.0, 30.0], [30.0, 0.0]) and on[0]["yaw"] == 4
 
 
-def test_a_resting_page_refines_the_light_slider_ahead(server, browser, editor, tmp_path):
+def _made(req: dict) -> set:
+    """The (rotation, yaw, pitch) grid points whose re-render changes the page's refinement of `req` makes."""
+    from stylerelight.mapper.rerender import grid_corners, rotation_corners
+    from stylerelight.web.app import REFINE_GRID, REFINE_LIGHT_GRID
+
+    return {(r, y, p) for r, _ in rotation_corners(req.get("rotate", 0), REFINE_LIGHT_GRID)
+            for (y, p), _ in grid_corners(req.get("yaw", 0), req.get("pitch", 0), REFINE_GRID)}
+
+
+def test_slider_ring_covers_each_slider_with_the_others_kept_nearest_first():
+    """After the refinements of a request and of its ring, every position of each slider (the others as they
+    are) is read off grid points already made; no grid point is made twice; nearer ones come first."""
+    from stylerelight.web.app import REFINE_GRID, REFINE_LIGHT_GRID, slider_ring
+
+    spans = {"yaw": (-49, 40), "pitch": (-17, 22)}
+    for req in ({"seq": 2, "rotate": 37, "yaw": 4, "pitch": 0}, {"seq": 2, "rotate": 330, "yaw": -15, "pitch": 5.5}):
+        ring = slider_ring(req, spans)
+        made = [_made(m) for m in [req] + ring]
+        assert all(m["seq"] == 2 for m in ring) and len({tuple(sorted(m.items())) for m in ring}) == len(ring)
+        assert all(m - made[0] for m in made[1:])  # each one adds grid points the request did not make
+        have = set().union(*made)
+        moves = [{**req, "rotate": r / 2} for r in range(720)] + \
+            [{**req, "yaw": y} for y in range(spans["yaw"][0], spans["yaw"][1] + 1)] + \
+            [{**req, "pitch": p} for p in range(spans["pitch"][0], spans["pitch"][1] + 1)]
+        assert all(_made(m) <= have for m in moves)
+        steps = {"rotate": REFINE_LIGHT_GRID, "yaw": REFINE_GRID[0], "pitch": REFINE_GRID[1]}
+        dist = [max(min(abs(m[k] - req[k]) % 360, 360 - abs(m[k] - req[k]) % 360) / steps[k] for k in steps)
+                for m in ring]
+        assert dist == sorted(dist) and dist[0] <= 1
+    # a light ring alone is what grid_ring gives; views only where the slider's span needs them
+    ring = slider_ring({"rotate": 0, "yaw": 0, "pitch": 0}, {"yaw": (0, 0), "pitch": (0, 0)})
+    assert [m["rotate"] for m in ring] == [m["rotate"] for m in grid_ring_of(0)]
+
+
+def grid_ring_of(rotate):
+    from stylerelight.web.app import REFINE_LIGHT_GRID, grid_ring
+
+    return grid_ring({"rotate": rotate, "yaw": 0, "pitch": 0}, REFINE_LIGHT_GRID)
+
+
+def test_a_resting_page_refines_the_sliders_ahead(server, browser, editor, tmp_path):
     """After a refinement, while the sliders rest, the server refines the light grid's other rotations of that
-    env map and view one by one (the page counts them); a rotation between grid rotations is then refined as
-    an independent twin with the page's grids edits it."""
-    from stylerelight.web.app import ENVMAP_KINDS, REFINE_GRID, REFINE_LIGHT_GRID, grid_ring
+    env map and view and the turn grid's views along the yaw and pitch sliders one by one (the page counts
+    them); a rotation between grid rotations, and then a turn between grid views, are refined as an
+    independent twin with the page's grids edits them."""
+    from stylerelight.web.app import ENVMAP_KINDS, REFINE_GRID, REFINE_LIGHT_GRID, slider_ring
 
     url, _, _ = server
     render = render_portrait(sample_subject(1_000_779), sample_envmap(6, kind="studio"), Camera(yaw=4), 64, spp=16)
@@ -224,20 +265,27 @@ def test_a_resting_page_refines_the_light_slider_ahead(server, browser, editor, 
                            "e.dispatchEvent(new Event('change'));")
     browser.find_element("id", "refine").click()
     last = browser.execute_script("return seq")
-    n = len(grid_ring({"rotate": 0}, REFINE_LIGHT_GRID))
-    _wait(lambda: browser.execute_script("return window.stylerelight.ahead") == [last, n, n], timeout=400,
-          what=f"the {n} other grid rotations refined ahead")
-    assert browser.find_element("id", "ahead").text == "light slider refined all round"
-    _set_range(browser, "rotate-light", 37)
-    last = browser.execute_script("return seq")
-    _wait(lambda: _shown(browser) == last and
-          browser.find_element("id", "result").get_attribute("data-refined") == "1", timeout=120,
-          what="the refined rotation")
+    spans = {k: tuple(int(browser.find_element("id", k).get_attribute(a)) for a in ("min", "max"))
+             for k in ("yaw", "pitch")}
+    n = len(slider_ring({"rotate": 0, "yaw": 0, "pitch": 0}, spans))
+    assert n > len(grid_ring_of(0)) + 4  # views along both turn sliders besides the rotations
+    _wait(lambda: browser.execute_script("return window.stylerelight.ahead") == [last, n, n], timeout=500,
+          what=f"the {n} other grid rotations and views refined ahead")
+    assert browser.find_element("id", "ahead").text == "sliders refined over their ranges"
     lat = editor.invert(render, aligned=True)
     env = sample_envmap(100 + ENVMAP_KINDS.index("studio"), kind="studio")  # the page's "studio"
-    want = gan_to_uint8(editor.twin("fused", turn_grid=REFINE_GRID, light_grid=REFINE_LIGHT_GRID).relight(
-        lat, env, rotate_light=37.0))[0]
-    assert np.abs(_img(browser, "result")[::4, ::4].astype(int) - want).mean() < 0.5
+    twin = editor.twin("fused", turn_grid=REFINE_GRID, light_grid=REFINE_LIGHT_GRID)
+    for slider, value, edit in (("rotate-light", 37, {"rotate_light": 37.0}), ("rotate-light", 0, {}),
+                                ("yaw", -7, {"yaw": -7.0})):
+        _set_range(browser, slider, value)
+        last = browser.execute_script("return seq")
+        t0 = time.time()
+        _wait(lambda: _shown(browser) == last and  # noqa: B023 - read in this iteration
+              browser.find_element("id", "result").get_attribute("data-refined") == "1", timeout=120,
+              what=f"the refined {slider} {value}")
+        print(f"{slider} {value}: refined frame shown {time.time() - t0:.2f} s after the move")
+        want = gan_to_uint8(twin.relight(lat, env, **edit))[0]
+        assert np.abs(_img(browser, "result")[::4, ::4].astype(int) - want).mean() < 0.5, (slider, value)
 
 
 def test_a_photo_that_cannot_be_refined_says_so(server, browser):

@@ -7,7 +7,7 @@ POST .../light (multipart `file`: .hdr/.exr), GET .../download/photo (PNG), GET 
 (.pt), WS /ws/{sid} (send {"seq", "light", "rotate", "yaw", "pitch", "exposure", "refine"}; receive
 {"seq", "image", "ms"} or {"error"}; with "refine" true, once the sliders rest, also {"seq", "image",
 "ms", "refined": true[, "note"]}: the fused edit of that request; "note" when it could not be refined;
-then, while they still rest, {"seq", "ahead", "of"}: the light grid's rotations refined ahead).
+then, while they still rest, {"seq", "ahead", "of"}: the grids' rotations and views refined ahead).
 
 Refinement: each slider move is answered by the mapper's edit (milliseconds); when no newer move is
 waiting, the server also makes the REFINE_METHOD edit (the mapper's edit mixed with the ray-traced
@@ -18,9 +18,9 @@ grid (REFINE_GRID) and the light slider's rotations a light grid (REFINE_LIGHT_G
 views and rotations around a request are made, it is read off them in milliseconds; a new env map
 costs a re-render and its inversion per grid view and rotation around the request (about 1.2 s
 each), the photo's first refinement its full reconstruction too (6-9 s). While the sliders rest after a
-refinement, the server goes on to the light grid's other rotations under the same env map and view
-(`grid_ring`, nearest first, one at a time, dropped at the next move), so the light slider is then
-refined in milliseconds all the way round.
+refinement, the server goes on to the light grid's other rotations under the same env map and view, and to
+the turn grid's views along the yaw and pitch sliders under the same light (`slider_ring`, nearest first,
+one at a time, dropped at the next move), so each slider is then refined in milliseconds over its range.
 """
 
 from __future__ import annotations
@@ -66,6 +66,36 @@ def grid_ring(msg: dict, step: float = REFINE_LIGHT_GRID) -> list[dict]:
     return [{**msg, "rotate": a} for a in sorted(angles, key=dist) if dist(a) >= step - 1e-9]
 
 
+def axis_corners(v: float, step: float) -> list[float]:
+    """The grid values around v on one axis (one when v is on the grid), as the grids' reads use them."""
+    from ..mapper.rerender import grid_corners
+
+    return [c[0] for c, _ in grid_corners(v, 0.0, (step, 1.0))]
+
+
+def slider_ring(msg: dict, spans: dict, light_step: float = REFINE_LIGHT_GRID,
+                grid: tuple[float, float] = REFINE_GRID) -> list[dict]:
+    """What a resting page refines ahead after `msg`'s refinement, nearest first (in grid steps): `msg` at
+    the light grid's other rotations (grid_ring), and at the turn grid's other views along each turn
+    slider's range with the other slider as it is (the one or two grid values around it; spans: the
+    sliders' {"yaw": (lo, hi), "pitch": (lo, hi)} in degrees of change). One slider moves at a time and
+    each resting move is refined and rings again, so the lines through the request are what the next
+    move needs, at a fraction of the whole grid's cost."""
+    r = float(msg.get("rotate", 0)) % 360
+    ring = [(min(abs(m["rotate"] - r), 360 - abs(m["rotate"] - r)) / light_step, m)
+            for m in grid_ring(msg, light_step)]
+    here = {"yaw": float(msg.get("yaw", 0)), "pitch": float(msg.get("pitch", 0))}
+    for axis, other, step in (("yaw", "pitch", grid[0]), ("pitch", "yaw", grid[1])):
+        lo, hi = spans[axis]
+        own = axis_corners(here[axis], step)
+        for k in range(math.floor(lo / step), math.ceil(hi / step) + 1):
+            v = k * step
+            if v not in own:
+                ring += [(abs(v - here[axis]) / step, {**msg, axis: v, other: o})
+                         for o in axis_corners(here[other], grid[1] if axis == "yaw" else grid[0])]
+    return [m for _, m in sorted(ring, key=lambda t: t[0])]
+
+
 def png_data_url(img: np.ndarray, scale: int = 1) -> str:
     from PIL import Image
 
@@ -94,6 +124,7 @@ class Session:
     latent: object = None
     custom_light: object = None
     params: dict = field(default_factory=dict)
+    spans: dict = field(default_factory=dict)  # the turn sliders' ranges, as the page sets them (slider_ring)
     created: float = field(default_factory=time.time)
     connected: bool = False
 
@@ -197,12 +228,15 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         from ..recon import light_to_envmap
 
         rec = lat.reconstruction
+        pose = {"yaw": round(float(rec["yaw"]), 1), "pitch": round(float(rec["pitch"]), 1)}
+        s.spans = {k: (math.ceil(-ed.mapper.pose_range[k] - v), math.floor(ed.mapper.pose_range[k] - v))
+                   for k, v in pose.items()}  # the page's slider ranges (index.html: min, max)
         src_env = light_to_envmap(np.asarray(rec["light"], np.float64), ed.stage)
         crop = lat.info["crop"].numpy()
         return {"input": png_data_url(crop, max(1, 256 // crop.shape[0])),
                 "source_light": png_data_url(envmap_preview(src_env)), "aligned": aligned,
                 "faces": int(lat.info.get("faces_found", 1)),
-                "pose": [round(float(rec["yaw"]), 1), round(float(rec["pitch"]), 1)]}
+                "pose": [pose["yaw"], pose["pitch"]]}
 
     @app.post("/api/session/{sid}/photo")
     async def upload_photo(sid: str, file: UploadFile = File(...)):  # noqa: B008 - FastAPI's idiom
@@ -319,8 +353,8 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
         wake = asyncio.Event()
         # the refinement running, the request waiting for one, the newest request answered
         refining = want = shown = None
-        # requests at the light grid's other rotations to refine while the sliders rest, the request whose
-        # ring they are, and how many of them are made
+        # requests at the grids' other rotations and views to refine while the sliders rest (slider_ring),
+        # the request whose ring they are, and how many of them are made
         ahead, ring_of, made = [], None, 0
 
         def prefetch(msg: dict) -> tuple[None, None]:
@@ -368,7 +402,7 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
                     elif "msg" not in latest and msg is shown:  # still the page's newest request
                         await ws.send_json({"seq": msg.get("seq"), "refined": True, **out})
                         if "error" not in out and "note" not in out:
-                            ahead, ring_of, made = grid_ring(msg), msg, 0
+                            ahead, ring_of, made = slider_ring(msg, s.spans), msg, 0
                 if wake.is_set():
                     wake.clear()
                     msg = latest.pop("msg", None)
@@ -388,7 +422,7 @@ def create_app(editor_factory, max_upload: int = MAX_UPLOAD_BYTES, tmp_root: str
                 if not wait.done():
                     wait.cancel()
                 # the sliders rest (no newer request waiting) and nothing refines: refine the newest request,
-                # then the light grid's other rotations
+                # then the grids' other rotations and views along the sliders
                 if refining is None and "msg" not in latest:
                     if want is not None:
                         refining, want = asyncio.create_task(asyncio.to_thread(refine, want)), None
