@@ -101,12 +101,13 @@ def main() -> None:
         rr, S = gu._rerender_change(), gu._rerender_source(lat)
         B = OLATBasis(S.rec, ed.stage, ed.resolution)
         t0 = time.perf_counter()
-        cache = Path(f"runs/jac/J_{seed}.pt")  # the pilot's own reruns (not a shipped cache)
-        if cache.exists():
-            J = torch.load(cache)
+        cache = Path(args.json).with_name(f"J_{seed}.pt") if args.json else None  # for the pilot's reruns
+        if cache is not None and cache.exists():
+            J = torch.load(cache, weights_only=True)
         else:
             J = jacobian(G, S.ws)
-            torch.save(J, cache)
+            if cache is not None:
+                torch.save(J, cache)
         Ps = {lam: solver(J, lam) for lam in LAMS}
         t_j = time.perf_counter() - t0
         e_s = encode(ed.encoder, B(normalise_light(rr.source_light(S.rec))))
