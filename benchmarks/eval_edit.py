@@ -174,6 +174,18 @@ def encode(E, img: np.ndarray) -> torch.Tensor:
         return E(torch.from_numpy(img.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None])
 
 
+def report_against(rows: list, ref: str, what: str = "") -> None:
+    """Print each column's mean PSNR over a relight pilot's rows and its mean difference per subject from
+    column `ref` (mean +- standard error over subjects): the relight pilots' table."""
+    seeds = sorted({r["seed"] for r in rows})
+    keys = [k for k in rows[0] if k not in ("seed", "light")]
+    print(f"{len(rows)} relights of {len(seeds)} subjects{what}, mean PSNR dB (per subject against \"{ref}\"):")
+    for k in keys:
+        d = np.array([np.mean([r[k] - r[ref] for r in rows if r["seed"] == s]) for s in seeds])
+        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
+        print(f"  {k:34s} {np.mean([r[k] for r in rows]):6.2f}  {d.mean():+.2f} +- {se:.2f}")
+
+
 def pilot_arguments(ap: argparse.ArgumentParser, subjects: int) -> None:
     """The arguments every validation pilot takes (turn_grid.py, relight_anchors.py): subjects from
     --offset, torch threads, a JSON of its rows, or --merge: the rows of earlier runs' JSONs."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_edit import OLATBasis, encode, metrics, pilot_arguments, pilot_start, subject_case  # noqa: E402
+from eval_edit import OLATBasis, encode, metrics, pilot_arguments, pilot_start, report_against, subject_case  # noqa: E402
 
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.mapper.conditioning import normalise_light  # noqa: E402
@@ -75,14 +75,7 @@ def chord(G, ws: torch.Tensor, P: torch.Tensor, target: torch.Tensor, start: tor
 
 
 def report(rows: list) -> None:
-    seeds = sorted({r["seed"] for r in rows})
-    keys = [k for k in rows[0] if k not in ("seed", "light")]
-    print(f"{len(rows)} relights of {len(seeds)} subjects, guided read of each change, mean PSNR dB "
-          "(per subject against the exact change):")
-    for k in keys:
-        d = np.array([np.mean([r[k] - r["exact"] for r in rows if r["seed"] == s]) for s in seeds])
-        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
-        print(f"  {k:30s} {np.mean([r[k] for r in rows]):6.2f}  {d.mean():+.2f} +- {se:.2f}")
+    report_against(rows, "exact", ", guided read of each change")
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_edit import OLATBasis, encode, metrics, subject_case  # noqa: E402
+from eval_edit import OLATBasis, encode, metrics, report_against, subject_case  # noqa: E402
 
 from stylerelight.edit import Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
@@ -105,13 +105,7 @@ def merge(args, ed: Editor) -> None:
 
 
 def report(rows: list) -> None:
-    seeds = sorted({r["seed"] for r in rows})
-    keys = [k for k in rows[0] if k not in ("seed", "light")]
-    print(f"{len(rows)} relights of {len(seeds)} subjects, mean PSNR dB (per subject against the exact change):")
-    for k in keys:
-        d = np.array([np.mean([r[k] - r["exact"] for r in rows if r["seed"] == s]) for s in seeds])
-        se = d.std(ddof=1) / np.sqrt(len(d))
-        print(f"  {k:28s} {np.mean([r[k] for r in rows]):6.2f}  {d.mean():+.2f} +- {se:.2f}")
+    report_against(rows, "exact", ", guided read of each change")
 
 
 def evaluate(args, ed: Editor) -> None:
