@@ -56,3 +56,14 @@ def test_summarise_pairs_the_reread_edits_with_the_default_edit(capsys):
     assert t["guided edit"]["vs_rerender"]["mean"] == pytest.approx(2.0)
     assert "vs_default_edit" not in t["re-render"] and "vs_default_edit" not in t["default edit"]
     assert "PSNR minus the default edit's" in capsys.readouterr().out
+
+
+def test_report_against_pairs_each_subject_with_the_reference_column(capsys):
+    """Subject 1's three relights are 1 dB over the reference, subject 2's 3 dB: paired mean +2, s.e. 1 (two
+    subjects), whatever the number of relights per subject; the reference itself +0."""
+    rows = [{"seed": 1, "light": k, "ref": 20.0 + k, "x": 21.0 + k} for k in range(3)] + \
+        [{"seed": 2, "light": 0, "ref": 30.0, "x": 33.0}]
+    eval_edit.report_against(rows, "ref", " (test)")
+    out = capsys.readouterr().out
+    assert out.startswith('4 relights of 2 subjects (test), mean PSNR dB (per subject against "ref"):')
+    assert "  x  " in out and "24.75  +2.00 +- 1.00" in out and "23.25  +0.00 +- 0.00" in out  # means over rows
