@@ -240,6 +240,7 @@ def test_slider_ring_covers_each_slider_with_the_others_kept_nearest_first():
     # a light ring alone is what grid_ring gives; views only where the slider's span needs them
     ring = slider_ring({"rotate": 0, "yaw": 0, "pitch": 0}, {"yaw": (0, 0), "pitch": (0, 0)})
     assert [m["rotate"] for m in ring] == [m["rotate"] for m in grid_ring_of(0)]
+    assert slider_ring({"rotate": 0, "yaw": 0, "pitch": 0}, {}) == ring
 
 
 def grid_ring_of(rotate):

@@ -86,6 +86,8 @@ def slider_ring(msg: dict, spans: dict, light_step: float = REFINE_LIGHT_GRID,
             for m in grid_ring(msg, light_step)]
     here = {"yaw": float(msg.get("yaw", 0)), "pitch": float(msg.get("pitch", 0))}
     for axis, other, step in (("yaw", "pitch", grid[0]), ("pitch", "yaw", grid[1])):
+        if axis not in spans:  # no range known for that slider: rotations only
+            continue
         lo, hi = spans[axis]
         own = axis_corners(here[axis], step)
         for k in range(math.floor(lo / step), math.ceil(hi / step) + 1):
