@@ -42,6 +42,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -172,6 +173,33 @@ def encode(E, img: np.ndarray) -> torch.Tensor:
     """An encoder's code [1, num_ws, w_dim] of one uint8 crop (no refinement)."""
     with torch.no_grad():
         return E(torch.from_numpy(img.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None])
+
+
+class PilotPhoto(NamedTuple):
+    seed: int
+    subject: object
+    camera: object
+    others: list  # the three other env maps (subject_case)
+    src: np.ndarray  # the source photo (uint8, the generator's crop)
+    lat: object  # its Latent (the guided twin's inversion)
+    rr: object  # the twin's RerenderChange
+    S: object  # the photo's SourceRender (reconstruction, re-render code)
+
+
+def pilot_photos(args, ed: Editor, gu: Editor):
+    """The relight pilots' photos: each subject from --offset drawn as subject_case draws it, rendered at 64 spp,
+    inverted by the guided twin `gu`, with its reconstruction and re-rendered code (seconds each)."""
+    for seed in range(args.offset, args.offset + args.subjects):
+        subj, cam, env_s, others = subject_case(seed, ed.stage)
+        src = render_portrait(subj, env_s, cam, ed.resolution, spp=64, seed=seed)
+        lat = gu.invert(src, aligned=True)
+        yield PilotPhoto(seed, subj, cam, others, src, lat, gu._rerender_change(), gu._rerender_source(lat))
+
+
+def guided_light(gu: Editor, lat, env) -> torch.Tensor:
+    """The re-render's light of a guided relight of `lat` to env map `env` (its stage projection), as the Editor
+    makes it."""
+    return gu._rerender_light(lat, gu.resolve_light(gu.stage.project(env), 0.0, lat))
 
 
 def report_against(rows: list, ref: str, what: str = "") -> None:

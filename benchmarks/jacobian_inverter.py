@@ -21,7 +21,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_edit import OLATBasis, encode, metrics, pilot_arguments, pilot_start, report_against, subject_case  # noqa: E402
+from eval_edit import (  # noqa: E402
+    OLATBasis,
+    encode,
+    guided_light,
+    metrics,
+    pilot_arguments,
+    pilot_photos,
+    pilot_start,
+    report_against,
+)
 
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.mapper.conditioning import normalise_light  # noqa: E402
@@ -87,11 +96,7 @@ def main() -> None:
     args, ed = got
     gu = ed.twin("guided")
     G, rows = ed.G, []
-    for seed in range(args.offset, args.offset + args.subjects):
-        subj, cam, env_s, others = subject_case(seed, ed.stage)
-        src = render_portrait(subj, env_s, cam, ed.resolution, spp=64, seed=seed)
-        lat = gu.invert(src, aligned=True)
-        rr, S = gu._rerender_change(), gu._rerender_source(lat)
+    for seed, subj, cam, others, _src, lat, rr, S in pilot_photos(args, ed, gu):
         B = OLATBasis(S.rec, ed.stage, ed.resolution)
         t0 = time.perf_counter()
         cache = Path(args.json).with_name(f"J_{seed}.pt") if args.json else None  # for the pilot's reruns
@@ -106,7 +111,7 @@ def main() -> None:
         e_s = encode(ed.encoder, B(normalise_light(rr.source_light(S.rec))))
         for i, env_t in enumerate(others):
             tgt = render_portrait(subj, env_t, cam, ed.resolution, spp=64, seed=seed + 1)
-            rl = gu._rerender_light(lat, gu.resolve_light(ed.stage.project(env_t), 0.0, lat))
+            rl = guided_light(gu, lat, env_t)
             img = B(normalise_light(rl))
             x = to_x(img)
             changes = {"exact": rr._invert(img, rr.steps)[0] - S.ws, "encoder only": encode(ed.encoder, img) - e_s}

@@ -21,7 +21,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_edit import OLATBasis, encode, metrics, pilot_arguments, pilot_start, report_against, subject_case  # noqa: E402
+from eval_edit import (  # noqa: E402
+    OLATBasis,
+    encode,
+    guided_light,
+    metrics,
+    pilot_arguments,
+    pilot_photos,
+    pilot_start,
+    report_against,
+)
 
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.lighting.display import FACE_BACKGROUND, face_exposure, srgb_decode, srgb_encode  # noqa: E402
@@ -78,17 +87,13 @@ def main() -> None:
     args, ed = got
     gu = ed.twin("guided")
     rows = []
-    for seed in range(args.offset, args.offset + args.subjects):
-        subj, cam, env_s, others = subject_case(seed, ed.stage)
-        src = render_portrait(subj, env_s, cam, ed.resolution, spp=64, seed=seed)
-        lat = gu.invert(src, aligned=True)
-        rr, S = gu._rerender_change(), gu._rerender_source(lat)
+    for seed, subj, cam, others, src, lat, rr, S in pilot_photos(args, ed, gu):
         B = Basis(S.rec, ed.stage, ed.resolution)
         rs = B.linear(rr.source_light(S.rec))
         e_src = encode(ed.encoder, src)
         for i, env_t in enumerate(others):
             tgt = render_portrait(subj, env_t, cam, ed.resolution, spp=64, seed=seed + 1)
-            rl = gu._rerender_light(lat, gu.resolve_light(ed.stage.project(env_t), 0.0, lat))
+            rl = guided_light(gu, lat, env_t)
             img = B(normalise_light(rl))
             rt = srgb_decode(img / 255.0)
             Rt = rr._invert(img, rr.steps)[0]

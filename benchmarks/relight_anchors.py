@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_edit import OLATBasis, encode, metrics, pilot_arguments, pilot_start, subject_case  # noqa: E402
+from eval_edit import OLATBasis, encode, guided_light, metrics, pilot_arguments, pilot_photos, pilot_start  # noqa: E402
 
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
 from stylerelight.mapper.conditioning import normalise_light  # noqa: E402
@@ -85,18 +85,14 @@ def main() -> None:
     gu = ed.twin("guided")
     res, rows = ed.resolution, []
 
-    for seed in range(args.offset, args.offset + args.subjects):
-        subj, cam, env_s, others = subject_case(seed, ed.stage)
-        src = render_portrait(subj, env_s, cam, res, spp=64, seed=seed)
-        lat = gu.invert(src, aligned=True)
-        rr, S = gu._rerender_change(), gu._rerender_source(lat)
+    for seed, subj, cam, others, src, lat, rr, S in pilot_photos(args, ed, gu):
         t0 = time.perf_counter()
         basis = OLATBasis(S.rec, ed.stage, res)
         view = basis.view
         t_basis = time.perf_counter() - t0
 
         def light_of(env):
-            return gu._rerender_light(lat, gu.resolve_light(ed.stage.project(env), 0.0, lat))
+            return guided_light(gu, lat, env)  # noqa: B023 - this photo's
 
         t0 = time.perf_counter()
         X, Xb, Y = [], [], []

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_edit import OLATBasis, encode, metrics, report_against, subject_case  # noqa: E402
+from eval_edit import OLATBasis, encode, guided_light, metrics, report_against, subject_case  # noqa: E402
 
 from stylerelight.edit import Editor  # noqa: E402
 from stylerelight.imageio import gan_to_uint8  # noqa: E402
@@ -53,7 +53,7 @@ class Photo:
 
     def light(self, env) -> torch.Tensor:
         """The re-render's light for a relight to `env`, as the guided edit makes it."""
-        return self.gu._rerender_light(self.lat, self.gu.resolve_light(self.gu.stage.project(env), 0.0, self.lat))
+        return guided_light(self.gu, self.lat, env)
 
     def basis(self, light) -> np.ndarray:
         """The re-render under `light` (any scale) from the OLAT basis (uint8, the generator's crop)."""
