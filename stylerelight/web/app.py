@@ -85,16 +85,15 @@ def slider_ring(msg: dict, spans: dict, light_step: float = REFINE_LIGHT_GRID,
     ring = [(min(abs(m["rotate"] - r), 360 - abs(m["rotate"] - r)) / light_step, m)
             for m in grid_ring(msg, light_step)]
     here = {"yaw": float(msg.get("yaw", 0)), "pitch": float(msg.get("pitch", 0))}
-    for axis, other, step in (("yaw", "pitch", grid[0]), ("pitch", "yaw", grid[1])):
+    for axis, other, step, other_step in (("yaw", "pitch", *grid), ("pitch", "yaw", *grid[::-1])):
         if axis not in spans:  # no range known for that slider: rotations only
             continue
         lo, hi = spans[axis]
-        own = axis_corners(here[axis], step)
+        own, kept = axis_corners(here[axis], step), axis_corners(here[other], other_step)
         for k in range(math.floor(lo / step), math.ceil(hi / step) + 1):
             v = k * step
             if v not in own:
-                ring += [(abs(v - here[axis]) / step, {**msg, axis: v, other: o})
-                         for o in axis_corners(here[other], grid[1] if axis == "yaw" else grid[0])]
+                ring += [(abs(v - here[axis]) / step, {**msg, axis: v, other: o}) for o in kept]
     return [m for _, m in sorted(ring, key=lambda t: t[0])]
 
 
