@@ -53,14 +53,18 @@ REFINE_LIGHT_GRID = 15.0  # its light-rotation grid, degrees (the model card's "
 DOWNLOAD_METHODS = ("mapper", "fused", "refined")
 
 
+def rotation_gap(a: float, msg: dict) -> float:
+    """Degrees between rotation a (in [0, 360)) and msg's light rotation, the short way round."""
+    r = float(msg.get("rotate", 0)) % 360
+    return min(abs(a - r), 360 - abs(a - r))
+
+
 def grid_ring(msg: dict, step: float = REFINE_LIGHT_GRID) -> list[dict]:
     """`msg` at the light grid's other rotations, nearest first: what a resting page refines ahead, so
     that later refinements of the light slider are read off the grid (the one or two grid rotations
     around msg's own are made by its refinement)."""
-    r = float(msg.get("rotate", 0)) % 360
-
     def dist(a: float) -> float:
-        return min(abs(a - r), 360 - abs(a - r))
+        return rotation_gap(a, msg)
 
     angles = [k * step % 360 for k in range(math.ceil(360 / step - 1e-9))]
     return [{**msg, "rotate": a} for a in sorted(angles, key=dist) if dist(a) >= step - 1e-9]
@@ -81,9 +85,7 @@ def slider_ring(msg: dict, spans: dict, light_step: float = REFINE_LIGHT_GRID,
     sliders' {"yaw": (lo, hi), "pitch": (lo, hi)} in degrees of change). One slider moves at a time and
     each resting move is refined and rings again, so the lines through the request are what the next
     move needs, at a fraction of the whole grid's cost."""
-    r = float(msg.get("rotate", 0)) % 360
-    ring = [(min(abs(m["rotate"] - r), 360 - abs(m["rotate"] - r)) / light_step, m)
-            for m in grid_ring(msg, light_step)]
+    ring = [(rotation_gap(m["rotate"], msg) / light_step, m) for m in grid_ring(msg, light_step)]
     here = {"yaw": float(msg.get("yaw", 0)), "pitch": float(msg.get("pitch", 0))}
     for axis, other, step, other_step in (("yaw", "pitch", *grid), ("pitch", "yaw", *grid[::-1])):
         if axis not in spans:  # no range known for that slider: rotations only
